@@ -1,0 +1,313 @@
+//! One typed configuration, loaded once at start-up from layered sources (see
+//! `shared/CONFIG.md`): the built-in `config/default.toml` → `config/default.toml` on disk →
+//! `config/$APP_ENV.toml` → `APP__SECTION__KEY` variables → the original service's
+//! variable names.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use aws_creds::AwsSettings;
+use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize, Serializer};
+use storage::{MongoSettings, S3Settings};
+
+/// Built-in defaults, so the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// The original service's variables and the keys they set; they win over everything.
+const LEGACY_VARIABLES: &[(&str, &str)] = &[
+    ("PORT", "server.port"),
+    ("MONGODB_URI", "mongo.uri"),
+    ("AWS_REGION", "aws.region"),
+    ("AWS_IAM_ROLE_ARN", "aws.role_arn"),
+    ("AWS_S3_BUCKET_NAME", "s3.bucket"),
+];
+
+/// Every setting of the service.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `server.*`
+    pub server: ServerSettings,
+    /// `mongo.*`
+    pub mongo: MongoSettings,
+    /// `aws.*`
+    pub aws: AwsSettings,
+    /// `s3.*`
+    pub s3: S3Settings,
+    /// `uploads.*`
+    pub uploads: UploadSettings,
+    /// `auth.*`
+    pub auth: AuthSettings,
+    /// `log.*`
+    pub log: LogSettings,
+}
+
+/// `server.*`: where to listen and how long shutdown may take.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub host: String,
+    /// Listen port; 0 picks a free one.
+    pub port: u16,
+    /// Time in-flight requests get after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+/// `uploads.*`: limits on attachment uploads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSettings {
+    /// Per-file limit.
+    pub max_file_bytes: u64,
+    /// Parts named `file` per request.
+    pub max_files_per_request: u32,
+    /// Sniffed types that may be stored; `*/*` allows all.
+    pub allowed_content_types: Vec<String>,
+    /// Age after which a pending upload is reaped.
+    pub pending_ttl_secs: u64,
+    /// How often the reaper runs.
+    pub reaper_interval_secs: u64,
+}
+
+/// `auth.*`: bearer token validation.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for local development.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub jwt_hs256_secret: SecretString,
+    /// JWKS for RS256/ES256 tokens.
+    pub jwks_url: String,
+    /// Required `iss` when set.
+    pub issuer: String,
+    /// Required `aud` when set.
+    pub audience: String,
+    /// Whether GET routes need no token.
+    pub public_reads: bool,
+}
+
+/// `log.*`: log output.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Human-readable or JSON lines.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,storage=debug`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (local development).
+    Pretty,
+    /// One JSON object per line (production).
+    Json,
+}
+
+fn serialize_redacted<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    s.serialize_str(if secret.expose_secret().is_empty() {
+        ""
+    } else {
+        "[redacted]"
+    })
+}
+
+/// A configuration that cannot be used: the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct SettingsError {
+    /// Full key, e.g. `mongo.uri`.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl SettingsError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<aws_creds::InvalidSetting> for SettingsError {
+    fn from(invalid: aws_creds::InvalidSetting) -> Self {
+        Self::new(invalid.key, invalid.problem)
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment and `$APP_CONFIG_DIR` (default `config`).
+    pub fn load() -> Result<Self, SettingsError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let dir = env
+            .get("APP_CONFIG_DIR")
+            .map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        Self::load_from(&dir, &env)
+    }
+
+    /// Loads from `config_dir` and the given environment variables, then validates.
+    pub fn load_from(
+        config_dir: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let app_env = env.get("APP_ENV").map_or("local", String::as_str);
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(config_dir.join("default.toml")).required(false))
+            .add_source(File::from(config_dir.join(format!("{app_env}.toml"))).required(false))
+            .add_source(
+                Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("uploads.allowed_content_types")
+                    .try_parsing(true)
+                    .source(Some(env.clone())),
+            );
+        for (variable, key) in LEGACY_VARIABLES {
+            if let Some(value) = env.get(*variable) {
+                builder = builder
+                    .set_override(*key, value.as_str())
+                    .map_err(|error| SettingsError::new(*key, error.to_string()))?;
+            }
+        }
+        let settings: Self = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(from_config_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that deserialize but cannot work.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        use secrecy::ExposeSecret;
+        let uri = self.mongo.uri.expose_secret();
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(SettingsError::new(
+                "mongo.uri",
+                "must be a mongodb:// or mongodb+srv:// connection string (set MONGODB_URI)",
+            ));
+        }
+        if self.mongo.database.is_empty() {
+            return Err(SettingsError::new("mongo.database", "must not be empty"));
+        }
+        self.aws.validate()?;
+        if self.s3.bucket.trim().is_empty() {
+            return Err(SettingsError::new(
+                "s3.bucket",
+                "is required (set AWS_S3_BUCKET_NAME or APP__S3__BUCKET)",
+            ));
+        }
+        if self.s3.key_prefix.is_empty()
+            || !self
+                .s3
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+        {
+            return Err(SettingsError::new(
+                "s3.key_prefix",
+                "must be letters, digits, '-', '_' or '/'",
+            ));
+        }
+        const MIN_PART: u64 = 5 * 1024 * 1024;
+        if self.s3.part_size_bytes < MIN_PART {
+            return Err(SettingsError::new(
+                "s3.part_size_bytes",
+                format!(
+                    "{} is below S3's minimum part size of 5 MiB",
+                    self.s3.part_size_bytes
+                ),
+            ));
+        }
+        if self.s3.max_parts_in_flight == 0 {
+            return Err(SettingsError::new(
+                "s3.max_parts_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if self.s3.presign_ttl_secs == 0 {
+            return Err(SettingsError::new(
+                "s3.presign_ttl_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.aws.refresh_lead_secs < self.s3.presign_ttl_secs {
+            return Err(SettingsError::new(
+                "aws.refresh_lead_secs",
+                format!(
+                    "{} must be at least s3.presign_ttl_secs ({}), so a presigned URL never outlives its credentials",
+                    self.aws.refresh_lead_secs, self.s3.presign_ttl_secs
+                ),
+            ));
+        }
+        if self.uploads.max_file_bytes == 0 {
+            return Err(SettingsError::new(
+                "uploads.max_file_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.uploads.max_files_per_request == 0 {
+            return Err(SettingsError::new(
+                "uploads.max_files_per_request",
+                "must be at least 1",
+            ));
+        }
+        if let Some(bad) = self.uploads.allowed_content_types.iter().find(|t| {
+            t.split_once('/')
+                .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+        }) {
+            return Err(SettingsError::new(
+                "uploads.allowed_content_types",
+                format!("`{bad}` is not a media type like image/png"),
+            ));
+        }
+        if self.uploads.reaper_interval_secs == 0 {
+            return Err(SettingsError::new(
+                "uploads.reaper_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(SettingsError::new("log.level", error.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+    }
+}
+
+/// Turns the `config` crate's error into one naming the key.
+fn from_config_error(error: config::ConfigError) -> SettingsError {
+    let message = error.to_string();
+    // Missing keys read `missing configuration field "aws.region"`; others name the key
+    // after `for key`.
+    let key = quoted_after(&message, "missing configuration field ")
+        .or_else(|| quoted_after(&message, "for key "))
+        .unwrap_or_else(|| "configuration".into());
+    let problem = if message.starts_with("missing configuration field") {
+        "is required".to_owned()
+    } else {
+        message
+    };
+    SettingsError::new(key, problem)
+}
+
+fn quoted_after(message: &str, marker: &str) -> Option<String> {
+    let rest = &message[message.find(marker)? + marker.len()..];
+    let rest = rest.trim_start_matches(['"', '`']);
+    let end = rest.find(['"', '`'])?;
+    Some(rest[..end].to_owned())
+}

@@ -1,0 +1,120 @@
+//! Operations routes: liveness and readiness.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::startup::Dependencies;
+
+/// How long each readiness check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Registers `/healthz` and `/readyz`.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    checks: Checks,
+}
+
+#[derive(Serialize)]
+struct Checks {
+    mongodb: Check,
+    credentials: Check,
+    bucket: Check,
+}
+
+#[derive(Serialize)]
+struct Check {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+}
+
+impl Check {
+    fn from_result<E: std::fmt::Display>(result: Result<(), E>) -> Self {
+        match result {
+            Ok(()) => Self {
+                status: "ok",
+                error: None,
+                expires_at: None,
+            },
+            Err(error) => Self {
+                status: "failed",
+                error: Some(error.to_string()),
+                expires_at: None,
+            },
+        }
+    }
+
+    fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// 200 when MongoDB answers, the credentials are valid and the bucket is reachable;
+/// otherwise 503 naming what failed.
+async fn readyz(dependencies: web::Data<Dependencies>) -> HttpResponse {
+    let (mongodb, credentials, bucket) = tokio::join!(
+        dependencies.mongo.ping_within(CHECK_TIMEOUT),
+        check_credentials(&dependencies),
+        within(CHECK_TIMEOUT, dependencies.objects.check_bucket()),
+    );
+    let checks = Checks {
+        mongodb: Check::from_result(mongodb),
+        credentials,
+        bucket: Check::from_result(bucket),
+    };
+    let ready = checks.mongodb.is_ok() && checks.credentials.is_ok() && checks.bucket.is_ok();
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        checks,
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((RETRY_AFTER, "5"))
+            .json(body)
+    }
+}
+
+async fn check_credentials(dependencies: &Dependencies) -> Check {
+    let result = within(CHECK_TIMEOUT, dependencies.credentials.credentials()).await;
+    let expiry = match result {
+        Ok(credentials) => credentials.expiry(),
+        Err(error) => return Check::from_result(Err(error)),
+    };
+    let mut check = match expiry {
+        Some(expiry) if expiry <= SystemTime::now() => {
+            Check::from_result(Err("the credentials have expired"))
+        }
+        _ => Check::from_result(Ok::<(), String>(())),
+    };
+    check.expires_at = expiry.map(|at| humantime::format_rfc3339_seconds(at).to_string());
+    check
+}
+
+/// Runs `check` with a deadline; a timeout is reported as a failure.
+async fn within<T, E: std::fmt::Display>(
+    timeout: Duration,
+    check: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, check).await {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}

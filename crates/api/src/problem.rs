@@ -1,0 +1,58 @@
+//! RFC 9457 problem details: the body of every error response.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use serde::Serialize;
+
+/// Content type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An `application/problem+json` body.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// A URI reference naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary, the same for every occurrence of the type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong this time.
+    pub detail: String,
+}
+
+impl Problem {
+    /// A problem of status `status` whose type is `/problems/{slug}`.
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A response builder with the status and content type set, for extra headers.
+    pub fn builder(&self) -> HttpResponseBuilder {
+        let mut builder = HttpResponse::build(
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        );
+        builder.content_type(PROBLEM_JSON);
+        builder
+    }
+
+    /// The response carrying this problem.
+    pub fn response(&self) -> HttpResponse {
+        self.builder().json(self)
+    }
+}
+
+/// The answer for a path no route serves.
+pub async fn not_found() -> HttpResponse {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no resource at this path",
+    )
+    .response()
+}

@@ -1,0 +1,201 @@
+//! Start-up: connect MongoDB and obtain AWS credentials concurrently, prove both, migrate,
+//! then bind and serve.
+
+use std::io;
+use std::net::TcpListener;
+use std::time::Instant;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use aws_config::{BehaviorVersion, Region};
+use aws_creds::{CredentialsError, TemporaryCredentials};
+use storage::{MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError};
+
+use crate::configuration::Settings;
+use crate::{ops, problem, request_id};
+
+/// What the routes need, shared by every worker.
+#[derive(Clone, Debug)]
+pub struct Dependencies {
+    /// MongoDB client and database.
+    pub mongo: Mongo,
+    /// The attachments bucket.
+    pub objects: ObjectStore,
+    /// The temporary credentials every AWS client signs with.
+    pub credentials: TemporaryCredentials,
+}
+
+/// Why the service could not start. Each message names the dependency and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// MongoDB could not be reached.
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] MongoError),
+    /// No usable AWS credentials.
+    #[error("AWS credentials: {0}")]
+    Credentials(#[from] CredentialsError),
+    /// The bucket cannot be used.
+    #[error("S3: {0}")]
+    Bucket(#[from] ObjectStoreError),
+    /// The schema could not be migrated.
+    #[error("MongoDB migrations: {0}")]
+    Migrations(#[from] MigrationError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// `host:port`.
+        address: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// MongoDB and AWS both failed.
+    #[error("{0}; and {1}")]
+    Both(Box<StartupError>, Box<StartupError>),
+}
+
+/// A bound, not yet running, service.
+pub struct Application {
+    server: Server,
+    port: u16,
+    mongo: Mongo,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects every dependency and binds the listener. Fails, naming the dependency,
+    /// when MongoDB, the credentials or the bucket cannot be used.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let dependencies = connect(&settings).await?;
+        let applied = storage::run_migrations(dependencies.mongo.database()).await?;
+        tracing::info!(applied, "migrations up to date");
+
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                address: address.clone(),
+                source,
+            })?
+            .port();
+        let mongo = dependencies.mongo.clone();
+        let data = web::Data::new(dependencies);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(request_id::assign))
+                .app_data(data.clone())
+                .configure(ops::routes)
+                .default_service(web::to(problem::not_found))
+        })
+        // Signals are ours: actix treats SIGINT as a forced stop, we want graceful.
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_grace_secs)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address, source })?
+        .run();
+        Ok(Self {
+            server,
+            port,
+            mongo,
+        })
+    }
+
+    /// The bound port (useful when configured as 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish within the
+    /// grace period and closes MongoDB.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        tracing::info!(port = self.port, "listening");
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = shutdown_signal() => {
+                tracing::info!("shutting down: finishing in-flight requests");
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        self.mongo.shutdown().await;
+        tracing::info!("stopped");
+        result.map_err(io::Error::other)?
+    }
+}
+
+/// Connects MongoDB and AWS at the same time; start-up takes the slower of the two.
+async fn connect(settings: &Settings) -> Result<Dependencies, StartupError> {
+    let started = Instant::now();
+    let mongo = async {
+        let mongo = Mongo::connect(&settings.mongo).await?;
+        tracing::info!(elapsed = ?started.elapsed(), uri = %settings.mongo.redacted_uri(), "MongoDB answered");
+        Ok::<_, StartupError>(mongo)
+    };
+    let aws = async {
+        let (credentials, objects) = connect_aws(settings).await?;
+        tracing::info!(elapsed = ?started.elapsed(), bucket = %objects.bucket(), "AWS credentials and bucket ready");
+        Ok::<_, StartupError>((credentials, objects))
+    };
+    match tokio::join!(mongo, aws) {
+        (Ok(mongo), Ok((credentials, objects))) => Ok(Dependencies {
+            mongo,
+            objects,
+            credentials,
+        }),
+        (Err(mongo), Err(aws)) => Err(StartupError::Both(Box::new(mongo), Box::new(aws))),
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) => Err(error),
+    }
+}
+
+/// Obtains the first credentials (AssumeRole or the base chain) and proves them with a
+/// `HeadBucket` through the S3 client that will serve requests.
+async fn connect_aws(
+    settings: &Settings,
+) -> Result<(TemporaryCredentials, ObjectStore), StartupError> {
+    let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(settings.aws.region.clone()))
+        .load()
+        .await;
+    let credentials = TemporaryCredentials::from_settings(&settings.aws, &sdk_config)?;
+    credentials.credentials().await?;
+    let objects = ObjectStore::new(&sdk_config, credentials.shared_provider(), &settings.s3);
+    objects.check_bucket().await?;
+    Ok((credentials, objects))
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,159 @@
+//! The MongoDB connection: connect, prove it with a ping, check it for readiness.
+
+use std::time::Duration;
+
+use mongodb::bson::doc;
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The `mongo.*` section of the service configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSettings {
+    /// Connection string; may hold a password, so it is secret and printed redacted.
+    #[serde(serialize_with = "serialize_redacted_uri")]
+    pub uri: SecretString,
+    /// Database name.
+    pub database: String,
+    /// How long the driver looks for a usable server before failing.
+    pub server_selection_timeout_ms: u64,
+}
+
+impl MongoSettings {
+    /// The connection string with any password replaced by `***`.
+    pub fn redacted_uri(&self) -> String {
+        redact_uri(self.uri.expose_secret())
+    }
+}
+
+fn serialize_redacted_uri<S: Serializer>(uri: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_uri(uri.expose_secret()))
+}
+
+fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return "[redacted]".into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => uri.to_owned(),
+    }
+}
+
+/// Why MongoDB could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    /// The connection string does not parse.
+    #[error("invalid MongoDB connection string: {0}")]
+    InvalidUri(#[source] mongodb::error::Error),
+    /// No server answered in time, or the command failed.
+    #[error("MongoDB at {uri} did not answer: {source}")]
+    Unreachable {
+        /// The redacted connection string.
+        uri: String,
+        /// The driver's error.
+        #[source]
+        source: mongodb::error::Error,
+    },
+    /// The check took longer than allowed.
+    #[error("MongoDB did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A connected MongoDB client and the service's database.
+#[derive(Clone, Debug)]
+pub struct Mongo {
+    client: Client,
+    database: Database,
+    redacted_uri: String,
+}
+
+impl Mongo {
+    /// Connects and pings, so a wrong URI or an unreachable server fails here, within the
+    /// configured server-selection timeout, not at the first request.
+    pub async fn connect(settings: &MongoSettings) -> Result<Self, MongoError> {
+        let mut options = ClientOptions::parse(settings.uri.expose_secret())
+            .await
+            .map_err(MongoError::InvalidUri)?;
+        options.server_selection_timeout =
+            Some(Duration::from_millis(settings.server_selection_timeout_ms));
+        options.app_name = Some("posts-api".into());
+        let client = Client::with_options(options).map_err(MongoError::InvalidUri)?;
+        let mongo = Self {
+            database: client.database(&settings.database),
+            client,
+            redacted_uri: settings.redacted_uri(),
+        };
+        mongo.ping().await?;
+        Ok(mongo)
+    }
+
+    /// The service's database.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Runs `ping` on the database.
+    pub async fn ping(&self) -> Result<(), MongoError> {
+        self.database
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(drop)
+            .map_err(|source| MongoError::Unreachable {
+                uri: self.redacted_uri.clone(),
+                source,
+            })
+    }
+
+    /// Pings with a deadline. The driver's futures must not be dropped mid-flight, so the
+    /// ping runs in its own task and only the wait for it is cut short.
+    pub async fn ping_within(&self, timeout: Duration) -> Result<(), MongoError> {
+        let mongo = self.clone();
+        let ping = tokio::spawn(async move { mongo.ping().await });
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(MongoError::Unreachable {
+                uri: self.redacted_uri.clone(),
+                source: mongodb::error::Error::custom(join_error.to_string()),
+            }),
+            Err(_) => Err(MongoError::Timeout(timeout)),
+        }
+    }
+
+    /// Closes the connection pools, waiting for operations in flight.
+    pub async fn shutdown(self) {
+        self.client.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_uri_hides_the_password_only() {
+        assert_eq!(
+            redact_uri("mongodb://app:s3cret@db.example:27017/posts?tls=true"),
+            "mongodb://app:***@db.example:27017/posts?tls=true"
+        );
+    }
+
+    #[test]
+    fn redacted_uri_without_credentials_is_unchanged() {
+        assert_eq!(
+            redact_uri("mongodb://127.0.0.1:27017/?directConnection=true"),
+            "mongodb://127.0.0.1:27017/?directConnection=true"
+        );
+    }
+
+    #[test]
+    fn redacted_uri_of_garbage_reveals_nothing() {
+        assert_eq!(redact_uri("user:pass@host"), "[redacted]");
+    }
+}

@@ -1,0 +1,69 @@
+"""Seed a moto server with the IAM user, roles and bucket the testbed promises.
+
+Usage: testbed_seed.py ENDPOINT BUCKET
+Prints `ACCESS_KEY_ID SECRET_ACCESS_KEY` of the seeded user on stdout.
+"""
+import json
+import sys
+
+import boto3
+
+ACCOUNT = "123456789012"
+USER = "posts-api-dev"
+REGION = "us-east-1"
+
+
+def trust(principal):
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole"}],
+    })
+
+
+def allow(actions, resources):
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}],
+    })
+
+
+def main():
+    endpoint, bucket = sys.argv[1], sys.argv[2]
+    session = boto3.session.Session(aws_access_key_id="seed", aws_secret_access_key="seed", region_name=REGION)
+    iam = session.client("iam", endpoint_url=endpoint)
+    s3 = session.client("s3", endpoint_url=endpoint)
+
+    iam.create_user(UserName=USER)
+    key = iam.create_access_key(UserName=USER)["AccessKey"]
+    iam.put_user_policy(
+        UserName=USER,
+        PolicyName="assume-posts-api-roles",
+        PolicyDocument=allow(["sts:AssumeRole", "sts:GetCallerIdentity"], "*"),
+    )
+
+    bucket_arn = f"arn:aws:s3:::{bucket}"
+    user_arn = f"arn:aws:iam::{ACCOUNT}:user/{USER}"
+    roles = {
+        "posts-api-role": (
+            user_arn,
+            allow(
+                [
+                    "s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                    "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts",
+                ],
+                [bucket_arn, f"{bucket_arn}/*"],
+            ),
+        ),
+        "posts-api-readonly": (user_arn, allow(["s3:GetObject", "s3:ListBucket"], [bucket_arn, f"{bucket_arn}/*"])),
+        "posts-api-untrusted": ("arn:aws:iam::999999999999:root", allow(["s3:*"], "*")),
+    }
+    for name, (principal, policy) in roles.items():
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust(principal))
+        iam.put_role_policy(RoleName=name, PolicyName="s3", PolicyDocument=policy)
+
+    s3.create_bucket(Bucket=bucket)
+    print(key["AccessKeyId"], key["SecretAccessKey"])
+
+
+if __name__ == "__main__":
+    main()

@@ -42,6 +42,8 @@ def main():
     )
 
     bucket_arn = f"arn:aws:s3:::{bucket}"
+    # moto authorizes HeadBucket as the action `s3:HeadBucket`; AWS authorizes it by
+    # `s3:ListBucket`. Granting both keeps the emulator as strict as AWS and no stricter.
     user_arn = f"arn:aws:iam::{ACCOUNT}:user/{USER}"
     roles = {
         "posts-api-role": (
@@ -49,12 +51,13 @@ def main():
             allow(
                 [
                     "s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                    "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts",
+                    "s3:ListBucket", "s3:HeadBucket", "s3:ListBucketMultipartUploads",
+                    "s3:ListMultipartUploadParts",
                 ],
                 [bucket_arn, f"{bucket_arn}/*"],
             ),
         ),
-        "posts-api-readonly": (user_arn, allow(["s3:GetObject", "s3:ListBucket"], [bucket_arn, f"{bucket_arn}/*"])),
+        "posts-api-readonly": (user_arn, allow(["s3:GetObject", "s3:ListBucket", "s3:HeadBucket"], [bucket_arn, f"{bucket_arn}/*"])),
         "posts-api-untrusted": ("arn:aws:iam::999999999999:root", allow(["s3:*"], "*")),
     }
     for name, (principal, policy) in roles.items():

@@ -143,9 +143,10 @@ impl AssumeRole {
         &self,
         error: SdkError<AssumeRoleError, HttpResponse>,
     ) -> CredentialsError {
-        let detail = DisplayErrorContext(&error).to_string();
         let SdkError::ServiceError(context) = &error else {
-            return CredentialsError::Unavailable { detail };
+            return CredentialsError::Unavailable {
+                detail: DisplayErrorContext(&error).to_string(),
+            };
         };
         let status = context.raw().status().as_u16();
         let code = context.err().code().map(str::to_owned).or_else(|| {
@@ -157,11 +158,11 @@ impl AssumeRole {
                 .find(|code| body.contains(*code))
                 .map(|code| (*code).to_owned())
         });
-        let message = context
-            .err()
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {status}"));
+        let message = match (&code, context.err().message()) {
+            (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+            (Some(code), None) => format!("{code} (HTTP {status})"),
+            (None, _) => format!("HTTP {status}"),
+        };
         match code.as_deref() {
             Some(
                 "InvalidClientTokenId"
@@ -176,10 +177,12 @@ impl AssumeRole {
             }
             Some("AccessDenied") => self.access_denied(message).await,
             _ if status == 403 => self.access_denied(message).await,
-            _ if status == 429 || status >= 500 => CredentialsError::Unavailable { detail },
+            _ if status == 429 || status >= 500 => {
+                CredentialsError::Unavailable { detail: message }
+            }
             _ => CredentialsError::Rejected {
                 role_arn: self.role_arn.clone(),
-                detail,
+                detail: message,
             },
         }
     }

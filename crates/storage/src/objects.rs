@@ -7,7 +7,7 @@ use aws_sdk_s3::config::{
     IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation,
     SharedCredentialsProvider,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use serde::{Deserialize, Serialize};
 
 /// The `s3.*` section of the service configuration.
@@ -104,9 +104,9 @@ impl ObjectStore {
 
     fn classify<E>(&self, error: SdkError<E, HttpResponse>) -> ObjectStoreError
     where
-        E: std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let detail = DisplayErrorContext(&error).to_string();
+        let detail = describe(&error);
         match error
             .raw_response()
             .map(|response| response.status().as_u16())
@@ -120,5 +120,23 @@ impl ObjectStore {
             },
             _ => ObjectStoreError::Unavailable { detail },
         }
+    }
+}
+
+/// One line about an SDK error: S3's code and message, or the transport failure.
+fn describe<E>(error: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            match (context.err().code(), context.err().message()) {
+                (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                _ => format!("HTTP {status}"),
+            }
+        }
+        other => DisplayErrorContext(other).to_string(),
     }
 }

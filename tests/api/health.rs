@@ -1,0 +1,155 @@
+//! `/healthz`, `/readyz`, request ids and unknown paths.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::{free_port, spawn_app, spawn_app_with, test_settings, testbed};
+
+#[tokio::test]
+async fn healthz_answers_200() {
+    let app = spawn_app().await;
+
+    let response = app.get("/healthz").await;
+
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_reports_every_dependency_ok_against_the_testbed() {
+    let app = spawn_app().await;
+
+    let response = app.get("/readyz").await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["status"], "ready");
+    for check in ["mongodb", "credentials", "bucket"] {
+        assert_eq!(body["checks"][check]["status"], "ok", "{check}: {body}");
+    }
+    assert!(body["checks"]["credentials"]["expires_at"].is_string());
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_echoed() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn a_request_id_is_generated_when_the_client_sends_none() {
+    let app = spawn_app().await;
+
+    let first = app.get("/healthz").await;
+    let second = app.get("/healthz").await;
+
+    let id = |response: &reqwest::Response| response.headers()["x-request-id"].clone();
+    assert!(!id(&first).is_empty());
+    assert_ne!(id(&first), id(&second));
+}
+
+#[tokio::test]
+async fn an_unknown_path_is_a_problem_json_404() {
+    let app = spawn_app().await;
+
+    let response = app.get("/no/such/thing").await;
+
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["status"], 404);
+    assert!(body["title"].is_string() && body["detail"].is_string());
+}
+
+/// A SecantusDB of the test's own, so stopping it disturbs no other test.
+struct OwnMongo {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnMongo {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new(testbed("TESTBED_SECANTUSD"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--storage-path", ":memory:", "--log-level", "ERROR"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("SecantusDB starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "SecantusDB did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { port, child }
+    }
+
+    fn kill(mut self) -> u16 {
+        self.child.kill().expect("kill SecantusDB");
+        self.child.wait().expect("reap SecantusDB");
+        self.port
+    }
+}
+
+impl Drop for OwnMongo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn readyz_until(app: &crate::helpers::TestApp, status: u16, limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let response = app.get("/readyz").await;
+        let code = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body: Value = response.json().await.expect("JSON body");
+        if code == status {
+            if status == 503 {
+                assert!(retry_after.is_some(), "a 503 carries Retry-After");
+            }
+            return body;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "readyz did not become {status} within {limit:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn readyz_turns_503_while_mongodb_is_down_and_200_when_it_is_back() {
+    let mongo = OwnMongo::start(free_port());
+    let mut settings = test_settings();
+    settings.mongo.uri =
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", mongo.port).into();
+    settings.mongo.server_selection_timeout_ms = 1000;
+    let app = spawn_app_with(settings).await;
+    readyz_until(&app, 200, Duration::from_secs(5)).await;
+
+    let port = mongo.kill();
+    let body = readyz_until(&app, 503, Duration::from_secs(15)).await;
+    assert_eq!(body["checks"]["mongodb"]["status"], "failed");
+    assert_eq!(body["checks"]["bucket"]["status"], "ok");
+
+    let _mongo = OwnMongo::start(port);
+    readyz_until(&app, 200, Duration::from_secs(30)).await;
+}

@@ -1,5 +1,5 @@
 //! Black-box tests of the running service against the local testbed (`scripts/test`).
 
-mod health;
 mod helpers;
+mod ops;
 mod startup;

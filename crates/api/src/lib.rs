@@ -2,6 +2,7 @@
 //! start-up wiring; persistence is the `storage` crate's, credentials the `aws-creds` crate's.
 
 pub mod configuration;
+pub mod metrics;
 mod ops;
 pub mod problem;
 pub mod request_id;

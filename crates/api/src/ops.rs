@@ -6,16 +6,30 @@ use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::startup::Dependencies;
 
 /// How long each readiness check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Registers `/healthz` and `/readyz`.
+/// Registers `/healthz`, `/readyz` and `/metrics`.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    match metrics.render() {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(text),
+        Err(error) => {
+            tracing::error!(%error, "cannot render metrics");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
 }
 
 async fn healthz() -> HttpResponse {

@@ -13,6 +13,7 @@ use aws_creds::{CredentialsError, TemporaryCredentials};
 use storage::{MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError};
 
 use crate::configuration::Settings;
+use crate::metrics::Metrics;
 use crate::{ops, problem, request_id};
 
 /// What the routes need, shared by every worker.
@@ -91,11 +92,13 @@ impl Application {
             })?
             .port();
         let mongo = dependencies.mongo.clone();
+        let metrics = web::Data::new(Metrics::new(dependencies.credentials.clone()));
         let data = web::Data::new(dependencies);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(request_id::assign))
                 .app_data(data.clone())
+                .app_data(metrics.clone())
                 .configure(ops::routes)
                 .default_service(web::to(problem::not_found))
         })

@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz`, request ids and unknown paths.
+//! Operations routes (`/healthz`, `/readyz`, `/metrics`), request ids and unknown paths.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -29,6 +29,34 @@ async fn readyz_reports_every_dependency_ok_against_the_testbed() {
         assert_eq!(body["checks"][check]["status"], "ok", "{check}: {body}");
     }
     assert!(body["checks"]["credentials"]["expires_at"].is_string());
+}
+
+#[tokio::test]
+async fn metrics_expose_the_credentials_status() {
+    let app = spawn_app().await;
+
+    let response = app.get("/metrics").await;
+
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text body");
+    assert!(
+        text.contains("posts_api_sts_assume_role_total{result=\"success\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("posts_api_credentials_refresh_failures_total 0"),
+        "{text}"
+    );
+    let expiry: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("posts_api_credentials_expiry_timestamp_seconds "))
+        .and_then(|value| value.parse().ok())
+        .expect("an expiry gauge");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    assert!(expiry > now, "the credentials expire in the future");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use aws_creds::AwsSettings;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
-use storage::{MongoSettings, S3Settings};
+use storage::{MongoSettings, S3Settings, UploadSettings};
 
 /// Built-in defaults, so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
@@ -54,22 +54,6 @@ pub struct ServerSettings {
     pub port: u16,
     /// Time in-flight requests get after SIGTERM.
     pub shutdown_grace_secs: u64,
-}
-
-/// `uploads.*`: limits on attachment uploads.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct UploadSettings {
-    /// Per-file limit.
-    pub max_file_bytes: u64,
-    /// Parts named `file` per request.
-    pub max_files_per_request: u32,
-    /// Sniffed types that may be stored; `*/*` allows all.
-    pub allowed_content_types: Vec<String>,
-    /// Age after which a pending upload is reaped.
-    pub pending_ttl_secs: u64,
-    /// How often the reaper runs.
-    pub reaper_interval_secs: u64,
 }
 
 /// `auth.*`: bearer token validation.

@@ -85,7 +85,7 @@ async fn readyz(dependencies: web::Data<Dependencies>) -> HttpResponse {
     let (mongodb, credentials, bucket) = tokio::join!(
         dependencies.mongo.ping_within(CHECK_TIMEOUT),
         check_credentials(&dependencies),
-        within(CHECK_TIMEOUT, dependencies.objects.check_bucket()),
+        within(CHECK_TIMEOUT, dependencies.storage.objects().check_bucket()),
     );
     let checks = Checks {
         mongodb: Check::from_result(mongodb),

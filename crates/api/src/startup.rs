@@ -3,14 +3,18 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use aws_config::{BehaviorVersion, Region};
 use aws_creds::{CredentialsError, TemporaryCredentials};
-use storage::{MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError};
+use storage::{
+    MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError, ReapReport, Storage,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
@@ -21,8 +25,8 @@ use crate::{ops, problem, request_id};
 pub struct Dependencies {
     /// MongoDB client and database.
     pub mongo: Mongo,
-    /// The attachments bucket.
-    pub objects: ObjectStore,
+    /// Posts and attachments.
+    pub storage: Storage,
     /// The temporary credentials every AWS client signs with.
     pub credentials: TemporaryCredentials,
 }
@@ -61,6 +65,7 @@ pub struct Application {
     server: Server,
     port: u16,
     mongo: Mongo,
+    reaper: Reaper,
 }
 
 impl std::fmt::Debug for Application {
@@ -78,6 +83,10 @@ impl Application {
         let dependencies = connect(&settings).await?;
         let applied = storage::run_migrations(dependencies.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
+        let reaper = Reaper::start(
+            dependencies.storage.clone(),
+            Duration::from_secs(settings.uploads.reaper_interval_secs),
+        );
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
@@ -112,6 +121,7 @@ impl Application {
             server,
             port,
             mongo,
+            reaper,
         })
     }
 
@@ -134,6 +144,7 @@ impl Application {
                 server.await
             }
         };
+        self.reaper.stop().await;
         self.mongo.shutdown().await;
         tracing::info!("stopped");
         result.map_err(io::Error::other)?
@@ -155,8 +166,13 @@ async fn connect(settings: &Settings) -> Result<Dependencies, StartupError> {
     };
     match tokio::join!(mongo, aws) {
         (Ok(mongo), Ok((credentials, objects))) => Ok(Dependencies {
+            storage: Storage::new(
+                &mongo,
+                objects,
+                &settings.uploads,
+                Duration::from_secs(settings.s3.presign_ttl_secs),
+            ),
             mongo,
-            objects,
             credentials,
         }),
         (Err(mongo), Err(aws)) => Err(StartupError::Both(Box::new(mongo), Box::new(aws))),
@@ -200,5 +216,47 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+/// The periodic reaper of this instance; at most one instance reaps at a time (a lease).
+struct Reaper {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Reaper {
+    fn start(storage: Storage, interval: Duration) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let holder = Storage::reaper_holder();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = stopped.wait_for(|stop| *stop) => return,
+                }
+                // A pass is never cancelled half-way: MongoDB operations must not be
+                // dropped mid-flight.
+                match storage.reap_exclusively(&holder, interval * 3).await {
+                    Ok(Some(report)) if report != ReapReport::default() => {
+                        tracing::info!(?report, "reaper cleaned up");
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "reaper pass failed; retrying next interval")
+                    }
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "reaper task ended abnormally");
+        }
     }
 }

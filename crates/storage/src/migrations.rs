@@ -1,16 +1,30 @@
 //! Ordered, versioned schema changes from `migrations/`, applied once each and recorded in
 //! the `_migrations` collection with a checksum of the file that was applied.
 
+use std::time::{Duration, Instant};
+
 use mongodb::Database;
 use mongodb::bson::{self, Document, doc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::lease;
+
 /// The migrations in the order they apply; the name is the file name without `.json`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_posts_indexes",
-    include_str!("../../../migrations/0001_posts_indexes.json"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_posts_indexes",
+        include_str!("../../../migrations/0001_posts_indexes.json"),
+    ),
+    (
+        "0002_attachments_indexes",
+        include_str!("../../../migrations/0002_attachments_indexes.json"),
+    ),
+    (
+        "0003_validators",
+        include_str!("../../../migrations/0003_validators.json"),
+    ),
+];
 
 const RECORDS: &str = "_migrations";
 
@@ -43,6 +57,9 @@ pub enum MigrationError {
         /// Checksum of the file now.
         current: String,
     },
+    /// Another instance kept the migrations lease for too long.
+    #[error("another instance has been applying migrations for over a minute")]
+    Busy,
     /// MongoDB rejected a command.
     #[error("migration {name} failed: {source}")]
     Database {
@@ -54,8 +71,37 @@ pub enum MigrationError {
     },
 }
 
-/// Applies the migrations not yet recorded; returns how many were applied.
+/// How long one instance may hold the migrations lease.
+const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// Applies the migrations not yet recorded; returns how many were applied. Instances
+/// starting together take turns through a lease, so each migration applies once.
 pub async fn run_migrations(database: &Database) -> Result<usize, MigrationError> {
+    let holder = lease::holder_name("migrations");
+    let waiting_since = Instant::now();
+    loop {
+        match lease::acquire(database, "migrations", &holder, LEASE_TTL).await {
+            Ok(true) => break,
+            Ok(false) if waiting_since.elapsed() < LEASE_TTL => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(false) => return Err(MigrationError::Busy),
+            Err(source) => {
+                return Err(MigrationError::Database {
+                    name: "lease",
+                    source,
+                });
+            }
+        }
+    }
+    let applied = apply_pending(database).await;
+    if let Err(error) = lease::release(database, "migrations", &holder).await {
+        tracing::warn!(%error, "could not release the migrations lease; it expires by itself");
+    }
+    applied
+}
+
+async fn apply_pending(database: &Database) -> Result<usize, MigrationError> {
     let records = database.collection::<Document>(RECORDS);
     let mut applied = 0;
     for &(name, text) in MIGRATIONS {

@@ -1,0 +1,120 @@
+//! How posts and attachments are stored in MongoDB.
+
+use std::time::SystemTime;
+
+use mongodb::bson::DateTime;
+use mongodb::bson::oid::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Attachment, AttachmentId, Post, PostId};
+
+pub(crate) const POSTS: &str = "posts";
+pub(crate) const ATTACHMENTS: &str = "attachments";
+
+/// A post's life: visible while `active`; `deleting` once a delete has begun.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PostStatus {
+    Active,
+    Deleting,
+}
+
+/// An attachment's life: `pending` while bytes move, `ready` once they are complete and
+/// verified, `deleting` once a delete has begun. Readers see only `ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AttachmentStatus {
+    Pending,
+    Ready,
+    Deleting,
+}
+
+impl PostStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deleting => "deleting",
+        }
+    }
+}
+
+impl AttachmentStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Deleting => "deleting",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PostDocument {
+    #[serde(rename = "_id")]
+    pub(crate) id: ObjectId,
+    pub(crate) title: String,
+    pub(crate) body: String,
+    pub(crate) author: Option<String>,
+    pub(crate) status: PostStatus,
+    pub(crate) created_at: DateTime,
+    pub(crate) updated_at: DateTime,
+    pub(crate) version: i64,
+}
+
+/// What a direct (presigned) upload promised.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct DirectUpload {
+    pub(crate) declared_size: i64,
+    pub(crate) declared_content_type: String,
+    pub(crate) expires_at: DateTime,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct AttachmentDocument {
+    #[serde(rename = "_id")]
+    pub(crate) id: ObjectId,
+    pub(crate) post_id: ObjectId,
+    pub(crate) filename: String,
+    pub(crate) content_type: String,
+    pub(crate) size: i64,
+    pub(crate) sha256: String,
+    pub(crate) status: AttachmentStatus,
+    pub(crate) created_at: DateTime,
+    pub(crate) updated_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) direct_upload: Option<DirectUpload>,
+}
+
+impl PostDocument {
+    pub(crate) fn into_post(self, attachments: Vec<Attachment>) -> Post {
+        Post {
+            id: PostId(self.id),
+            title: self.title,
+            body: self.body,
+            author: self.author,
+            created_at: self.created_at.to_system_time(),
+            updated_at: self.updated_at.to_system_time(),
+            version: self.version,
+            attachments,
+        }
+    }
+}
+
+impl From<AttachmentDocument> for Attachment {
+    fn from(document: AttachmentDocument) -> Self {
+        Self {
+            id: AttachmentId(document.id),
+            post_id: PostId(document.post_id),
+            filename: document.filename,
+            content_type: document.content_type,
+            size: u64::try_from(document.size).unwrap_or_default(),
+            sha256: document.sha256,
+            created_at: document.created_at.to_system_time(),
+        }
+    }
+}
+
+/// Now, at MongoDB's millisecond precision.
+pub(crate) fn now() -> DateTime {
+    DateTime::from_system_time(SystemTime::now())
+}

@@ -1,0 +1,98 @@
+//! The errors of the storage layer, typed so the HTTP layer can map each to one status.
+
+use crate::objects::{ObjectStoreError, PutError};
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The post, attachment or upload does not exist (or is not visible).
+    #[error("not found")]
+    NotFound,
+    /// A pagination cursor that this service did not issue.
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// The change conflicts with the stored state (a duplicate key, a stale version).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The content exceeds the configured limit.
+    #[error("the file exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The sniffed content type is not allowed.
+    #[error("content type {content_type} is not allowed")]
+    UnsupportedType {
+        /// The sniffed type.
+        content_type: String,
+    },
+    /// A direct upload does not match what was declared.
+    #[error("the upload does not match its declaration: {0}")]
+    UploadMismatch(String),
+    /// The client's byte stream failed (for example it disconnected).
+    #[error("the upload stream failed: {0}")]
+    Client(String),
+    /// A range outside the object was asked for.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable,
+    /// MongoDB failed.
+    #[error("MongoDB: {0}")]
+    Database(#[source] mongodb::error::Error),
+    /// S3 failed.
+    #[error("S3: {0}")]
+    Objects(#[source] ObjectStoreError),
+}
+
+impl StorageError {
+    /// Whether the failure is a dependency being unavailable (worth a retry later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Database(_) | Self::Objects(_))
+    }
+}
+
+impl From<mongodb::error::Error> for StorageError {
+    fn from(error: mongodb::error::Error) -> Self {
+        if is_duplicate_key(&error) {
+            Self::Conflict("a record with the same key exists".into())
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+impl From<ObjectStoreError> for StorageError {
+    fn from(error: ObjectStoreError) -> Self {
+        match error {
+            ObjectStoreError::NotFound => Self::NotFound,
+            ObjectStoreError::RangeNotSatisfiable => Self::RangeNotSatisfiable,
+            other => Self::Objects(other),
+        }
+    }
+}
+
+impl From<PutError> for StorageError {
+    fn from(error: PutError) -> Self {
+        match error {
+            PutError::TooLarge { limit } => Self::TooLarge { limit },
+            PutError::Client(detail) => Self::Client(detail),
+            PutError::Backend(error) => error.into(),
+        }
+    }
+}
+
+/// Whether MongoDB refused a write because a unique index already holds the key.
+pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
+        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(insert) => insert
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|e| e.code == DUPLICATE_KEY)),
+        _ => false,
+    }
+}

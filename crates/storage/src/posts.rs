@@ -1,0 +1,195 @@
+//! Posts: create, read, list newest first, update, delete (with their attachments).
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Document, doc};
+use mongodb::options::ReturnDocument;
+
+use crate::cursor::Cursor;
+use crate::documents::{AttachmentStatus, PostDocument, PostStatus, now};
+use crate::error::StorageError;
+use crate::model::{Attachment, NewPost, Page, Post, PostChanges, PostId};
+use crate::store::Storage;
+
+impl Storage {
+    /// Stores a new post.
+    pub async fn create_post(&self, new: NewPost) -> Result<Post, StorageError> {
+        let now = now();
+        let document = PostDocument {
+            id: ObjectId::new(),
+            title: new.title,
+            body: new.body,
+            author: new.author,
+            status: PostStatus::Active,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        self.posts().insert_one(&document).await?;
+        Ok(document.into_post(Vec::new()))
+    }
+
+    /// The post with its ready attachments.
+    pub async fn post(&self, id: PostId) -> Result<Post, StorageError> {
+        let document = self.active_post(id).await?;
+        let mut attachments = self.ready_attachments_of(&[id.0]).await?;
+        Ok(document.into_post(attachments.remove(&id.0).unwrap_or_default()))
+    }
+
+    /// A page of posts, newest first, after `cursor` (from a previous page).
+    pub async fn list_posts(
+        &self,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Post>, StorageError> {
+        let mut filter = doc! { "status": PostStatus::Active.as_str() };
+        if let Some(cursor) = cursor {
+            let cursor = Cursor::decode(cursor).ok_or(StorageError::InvalidCursor)?;
+            filter.extend(cursor.after());
+        }
+        let limit = i64::from(limit.max(1));
+        let mut documents: Vec<PostDocument> = self
+            .posts()
+            .find(filter)
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .limit(limit + 1)
+            .await?
+            .try_collect()
+            .await?;
+        let next_cursor = if documents.len() as i64 > limit {
+            documents.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            documents.last().map(|last| {
+                Cursor {
+                    created_at: last.created_at,
+                    id: last.id,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        let ids: Vec<ObjectId> = documents.iter().map(|post| post.id).collect();
+        let mut attachments = self.ready_attachments_of(&ids).await?;
+        let items = documents
+            .into_iter()
+            .map(|document| {
+                let own = attachments.remove(&document.id).unwrap_or_default();
+                document.into_post(own)
+            })
+            .collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Applies `changes`; with `expected_version`, only if the post is still at it
+    /// (otherwise `Conflict`).
+    pub async fn update_post(
+        &self,
+        id: PostId,
+        changes: PostChanges,
+        expected_version: Option<i64>,
+    ) -> Result<Post, StorageError> {
+        let mut set = doc! { "updated_at": now() };
+        if let Some(title) = changes.title {
+            set.insert("title", title);
+        }
+        if let Some(body) = changes.body {
+            set.insert("body", body);
+        }
+        let mut filter = doc! { "_id": id.0, "status": PostStatus::Active.as_str() };
+        if let Some(version) = expected_version {
+            filter.insert("version", version);
+        }
+        let updated = self
+            .posts()
+            .find_one_and_update(filter, doc! { "$set": set, "$inc": { "version": 1 } })
+            .return_document(ReturnDocument::After)
+            .await?;
+        match updated {
+            Some(document) => {
+                let mut attachments = self.ready_attachments_of(&[id.0]).await?;
+                Ok(document.into_post(attachments.remove(&id.0).unwrap_or_default()))
+            }
+            None => {
+                // Tell a missing post from a stale version.
+                self.active_post(id).await?;
+                Err(StorageError::Conflict(
+                    "the post changed since that version".into(),
+                ))
+            }
+        }
+    }
+
+    /// Deletes a post and its attachments' bytes.
+    ///
+    /// The post is first marked `deleting` (invisible from then on) and its attachments
+    /// too; then objects and records are removed. If that stops half-way, the reaper
+    /// finishes it, so the delete has taken effect once this returns `Ok`.
+    pub async fn delete_post(&self, id: PostId) -> Result<(), StorageError> {
+        let marked = self
+            .posts()
+            .find_one_and_update(
+                doc! { "_id": id.0, "status": PostStatus::Active.as_str() },
+                doc! { "$set": { "status": PostStatus::Deleting.as_str(), "updated_at": now() } },
+            )
+            .await?;
+        if marked.is_none() {
+            return Err(StorageError::NotFound);
+        }
+        if let Err(error) = self.finish_post_deletion(id.0).await {
+            tracing::warn!(post_id = %id, %error, "post deletion interrupted; the reaper will finish it");
+        }
+        Ok(())
+    }
+
+    /// Removes the attachments of a `deleting` post, then the post record.
+    pub(crate) async fn finish_post_deletion(&self, post_id: ObjectId) -> Result<(), StorageError> {
+        self.attachments()
+            .update_many(
+                doc! { "post_id": post_id },
+                doc! { "$set": { "status": AttachmentStatus::Deleting.as_str(), "updated_at": now() } },
+            )
+            .await?;
+        self.remove_deleting_attachments(doc! { "post_id": post_id })
+            .await?;
+        self.posts()
+            .delete_one(doc! { "_id": post_id, "status": PostStatus::Deleting.as_str() })
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn active_post(&self, id: PostId) -> Result<PostDocument, StorageError> {
+        self.posts()
+            .find_one(doc! { "_id": id.0, "status": PostStatus::Active.as_str() })
+            .await?
+            .ok_or(StorageError::NotFound)
+    }
+
+    /// Ready attachments of the given posts, oldest first, grouped by post.
+    pub(crate) async fn ready_attachments_of(
+        &self,
+        post_ids: &[ObjectId],
+    ) -> Result<HashMap<ObjectId, Vec<Attachment>>, StorageError> {
+        let mut grouped: HashMap<ObjectId, Vec<Attachment>> = HashMap::new();
+        if post_ids.is_empty() {
+            return Ok(grouped);
+        }
+        let filter: Document = doc! {
+            "post_id": { "$in": post_ids },
+            "status": AttachmentStatus::Ready.as_str(),
+        };
+        let mut cursor = self
+            .attachments()
+            .find(filter)
+            .sort(doc! { "created_at": 1, "_id": 1 })
+            .await?;
+        while let Some(document) = cursor.try_next().await? {
+            grouped
+                .entry(document.post_id)
+                .or_default()
+                .push(document.into());
+        }
+        Ok(grouped)
+    }
+}

@@ -1,0 +1,76 @@
+//! [`Storage`]: the one entry point for posts and attachments, keeping MongoDB and S3
+//! consistent with each other.
+
+use std::time::Duration;
+
+use mongodb::{Collection, Database};
+use serde::{Deserialize, Serialize};
+
+use crate::content::ContentPolicy;
+use crate::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocument};
+use crate::mongo::Mongo;
+use crate::objects::ObjectStore;
+
+/// The `uploads.*` section of the service configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSettings {
+    /// Per-file limit.
+    pub max_file_bytes: u64,
+    /// Parts named `file` per request.
+    pub max_files_per_request: u32,
+    /// Sniffed types that may be stored; `*/*` allows all.
+    pub allowed_content_types: Vec<String>,
+    /// Age after which a pending upload is reaped.
+    pub pending_ttl_secs: u64,
+    /// How often the reaper runs.
+    pub reaper_interval_secs: u64,
+}
+
+/// Posts and attachments: metadata in MongoDB, bytes in S3.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub(crate) database: Database,
+    pub(crate) objects: ObjectStore,
+    pub(crate) policy: ContentPolicy,
+    pub(crate) max_file_bytes: u64,
+    pub(crate) pending_ttl: Duration,
+    pub(crate) presign_ttl: Duration,
+}
+
+impl Storage {
+    /// Storage over a connected MongoDB and the attachments bucket.
+    pub fn new(
+        mongo: &Mongo,
+        objects: ObjectStore,
+        uploads: &UploadSettings,
+        presign_ttl: Duration,
+    ) -> Self {
+        Self {
+            database: mongo.database().clone(),
+            objects,
+            policy: ContentPolicy::new(&uploads.allowed_content_types),
+            max_file_bytes: uploads.max_file_bytes,
+            pending_ttl: Duration::from_secs(uploads.pending_ttl_secs),
+            presign_ttl,
+        }
+    }
+
+    /// The attachments bucket.
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    /// The per-file limit in bytes.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
+    }
+
+    pub(crate) fn posts(&self) -> Collection<PostDocument> {
+        self.database.collection(POSTS)
+    }
+
+    pub(crate) fn attachments(&self) -> Collection<AttachmentDocument> {
+        self.database.collection(ATTACHMENTS)
+    }
+}

@@ -1,0 +1,192 @@
+//! Attachment life cycle: sniffing, the allow-list, deletes, and direct uploads.
+
+use bytes::Bytes;
+use storage::StorageError;
+
+use crate::support::{Options, harness, harness_with, stream_of};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+
+#[tokio::test]
+async fn the_stored_type_is_sniffed_not_declared() {
+    let h = harness().await;
+    let post = h.post().await;
+
+    let attachment = h
+        .storage
+        .upload_attachment(
+            post,
+            "image.txt",
+            Some("text/plain"),
+            stream_of(vec![Bytes::from_static(PNG)]),
+        )
+        .await
+        .expect("upload");
+
+    assert_eq!(attachment.content_type, "image/png");
+    assert_eq!(attachment.filename, "image.txt");
+}
+
+#[tokio::test]
+async fn a_disallowed_type_is_rejected_before_anything_is_stored() {
+    let h = harness_with(Options {
+        allowed: vec!["text/plain".into()],
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+
+    let result = h
+        .storage
+        .upload_attachment(
+            post,
+            "a.png",
+            Some("text/plain"),
+            stream_of(vec![Bytes::from_static(PNG)]),
+        )
+        .await;
+
+    assert!(
+        matches!(&result, Err(StorageError::UnsupportedType { content_type }) if content_type == "image/png"),
+        "{result:?}"
+    );
+    h.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn an_upload_to_an_unknown_post_is_not_found() {
+    let h = harness().await;
+
+    let result = h
+        .storage
+        .upload_attachment(
+            storage::PostId::new(),
+            "a.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"x")]),
+        )
+        .await;
+
+    assert!(matches!(result, Err(StorageError::NotFound)), "{result:?}");
+    h.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn deleting_an_attachment_removes_its_object_and_record() {
+    let h = harness().await;
+    let post = h.post().await;
+    let attachment = h
+        .storage
+        .upload_attachment(
+            post,
+            "a.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"bye")]),
+        )
+        .await
+        .expect("upload");
+
+    h.storage
+        .delete_attachment(post, attachment.id)
+        .await
+        .expect("delete");
+
+    h.assert_nothing_left().await;
+    let again = h.storage.attachment(post, attachment.id).await;
+    assert!(matches!(again, Err(StorageError::NotFound)));
+}
+
+#[tokio::test]
+async fn a_direct_upload_becomes_ready_after_verification() {
+    let h = harness().await;
+    let post = h.post().await;
+    let ticket = h
+        .storage
+        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
+        .await
+        .expect("begin");
+    assert_eq!(ticket.url.method, "PUT");
+
+    let mut request = reqwest::Client::new().put(&ticket.url.url);
+    for (name, value) in &ticket.url.headers {
+        request = request.header(name, value);
+    }
+    let response = request.body(PNG).send().await.expect("PUT presigned");
+    assert!(response.status().is_success(), "{}", response.status());
+
+    let attachment = h
+        .storage
+        .complete_direct_upload(post, ticket.upload_id)
+        .await
+        .expect("complete");
+    assert_eq!(attachment.content_type, "image/png");
+    assert_eq!(attachment.size, PNG.len() as u64);
+    assert_eq!(
+        h.storage.list_attachments(post).await.expect("list").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn completing_a_direct_upload_without_bytes_is_a_mismatch() {
+    let h = harness().await;
+    let post = h.post().await;
+    let ticket = h
+        .storage
+        .begin_direct_upload(post, "never.png", "image/png", 10)
+        .await
+        .expect("begin");
+
+    let result = h
+        .storage
+        .complete_direct_upload(post, ticket.upload_id)
+        .await;
+
+    assert!(
+        matches!(result, Err(StorageError::UploadMismatch(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_direct_upload_of_the_wrong_size_is_a_mismatch_and_its_object_is_deleted() {
+    let h = harness().await;
+    let post = h.post().await;
+    let ticket = h
+        .storage
+        .begin_direct_upload(post, "short.png", "image/png", 1000)
+        .await
+        .expect("begin");
+    let key = format!("{}/{post}/{}", h.prefix, ticket.upload_id);
+    h.s3.put_object()
+        .bucket(&h.bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(PNG))
+        .send()
+        .await
+        .expect("put behind the service's back");
+
+    let result = h
+        .storage
+        .complete_direct_upload(post, ticket.upload_id)
+        .await;
+
+    assert!(
+        matches!(result, Err(StorageError::UploadMismatch(_))),
+        "{result:?}"
+    );
+    assert!(h.object_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_upload_id_is_not_found() {
+    let h = harness().await;
+    let post = h.post().await;
+
+    let result = h
+        .storage
+        .complete_direct_upload(post, storage::AttachmentId::new())
+        .await;
+
+    assert!(matches!(result, Err(StorageError::NotFound)), "{result:?}");
+}

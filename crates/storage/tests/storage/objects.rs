@@ -1,0 +1,249 @@
+//! Streamed uploads and downloads through `Storage`: sizes around the part size, ranges,
+//! limits and failures in the middle.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use storage::{ByteRange, StorageError};
+
+use crate::support::{
+    Chunk, MIB, Options, PART, Switch, content, digest, harness, harness_with, socket_address_of,
+    stream_of, testbed,
+};
+
+async fn round_trip(len: u64) {
+    let h = harness().await;
+    let post = h.post().await;
+    let (chunks, sha256) = content(len);
+
+    let attachment = h
+        .storage
+        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .await
+        .expect("upload");
+    let body = h
+        .storage
+        .open_attachment(&attachment, None)
+        .await
+        .expect("download");
+
+    assert_eq!(attachment.size, len);
+    assert_eq!(attachment.sha256, sha256);
+    assert_eq!(body.content_length, len);
+    assert_eq!(digest(body).await, (len, sha256));
+    assert!(h.multipart_uploads().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_file_round_trips() {
+    round_trip(0).await;
+}
+
+#[tokio::test]
+async fn a_one_byte_file_round_trips() {
+    round_trip(1).await;
+}
+
+#[tokio::test]
+async fn a_file_one_byte_short_of_a_part_round_trips() {
+    round_trip(PART - 1).await;
+}
+
+#[tokio::test]
+async fn a_file_of_exactly_one_part_round_trips() {
+    round_trip(PART).await;
+}
+
+#[tokio::test]
+async fn a_file_one_byte_over_a_part_round_trips_as_multipart() {
+    round_trip(PART + 1).await;
+}
+
+#[tokio::test]
+async fn a_fifty_mebibyte_file_round_trips() {
+    round_trip(50 * MIB).await;
+}
+
+#[tokio::test]
+async fn ranges_return_exactly_the_requested_bytes() {
+    let h = harness().await;
+    let post = h.post().await;
+    let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    let attachment = h
+        .storage
+        .upload_attachment(
+            post,
+            "r.bin",
+            None,
+            stream_of(vec![Bytes::from(data.clone())]),
+        )
+        .await
+        .expect("upload");
+
+    for (range, expected, content_range) in [
+        (ByteRange::Inclusive(0, 0), &data[..1], (0, 0, 1000)),
+        (
+            ByteRange::Inclusive(999, 999),
+            &data[999..],
+            (999, 999, 1000),
+        ),
+        (
+            ByteRange::Inclusive(100, 199),
+            &data[100..200],
+            (100, 199, 1000),
+        ),
+        (ByteRange::From(990), &data[990..], (990, 999, 1000)),
+        (ByteRange::Suffix(10), &data[990..], (990, 999, 1000)),
+    ] {
+        let mut body = h
+            .storage
+            .open_attachment(&attachment, Some(range))
+            .await
+            .expect("ranged download");
+        assert_eq!(body.content_range, Some(content_range), "{range:?}");
+        let mut got = Vec::new();
+        while let Some(chunk) = body.stream.next().await {
+            got.extend_from_slice(&chunk.expect("chunk"));
+        }
+        assert_eq!(got, expected, "{range:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_range_past_the_end_is_not_satisfiable() {
+    let h = harness().await;
+    let post = h.post().await;
+    let attachment = h
+        .storage
+        .upload_attachment(
+            post,
+            "r.bin",
+            None,
+            stream_of(vec![Bytes::from_static(b"tiny")]),
+        )
+        .await
+        .expect("upload");
+
+    let result = h
+        .storage
+        .open_attachment(&attachment, Some(ByteRange::From(100)))
+        .await;
+
+    assert!(
+        matches!(result, Err(StorageError::RangeNotSatisfiable)),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_too_large_and_leaves_nothing() {
+    let h = harness_with(Options {
+        max_file_bytes: 12 * MIB,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (chunks, _) = content(20 * MIB);
+
+    let result = h
+        .storage
+        .upload_attachment(post, "big.bin", None, stream_of(chunks))
+        .await;
+
+    assert!(
+        matches!(result, Err(StorageError::TooLarge { limit }) if limit == 12 * MIB),
+        "{result:?}"
+    );
+    h.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_source_stream_failing_midway_leaves_nothing() {
+    let h = harness().await;
+    let post = h.post().await;
+    let (chunks, _) = content(12 * MIB);
+    let failing = stream_of(chunks).chain(futures::stream::iter([Err::<Bytes, _>(
+        std::io::Error::other("client went away"),
+    )]));
+
+    let result = h
+        .storage
+        .upload_attachment(post, "cut.bin", None, Box::pin(failing))
+        .await;
+
+    assert!(matches!(result, Err(StorageError::Client(_))), "{result:?}");
+    h.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn s3_stopping_midway_leaves_nothing_after_recovery() {
+    let switch = Switch::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let h = harness_with(Options {
+        endpoint: Some(format!("http://{}", switch.address)),
+        pending_ttl_secs: 0,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (chunks, _) = content(30 * MIB);
+    // S3 goes away after about 12 MiB have been read from the client.
+    let cut_at = chunks.len() * 2 / 5;
+    let switch_in_stream = switch.clone();
+    let stream = stream_of(chunks)
+        .enumerate()
+        .map(move |(index, chunk): (usize, Chunk)| {
+            if index == cut_at {
+                switch_in_stream.cut();
+            }
+            chunk
+        });
+
+    let result = h
+        .storage
+        .upload_attachment(post, "s3-down.bin", None, Box::pin(stream))
+        .await;
+    assert!(
+        matches!(result, Err(StorageError::Objects(_))),
+        "{result:?}"
+    );
+
+    switch.restore();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.storage.reap().await.expect("reaper pass");
+    h.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_presigned_get_downloads_the_bytes_with_a_plain_http_client() {
+    let h = harness().await;
+    let post = h.post().await;
+    let attachment = h
+        .storage
+        .upload_attachment(
+            post,
+            "hello.txt",
+            Some("text/plain"),
+            stream_of(vec![Bytes::from_static(b"hello, presigned")]),
+        )
+        .await
+        .expect("upload");
+
+    let url = h
+        .storage
+        .presign_download(&attachment, "attachment; filename=\"hello.txt\"")
+        .await
+        .expect("presign");
+    let response = reqwest::get(&url.url).await.expect("GET presigned");
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"hello.txt\""
+    );
+    assert_eq!(
+        response.bytes().await.expect("body").as_ref(),
+        b"hello, presigned"
+    );
+}

@@ -1,0 +1,85 @@
+//! The reaper: what a killed process leaves behind is gone after one pass.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::support::{Chunk, MIB, Options, content, harness_with, stream_of};
+
+#[tokio::test]
+async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uploads() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 0,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+
+    // A process killed mid-upload: 11 MiB sent (two parts started), then nothing, and
+    // the upload future is never dropped, so no clean-up code runs.
+    let (chunks, _) = content(11 * MIB);
+    let stalled = stream_of(chunks).chain(futures::stream::pending::<Chunk>());
+    let mut killed = Box::pin(
+        h.storage
+            .upload_attachment(post, "killed.bin", None, stalled),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut killed)
+            .await
+            .is_err()
+    );
+    std::mem::forget(killed);
+
+    // A process killed between storing the bytes and marking them ready.
+    let ticket = h
+        .storage
+        .begin_direct_upload(post, "orphan.txt", "text/plain", 5)
+        .await
+        .expect("begin");
+    h.s3.put_object()
+        .bucket(&h.bucket)
+        .key(format!("{}/{post}/{}", h.prefix, ticket.upload_id))
+        .body(aws_sdk_s3::primitives::ByteStream::from(
+            Bytes::from_static(b"bytes"),
+        ))
+        .send()
+        .await
+        .expect("put");
+
+    // A multipart upload nobody remembers.
+    h.s3.create_multipart_upload()
+        .bucket(&h.bucket)
+        .key(format!("{}/{post}/stray", h.prefix))
+        .send()
+        .await
+        .expect("create multipart upload");
+
+    assert_eq!(h.attachment_records().await, 2);
+    assert!(!h.multipart_uploads().await.is_empty());
+
+    let report = h.storage.reap().await.expect("reaper pass");
+
+    assert_eq!(report.expired_uploads, 2);
+    assert!(report.aborted_multipart_uploads >= 1);
+    h.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn only_one_instance_reaps_at_a_time() {
+    let h = harness_with(Options::default()).await;
+
+    let first = h
+        .storage
+        .reap_exclusively("instance-a", Duration::from_secs(60))
+        .await
+        .expect("first");
+    let second = h
+        .storage
+        .reap_exclusively("instance-b", Duration::from_secs(60))
+        .await
+        .expect("second");
+
+    assert!(first.is_some());
+    assert!(second.is_none());
+}

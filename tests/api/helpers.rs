@@ -35,6 +35,7 @@ pub fn test_settings() -> Settings {
     settings.server.host = "127.0.0.1".into();
     settings.server.port = 0;
     settings.mongo.database = format!("test_{}", uuid::Uuid::new_v4().simple());
+    settings.s3.key_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
     settings
 }
 
@@ -43,8 +44,16 @@ pub fn test_settings() -> Settings {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`
     pub address: String,
+    /// The port.
+    pub port: u16,
     /// A client without redirects or proxies.
     pub client: reqwest::Client,
+    /// The settings it runs with.
+    pub settings: Settings,
+    /// An S3 client to inspect the bucket behind the service's back.
+    pub s3: aws_sdk_s3::Client,
+    /// The service's database, to inspect records.
+    pub database: mongodb::Database,
 }
 
 impl TestApp {
@@ -56,6 +65,146 @@ impl TestApp {
             .await
             .expect("request reaches the service")
     }
+
+    /// `POST {address}{path}` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// `{METHOD} {address}{path}` without a body.
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// Creates a post and returns its id.
+    pub async fn create_post(&self) -> String {
+        let response = self
+            .post_json(
+                "/v1/posts",
+                &serde_json::json!({ "title": "a post", "body": "text" }),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        let post: serde_json::Value = response.json().await.expect("post JSON");
+        post["id"].as_str().expect("post id").to_owned()
+    }
+
+    /// Uploads files as one multipart request.
+    pub async fn upload(&self, post_id: &str, files: &[(&str, &[u8])]) -> reqwest::Response {
+        let (content_type, body) = multipart(files);
+        self.client
+            .post(format!("{}/v1/posts/{post_id}/attachments", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// Uploads one file and returns the attachment JSON.
+    pub async fn upload_one(&self, post_id: &str, name: &str, bytes: &[u8]) -> serde_json::Value {
+        let response = self.upload(post_id, &[(name, bytes)]).await;
+        assert_eq!(response.status(), 201);
+        let mut body: serde_json::Value = response.json().await.expect("JSON");
+        body["items"][0].take()
+    }
+
+    /// Keys of the objects under this service's key prefix.
+    pub async fn object_keys(&self) -> Vec<String> {
+        self.s3
+            .list_objects_v2()
+            .bucket(&self.settings.s3.bucket)
+            .prefix(format!("{}/", self.settings.s3.key_prefix))
+            .send()
+            .await
+            .expect("ListObjectsV2")
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|object| object.key)
+            .collect()
+    }
+
+    /// Incomplete multipart uploads under this service's key prefix.
+    pub async fn multipart_uploads(&self) -> usize {
+        self.s3
+            .list_multipart_uploads()
+            .bucket(&self.settings.s3.bucket)
+            .prefix(format!("{}/", self.settings.s3.key_prefix))
+            .send()
+            .await
+            .expect("ListMultipartUploads")
+            .uploads
+            .unwrap_or_default()
+            .len()
+    }
+
+    /// Attachment records of any status.
+    pub async fn attachment_records(&self) -> u64 {
+        self.database
+            .collection::<mongodb::bson::Document>("attachments")
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count")
+    }
+
+    /// Whether no record, object or multipart upload exists.
+    pub async fn nothing_stored(&self) -> bool {
+        self.attachment_records().await == 0
+            && self.object_keys().await.is_empty()
+            && self.multipart_uploads().await == 0
+    }
+
+    /// Waits until nothing is stored (clean-up after a cancelled request is asynchronous).
+    pub async fn assert_nothing_stored_within(&self, limit: Duration) {
+        let started = Instant::now();
+        while !self.nothing_stored().await {
+            assert!(
+                started.elapsed() < limit,
+                "still stored after {limit:?}: {} records, {:?} objects, {} multipart uploads",
+                self.attachment_records().await,
+                self.object_keys().await,
+                self.multipart_uploads().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The multipart boundary the helpers use.
+pub const BOUNDARY: &str = "posts-api-test-boundary-7MA4YWxkTrZu0gW";
+
+/// The header of one `file` part.
+pub fn part_header(name: &str) -> String {
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+}
+
+/// The closing boundary.
+pub fn closing_boundary() -> String {
+    format!("--{BOUNDARY}--\r\n")
+}
+
+/// A `multipart/form-data` body of `file` parts: (content type, body).
+pub fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(part_header(name).as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(closing_boundary().as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
 }
 
 /// Starts the service in-process against the testbed, with its own database.
@@ -65,17 +214,35 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the service in-process with the given settings.
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let application = Application::build(settings)
+    let application = Application::build(settings.clone())
         .await
         .expect("the service starts against the testbed");
-    let address = format!("http://127.0.0.1:{}", application.port());
+    let port = application.port();
     tokio::spawn(application.run_until_stopped());
+    let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(settings.aws.region.clone()))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk_config)
+            .force_path_style(true)
+            .build(),
+    );
+    let database =
+        mongodb::Client::with_uri_str(secrecy::ExposeSecret::expose_secret(&settings.mongo.uri))
+            .await
+            .expect("MongoDB client")
+            .database(&settings.mongo.database);
     TestApp {
-        address,
+        address: format!("http://127.0.0.1:{port}"),
+        port,
         client: reqwest::Client::builder()
             .no_proxy()
             .build()
             .expect("HTTP client"),
+        settings,
+        s3,
+        database,
     }
 }
 

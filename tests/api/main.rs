@@ -1,5 +1,8 @@
 //! Black-box tests of the running service against the local testbed (`scripts/test`).
 
+mod attachments;
 mod helpers;
 mod ops;
+mod posts;
 mod startup;
+mod uploads;

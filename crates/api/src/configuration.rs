@@ -54,6 +54,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// Time in-flight requests get after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// An upload whose body sends nothing for this long fails.
+    pub request_body_timeout_secs: u64,
 }
 
 /// `auth.*`: bearer token validation.

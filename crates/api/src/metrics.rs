@@ -1,21 +1,53 @@
 //! Prometheus metrics served at `/metrics`.
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
 
 use aws_creds::{CredentialsOrigin, TemporaryCredentials};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Labels of a served request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+/// Labels of a route's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
 /// Every metric of one service instance.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    bytes_uploaded: Counter,
+    bytes_downloaded: Counter,
+    uploads_in_flight: Gauge,
 }
 
 impl Metrics {
@@ -23,8 +55,79 @@ impl Metrics {
     /// each scrape.
     pub fn new(credentials: TemporaryCredentials) -> Self {
         let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "posts_api_http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "posts_api_http_request_duration_seconds",
+            "Time to the response head, by route template and method",
+            latency.clone(),
+        );
+        let bytes_uploaded = Counter::default();
+        registry.register(
+            "posts_api_uploaded_bytes",
+            "Attachment bytes stored",
+            bytes_uploaded.clone(),
+        );
+        let bytes_downloaded = Counter::default();
+        registry.register(
+            "posts_api_downloaded_bytes",
+            "Attachment bytes sent to clients",
+            bytes_downloaded.clone(),
+        );
+        let uploads_in_flight = Gauge::default();
+        registry.register(
+            "posts_api_uploads_in_flight",
+            "Attachment uploads streaming right now",
+            uploads_in_flight.clone(),
+        );
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
-        Self { registry }
+        Self {
+            registry,
+            requests,
+            latency,
+            bytes_uploaded,
+            bytes_downloaded,
+            uploads_in_flight,
+        }
+    }
+
+    /// Counts a served request.
+    pub fn observe_request(&self, route: String, method: String, status: u16, elapsed: Duration) {
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+                method: method.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+    }
+
+    /// Counts stored attachment bytes.
+    pub fn add_uploaded(&self, bytes: u64) {
+        self.bytes_uploaded.inc_by(bytes);
+    }
+
+    /// Counts attachment bytes sent.
+    pub fn add_downloaded(&self, bytes: u64) {
+        self.bytes_downloaded.inc_by(bytes);
+    }
+
+    /// Marks an upload in flight until the returned guard drops.
+    pub fn upload_started(&self) -> InFlight {
+        self.uploads_in_flight.inc();
+        InFlight(self.uploads_in_flight.clone())
     }
 
     /// The text exposition.
@@ -33,6 +136,35 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
     }
+}
+
+/// An upload in flight; decrements the gauge when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Middleware: counts every request by route template, method and status.
+pub async fn record(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.call(request).await?;
+    if let Some(metrics) = metrics {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        metrics.observe_request(route, method, response.status().as_u16(), started.elapsed());
+    }
+    Ok(response)
 }
 
 /// Exposes [`aws_creds::CredentialsStatus`] at scrape time.

@@ -18,7 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
-use crate::{ops, problem, request_id};
+use crate::{attachments, error, openapi, ops, posts, problem, request_id, uploads};
+
+/// Largest JSON request body: a post of 100,000 four-byte characters with room to spare.
+const JSON_LIMIT: usize = 512 * 1024;
 
 /// What the routes need, shared by every worker.
 #[derive(Clone, Debug)]
@@ -103,17 +106,32 @@ impl Application {
         let mongo = dependencies.mongo.clone();
         let metrics = web::Data::new(Metrics::new(dependencies.credentials.clone()));
         let data = web::Data::new(dependencies);
+        let shared_settings = web::Data::new(settings.clone());
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(crate::metrics::record))
                 .wrap(from_fn(request_id::assign))
                 .app_data(data.clone())
                 .app_data(metrics.clone())
+                .app_data(shared_settings.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(JSON_LIMIT)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .configure(ops::routes)
+                .configure(openapi::routes)
+                .configure(posts::routes)
+                .configure(uploads::routes)
+                .configure(attachments::routes)
                 .default_service(web::to(problem::not_found))
         })
         // Signals are ours: actix treats SIGINT as a forced stop, we want graceful.
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_grace_secs)
+        .client_request_timeout(Duration::from_secs(10))
+        .client_disconnect_timeout(Duration::from_secs(5))
         .listen(listener)
         .map_err(|source| StartupError::Bind { address, source })?
         .run();

@@ -38,13 +38,15 @@ impl Storage {
         post_id: PostId,
         filename: &str,
         declared_type: Option<&str>,
-        mut stream: S,
+        stream: S,
     ) -> Result<Attachment, StorageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
         self.active_post(post_id).await?;
+        // Fused: the stream is read again after the sniffing window, possibly at its end.
+        let mut stream = stream.fuse();
         let (head, ended) = read_head(&mut stream, self.max_file_bytes).await?;
         let content_type = sniff(&head, declared_type, ended);
         if !self.policy.allows(&content_type) {

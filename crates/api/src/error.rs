@@ -1,0 +1,205 @@
+//! Every error response: `ApiError` and its one mapping to HTTP status and problem details.
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_RANGE, RETRY_AFTER};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+use storage::StorageError;
+use utoipa::ToSchema;
+
+use crate::problem::Problem;
+
+/// A field that failed validation.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The JSON field or query parameter.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// `field` is invalid because of `message`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a request failed, as the client should learn it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such resource (also for a malformed id).
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 405: the resource exists but not this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the change conflicts with the stored state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body or a file is too large, or there are too many files.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: the content type is not allowed.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 416: the range lies outside the content of `size` bytes.
+    #[error("the requested range is not satisfiable")]
+    RangeNotSatisfiable {
+        /// The full size, for `Content-Range: bytes */size`.
+        size: Option<u64>,
+    },
+    /// 422: well-formed but invalid fields.
+    #[error("invalid fields")]
+    Validation(Vec<FieldError>),
+    /// 422: well-formed but not acceptable.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 503: a dependency is down; the cause goes to the logs only.
+    #[error("a dependency is unavailable")]
+    Unavailable(String),
+    /// 500: a bug; the cause goes to the logs only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A single invalid field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad-request",
+            Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Conflict(_) => "conflict",
+            Self::TooLarge(_) => "too-large",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::RangeNotSatisfiable { .. } => "range-not-satisfiable",
+            Self::Validation(_) => "validation",
+            Self::Unprocessable(_) => "unprocessable",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::Validation(_) => "some fields are invalid; see `errors`".into(),
+            Self::Unavailable(_) => "a dependency is unavailable; retry later".into(),
+            Self::Internal(_) => "an internal error occurred".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The problem body with the optional `errors` member.
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(flatten)]
+    problem: &'a Problem,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Unavailable(cause) => tracing::warn!(%cause, "dependency unavailable"),
+            Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            _ => {}
+        }
+        let problem = Problem::new(self.status_code(), self.slug(), self.detail());
+        let mut response = problem.builder();
+        match self {
+            Self::Unavailable(_) => {
+                response.insert_header((RETRY_AFTER, "5"));
+            }
+            Self::RangeNotSatisfiable { size: Some(size) } => {
+                response.insert_header((CONTENT_RANGE, format!("bytes */{size}")));
+            }
+            _ => {}
+        }
+        let errors = match self {
+            Self::Validation(errors) => Some(errors.as_slice()),
+            _ => None,
+        };
+        response.json(ProblemBody {
+            problem: &problem,
+            errors,
+        })
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::NotFound => Self::NotFound("resource"),
+            StorageError::InvalidCursor => Self::BadRequest("the cursor is not valid".into()),
+            StorageError::Conflict(detail) => Self::Conflict(detail),
+            StorageError::TooLarge { limit } => {
+                Self::TooLarge(format!("a file exceeds the limit of {limit} bytes"))
+            }
+            StorageError::UnsupportedType { content_type } => {
+                Self::UnsupportedMediaType(format!("files of type {content_type} are not allowed"))
+            }
+            StorageError::UploadMismatch(detail) => Self::Unprocessable(detail),
+            StorageError::Client(detail) => {
+                Self::BadRequest(format!("the request body could not be read: {detail}"))
+            }
+            StorageError::RangeNotSatisfiable => Self::RangeNotSatisfiable { size: None },
+            error @ (StorageError::Database(_) | StorageError::Objects(_)) => {
+                Self::Unavailable(error.to_string())
+            }
+        }
+    }
+}
+
+/// Bad JSON bodies as problem details: 415 wrong type, 413 too large, 400 malformed.
+pub fn json_error(error: JsonPayloadError, _request: &HttpRequest) -> actix_web::Error {
+    let api_error = match &error {
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("the body must be application/json".into())
+        }
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::TooLarge("the JSON body is too large".into())
+        }
+        other => ApiError::BadRequest(format!("the JSON body is malformed: {other}")),
+    };
+    api_error.into()
+}
+
+/// Bad query strings as problem details (400).
+pub fn query_error(error: QueryPayloadError, _request: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("the query string is malformed: {error}")).into()
+}
+
+/// The answer for a known path with an unsupported method.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

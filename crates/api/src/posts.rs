@@ -1,0 +1,236 @@
+//! `/v1/posts`: create, list, read, update, delete.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use storage::{NewPost, PostChanges, PostId};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::{PageLimit, PostBody, PostTitle, parse_id};
+use crate::error::{ApiError, FieldError, method_not_allowed};
+use crate::representation::{PostPage, PostView, ProblemView};
+use crate::startup::Dependencies;
+
+/// Registers the routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/posts")
+                .route(web::post().to(create_post))
+                .route(web::get().to(list_posts))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/posts/{post_id}")
+                .route(web::get().to(get_post))
+                .route(web::patch().to(update_post))
+                .route(web::delete().to(delete_post))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+/// A new post.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreatePost {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    title: String,
+    /// Up to 100,000 characters.
+    #[serde(default)]
+    #[schema(max_length = 100000)]
+    body: String,
+}
+
+/// Changes to a post: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdatePost {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, nullable = false)]
+    title: Option<String>,
+    /// Up to 100,000 characters.
+    #[schema(max_length = 100000, nullable = false)]
+    body: Option<String>,
+}
+
+/// Paging of `GET /v1/posts`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn validate_all(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// Create a post.
+#[utoipa::path(
+    post, path = "/v1/posts", tag = "posts",
+    request_body = CreatePost,
+    responses(
+        (status = 201, description = "Created", body = PostView,
+            headers(("Location" = String, description = "URL of the new post"))),
+        (status = 400, description = "Malformed JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_post(
+    dependencies: web::Data<Dependencies>,
+    body: web::Json<CreatePost>,
+) -> Result<HttpResponse, ApiError> {
+    let CreatePost { title, body } = body.into_inner();
+    let title = PostTitle::parse(title);
+    let body = PostBody::parse(body);
+    let (title, body) = match (title, body) {
+        (Ok(title), Ok(body)) => (title, body),
+        (title, body) => {
+            return Err(ApiError::Validation(
+                [title.err(), body.err()].into_iter().flatten().collect(),
+            ));
+        }
+    };
+    let post = dependencies
+        .storage
+        .create_post(NewPost {
+            title: title.into_inner(),
+            body: body.into_inner(),
+            author: None,
+        })
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, format!("/v1/posts/{}", post.id)))
+        .json(PostView::from(post)))
+}
+
+/// List posts, newest first.
+#[utoipa::path(
+    get, path = "/v1/posts", tag = "posts",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of posts", body = PostPage),
+        (status = 400, description = "Bad limit or cursor", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_posts(
+    dependencies: web::Data<Dependencies>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = PageLimit::parse(query.limit)?;
+    let page = dependencies
+        .storage
+        .list_posts(limit.get(), query.cursor.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(PostPage {
+        items: page.items.into_iter().map(PostView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Read a post.
+#[utoipa::path(
+    get, path = "/v1/posts/{post_id}", tag = "posts",
+    params(("post_id" = String, Path, description = "Post id")),
+    responses(
+        (status = 200, description = "The post", body = PostView),
+        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_post(
+    dependencies: web::Data<Dependencies>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let post_id: PostId = parse_id(&path, "post")?;
+    let post = dependencies
+        .storage
+        .post(post_id)
+        .await
+        .map_err(not_found("post"))?;
+    Ok(HttpResponse::Ok().json(PostView::from(post)))
+}
+
+/// Change a post's title or body.
+#[utoipa::path(
+    patch, path = "/v1/posts/{post_id}", tag = "posts",
+    params(("post_id" = String, Path, description = "Post id")),
+    request_body = UpdatePost,
+    responses(
+        (status = 200, description = "The updated post", body = PostView),
+        (status = 400, description = "Malformed JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_post(
+    dependencies: web::Data<Dependencies>,
+    path: web::Path<String>,
+    body: web::Json<UpdatePost>,
+) -> Result<HttpResponse, ApiError> {
+    let post_id: PostId = parse_id(&path, "post")?;
+    let UpdatePost { title, body } = body.into_inner();
+    if title.is_none() && body.is_none() {
+        return Err(ApiError::invalid("title", "give title, body or both"));
+    }
+    let title = title.map(PostTitle::parse).transpose();
+    let body = body.map(PostBody::parse).transpose();
+    validate_all(
+        [title.as_ref().err(), body.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+    )?;
+    let changes = PostChanges {
+        title: title.ok().flatten().map(PostTitle::into_inner),
+        body: body.ok().flatten().map(PostBody::into_inner),
+    };
+    let post = dependencies
+        .storage
+        .update_post(post_id, changes, None)
+        .await
+        .map_err(not_found("post"))?;
+    Ok(HttpResponse::Ok().json(PostView::from(post)))
+}
+
+/// Delete a post and its attachments.
+#[utoipa::path(
+    delete, path = "/v1/posts/{post_id}", tag = "posts",
+    params(("post_id" = String, Path, description = "Post id")),
+    responses(
+        (status = 204, description = "Deleted, with its attachments' bytes"),
+        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_post(
+    dependencies: web::Data<Dependencies>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let post_id: PostId = parse_id(&path, "post")?;
+    dependencies
+        .storage
+        .delete_post(post_id)
+        .await
+        .map_err(not_found("post"))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Names what was not found in a storage `NotFound`.
+pub fn not_found(what: &'static str) -> impl Fn(storage::StorageError) -> ApiError {
+    move |error| match error {
+        storage::StorageError::NotFound => ApiError::NotFound(what),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,146 @@
+//! The JSON shapes of responses (see `shared/API.md`).
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use storage::{Attachment, Post};
+use utoipa::ToSchema;
+
+/// RFC 3339 UTC with milliseconds.
+pub fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// A post.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostView {
+    /// 24-hex-digit id.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Body text.
+    pub body: String,
+    /// The author's subject; `null` until authentication exists.
+    pub author: Option<String>,
+    /// Creation time (RFC 3339).
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// Ready attachments, oldest first.
+    pub attachments: Vec<AttachmentView>,
+}
+
+impl From<Post> for PostView {
+    fn from(post: Post) -> Self {
+        Self {
+            id: post.id.to_string(),
+            title: post.title,
+            body: post.body,
+            author: post.author,
+            created_at: timestamp(post.created_at),
+            updated_at: timestamp(post.updated_at),
+            attachments: post.attachments.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A stored file of a post.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentView {
+    /// 24-hex-digit id.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
+    pub id: String,
+    /// The post's id.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
+    pub post_id: String,
+    /// The client's file name, kept as metadata only.
+    pub filename: String,
+    /// What the bytes are (sniffed), not what the client claimed.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub sha256: String,
+    /// Creation time (RFC 3339).
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<Attachment> for AttachmentView {
+    fn from(attachment: Attachment) -> Self {
+        Self {
+            id: attachment.id.to_string(),
+            post_id: attachment.post_id.to_string(),
+            filename: attachment.filename,
+            content_type: attachment.content_type,
+            size: attachment.size,
+            sha256: attachment.sha256,
+            created_at: timestamp(attachment.created_at),
+        }
+    }
+}
+
+/// A page of posts, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostPage {
+    /// The posts.
+    pub items: Vec<PostView>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Attachments of a post.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentList {
+    /// The attachments.
+    pub items: Vec<AttachmentView>,
+}
+
+/// A presigned download URL.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DownloadUrl {
+    /// The presigned GET URL.
+    pub url: String,
+    /// When it stops working (RFC 3339).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// A presigned direct upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectUploadView {
+    /// Id to complete the upload with.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
+    pub upload_id: String,
+    /// The presigned URL.
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// Headers the PUT must carry.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// When the URL stops working (RFC 3339).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// An `application/problem+json` error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemView {
+    /// Problem type (a URI reference).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+    /// Field errors, for 422 validation failures.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<crate::error::FieldError>>,
+}

@@ -1,0 +1,120 @@
+//! `/v1/posts/{post_id}/attachments/uploads`: direct uploads to S3 by presigned PUT, then
+//! completed (verified) through the service.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use storage::{AttachmentId, PostId};
+use utoipa::ToSchema;
+
+use crate::domain::{FileName, parse_id};
+use crate::error::{ApiError, FieldError, method_not_allowed};
+use crate::posts::not_found;
+use crate::representation::{AttachmentView, DirectUploadView, ProblemView, timestamp};
+use crate::startup::Dependencies;
+
+/// Registers the routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments/uploads")
+                .route(web::post().to(begin_upload))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments/uploads/{upload_id}/complete")
+                .route(web::post().to(complete_upload))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+/// What the client is about to upload.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BeginUpload {
+    /// The file name, kept as metadata.
+    #[schema(min_length = 1)]
+    filename: String,
+    /// The media type the PUT will carry; verified against the bytes on completion.
+    content_type: String,
+    /// Exact size in bytes.
+    size: u64,
+}
+
+/// Start a direct upload: a pending attachment and a presigned PUT.
+#[utoipa::path(
+    post, path = "/v1/posts/{post_id}/attachments/uploads", tag = "uploads",
+    params(("post_id" = String, Path, description = "Post id")),
+    request_body = BeginUpload,
+    responses(
+        (status = 201, description = "PUT the bytes to `url` with `headers`, then complete", body = DirectUploadView),
+        (status = 400, description = "Malformed JSON or file name", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than allowed", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "Type not allowed, or the body is not JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn begin_upload(
+    dependencies: web::Data<Dependencies>,
+    path: web::Path<String>,
+    body: web::Json<BeginUpload>,
+) -> Result<HttpResponse, ApiError> {
+    let post_id: PostId = parse_id(&path, "post")?;
+    let BeginUpload {
+        filename,
+        content_type,
+        size,
+    } = body.into_inner();
+    let filename = FileName::parse(&filename).map_err(|error| ApiError::Validation(vec![error]))?;
+    let essence = storage::essence(&content_type);
+    if essence
+        .split_once('/')
+        .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+    {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "content_type",
+            "must be a media type such as image/png",
+        )]));
+    }
+    let ticket = dependencies
+        .storage
+        .begin_direct_upload(post_id, filename.as_str(), &essence, size)
+        .await
+        .map_err(not_found("post"))?;
+    Ok(HttpResponse::Created().json(DirectUploadView {
+        upload_id: ticket.upload_id.to_string(),
+        url: ticket.url.url,
+        method: ticket.url.method,
+        headers: ticket.url.headers.into_iter().collect(),
+        expires_at: timestamp(ticket.url.expires_at),
+    }))
+}
+
+/// Complete a direct upload: the service verifies the object and makes it an attachment.
+#[utoipa::path(
+    post, path = "/v1/posts/{post_id}/attachments/uploads/{upload_id}/complete", tag = "uploads",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("upload_id" = String, Path, description = "Upload id from the start of the upload"),
+    ),
+    responses(
+        (status = 201, description = "The verified attachment", body = AttachmentView),
+        (status = 404, description = "Unknown or expired upload", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "The bytes are of a type that is not allowed", body = ProblemView, content_type = "application/problem+json"),
+        (status = 422, description = "The object is missing or does not match the declaration", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn complete_upload(
+    dependencies: web::Data<Dependencies>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let post_id: PostId = parse_id(&path.0, "upload")?;
+    let upload_id: AttachmentId = parse_id(&path.1, "upload")?;
+    let attachment = dependencies
+        .storage
+        .complete_direct_upload(post_id, upload_id)
+        .await
+        .map_err(not_found("upload"))?;
+    Ok(HttpResponse::Created().json(AttachmentView::from(attachment)))
+}

@@ -1,0 +1,492 @@
+//! `/v1/posts/{post_id}/attachments`: streamed uploads, downloads, presigned URLs.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::{
+    BOUNDARY, TestApp, closing_boundary, part_header, spawn_app, spawn_app_with, test_settings,
+};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+const MIB: usize = 1024 * 1024;
+
+async fn app_with_limits(max_file_bytes: u64, max_files: u32, allowed: &[&str]) -> TestApp {
+    let mut settings = test_settings();
+    settings.uploads.max_file_bytes = max_file_bytes;
+    settings.uploads.max_files_per_request = max_files;
+    settings.uploads.allowed_content_types = allowed.iter().map(|t| (*t).to_owned()).collect();
+    spawn_app_with(settings).await
+}
+
+async fn status_and_problem(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    (status, response.json().await.expect("problem JSON"))
+}
+
+#[tokio::test]
+async fn files_upload_in_order_with_sniffed_types_and_digests() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = app
+        .upload(&post, &[("notes.txt", b"hello"), ("pixel.txt", PNG)])
+        .await;
+
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("JSON");
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["filename"], "notes.txt");
+    assert_eq!(items[0]["content_type"], "text/plain");
+    assert_eq!(items[0]["size"], 5);
+    assert_eq!(items[0]["sha256"], hex::encode(Sha256::digest(b"hello")));
+    assert_eq!(
+        items[1]["content_type"], "image/png",
+        "sniffed, not the .txt name"
+    );
+    assert_eq!(items[1]["post_id"], post.as_str());
+    let read: Value = app
+        .get(&format!("/v1/posts/{post}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(read["attachments"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn uploading_to_an_unknown_post_is_404() {
+    let app = spawn_app().await;
+
+    let response = app
+        .upload("5f0000000000000000000000", &[("a.txt", b"x")])
+        .await;
+
+    assert_eq!(status_and_problem(response).await.0, 404);
+    assert!(app.nothing_stored().await);
+}
+
+#[tokio::test]
+async fn a_file_over_the_limit_is_413_and_nothing_is_stored() {
+    let app = app_with_limits(1024, 10, &["*/*"]).await;
+    let post = app.create_post().await;
+
+    let response = app.upload(&post, &[("big.bin", &[7u8; 4096])]).await;
+
+    assert_eq!(status_and_problem(response).await.0, 413);
+    assert!(app.nothing_stored().await);
+}
+
+#[tokio::test]
+async fn a_disallowed_type_is_415_and_nothing_is_stored() {
+    let app = app_with_limits(1024 * 1024, 10, &["text/plain"]).await;
+    let post = app.create_post().await;
+
+    let response = app.upload(&post, &[("a.png", PNG)]).await;
+
+    let (status, problem) = status_and_problem(response).await;
+    assert_eq!(status, 415);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("image/png")
+    );
+    assert!(app.nothing_stored().await);
+}
+
+#[tokio::test]
+async fn three_files_whose_second_is_too_large_store_nothing() {
+    let app = app_with_limits(1024, 10, &["*/*"]).await;
+    let post = app.create_post().await;
+
+    let response = app
+        .upload(
+            &post,
+            &[
+                ("1.txt", b"one"),
+                ("2.bin", &[1u8; 2048]),
+                ("3.txt", b"three"),
+            ],
+        )
+        .await;
+
+    assert_eq!(status_and_problem(response).await.0, 413);
+    app.assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn more_files_than_allowed_is_413_and_nothing_is_stored() {
+    let app = app_with_limits(1024, 2, &["*/*"]).await;
+    let post = app.create_post().await;
+
+    let response = app
+        .upload(&post, &[("1.txt", b"1"), ("2.txt", b"2"), ("3.txt", b"3")])
+        .await;
+
+    assert_eq!(status_and_problem(response).await.0, 413);
+    app.assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_multipart_is_415() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = app
+        .client
+        .post(format!("{}/v1/posts/{post}/attachments", app.address))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(status_and_problem(response).await.0, 415);
+}
+
+#[tokio::test]
+async fn a_form_without_a_file_part_is_400() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = app.upload(&post, &[]).await;
+
+    assert_eq!(status_and_problem(response).await.0, 400);
+}
+
+#[tokio::test]
+async fn a_file_name_with_control_characters_is_400() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = app.upload(&post, &[("bad\u{1}name.txt", b"x")]).await;
+
+    assert_eq!(status_and_problem(response).await.0, 400);
+    assert!(app.nothing_stored().await);
+}
+
+#[tokio::test]
+async fn attachments_list_and_read() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let attachment = app.upload_one(&post, "a.txt", b"abc").await;
+    let id = attachment["id"].as_str().expect("id");
+
+    let list: Value = app
+        .get(&format!("/v1/posts/{post}/attachments"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let one = app.get(&format!("/v1/posts/{post}/attachments/{id}")).await;
+
+    assert_eq!(list["items"][0]["id"], id);
+    assert_eq!(one.status(), 200);
+    assert_eq!(one.json::<Value>().await.expect("JSON"), attachment);
+}
+
+#[tokio::test]
+async fn an_unknown_or_malformed_attachment_is_404() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    for id in ["5f0000000000000000000000", "nope"] {
+        for suffix in ["", "/content", "/url"] {
+            let response = app
+                .get(&format!("/v1/posts/{post}/attachments/{id}{suffix}"))
+                .await;
+            assert_eq!(status_and_problem(response).await.0, 404, "{id}{suffix}");
+        }
+    }
+    let listed = app
+        .get("/v1/posts/5f0000000000000000000000/attachments")
+        .await;
+    assert_eq!(status_and_problem(listed).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_download_streams_the_bytes_with_its_headers() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let attachment = app.upload_one(&post, "résumé.txt", b"hello, world").await;
+    let id = attachment["id"].as_str().expect("id");
+
+    let response = app
+        .get(&format!("/v1/posts/{post}/attachments/{id}/content"))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/plain");
+    assert_eq!(headers["content-length"], "12");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(
+        headers["etag"],
+        format!("\"{}\"", attachment["sha256"].as_str().expect("sha")).as_str()
+    );
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"r_sum_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"
+    );
+    assert_eq!(
+        response.bytes().await.expect("body").as_ref(),
+        b"hello, world"
+    );
+}
+
+#[tokio::test]
+async fn ranges_answer_206_with_content_range() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let id = app.upload_one(&post, "digits.txt", b"0123456789").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let url = format!("{}/v1/posts/{post}/attachments/{id}/content", app.address);
+
+    for (range, body, content_range) in [
+        ("bytes=0-0", "0", "bytes 0-0/10"),
+        ("bytes=9-", "9", "bytes 9-9/10"),
+        ("bytes=3-5", "345", "bytes 3-5/10"),
+        ("bytes=-4", "6789", "bytes 6-9/10"),
+    ] {
+        let response = app
+            .client
+            .get(&url)
+            .header("range", range)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 206, "{range}");
+        assert_eq!(response.headers()["content-range"], content_range);
+        assert_eq!(response.text().await.expect("text"), body, "{range}");
+    }
+}
+
+#[tokio::test]
+async fn a_range_past_the_end_is_416() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let id = app.upload_one(&post, "d.txt", b"0123456789").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let response = app
+        .client
+        .get(format!(
+            "{}/v1/posts/{post}/attachments/{id}/content",
+            app.address
+        ))
+        .header("range", "bytes=10-")
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(response.headers()["content-range"], "bytes */10");
+    assert_eq!(status_and_problem(response).await.0, 416);
+}
+
+#[tokio::test]
+async fn a_matching_if_none_match_is_304() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let attachment = app.upload_one(&post, "d.txt", b"cached").await;
+    let etag = format!("\"{}\"", attachment["sha256"].as_str().expect("sha"));
+
+    let response = app
+        .client
+        .get(format!(
+            "{}/v1/posts/{post}/attachments/{}/content",
+            app.address,
+            attachment["id"].as_str().expect("id")
+        ))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(response.status(), 304);
+    assert_eq!(response.headers()["etag"], etag.as_str());
+}
+
+#[tokio::test]
+async fn head_answers_the_headers_without_the_body() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let id = app.upload_one(&post, "d.txt", b"0123456789").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let response = app
+        .request(
+            Method::HEAD,
+            &format!("/v1/posts/{post}/attachments/{id}/content"),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "10");
+    assert_eq!(response.headers()["accept-ranges"], "bytes");
+    assert!(response.bytes().await.expect("body").is_empty());
+}
+
+#[tokio::test]
+async fn a_presigned_url_downloads_the_same_bytes() {
+    let app = app_with_limits(MIB as u64, 1, &["*/*"]).await;
+    let post = app.create_post().await;
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let id = app.upload_one(&post, "data.bin", &bytes).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let response = app
+        .get(&format!("/v1/posts/{post}/attachments/{id}/url"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let presigned: Value = response.json().await.expect("JSON");
+    let fetched = reqwest::get(presigned["url"].as_str().expect("url"))
+        .await
+        .expect("GET presigned");
+
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(
+        fetched.bytes().await.expect("body").as_ref(),
+        bytes.as_slice()
+    );
+    assert!(
+        presigned["expires_at"]
+            .as_str()
+            .expect("expiry")
+            .ends_with('Z')
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_attachment_removes_its_object() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let id = app.upload_one(&post, "d.txt", b"bye").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/v1/posts/{post}/attachments/{id}");
+
+    assert_eq!(app.request(Method::DELETE, &path).await.status(), 204);
+
+    assert!(app.nothing_stored().await);
+    assert_eq!(
+        status_and_problem(app.request(Method::DELETE, &path).await)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn concurrent_uploads_to_one_post_all_land() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let uploads = (0..8).map(|i| {
+        let app = &app;
+        let post = post.clone();
+        async move {
+            let content = format!("file number {i}");
+            app.upload(&post, &[(&format!("{i}.txt"), content.as_bytes())])
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(uploads).await;
+
+    assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
+    let list: Value = app
+        .get(&format!("/v1/posts/{post}/attachments"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(8));
+}
+
+#[tokio::test]
+async fn a_rejected_200_mib_upload_is_answered_promptly_and_the_next_request_succeeds() {
+    let app = app_with_limits(MIB as u64, 1, &["*/*"]).await;
+    let post = app.create_post().await;
+    let total = 200 * MIB;
+    let chunk = bytes::Bytes::from(vec![0u8; MIB]);
+    let body = futures::stream::iter(
+        (0..total / MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let (content_type, _) = crate::helpers::multipart(&[]);
+
+    let started = Instant::now();
+    let response = app
+        .client
+        .post(format!("{}/v1/posts/{post}/attachments", app.address))
+        .header("content-type", content_type)
+        .header("content-length", total.to_string())
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await;
+
+    let elapsed = started.elapsed();
+    let response = response.expect("the client gets an answer, not a broken connection");
+    assert_eq!(response.status(), 413);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert!(app.nothing_stored().await);
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let file_size = 50 * MIB;
+    let head = part_header("big.bin");
+    let tail = format!("\r\n{}", closing_boundary());
+    let length = head.len() + file_size + tail.len();
+
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let request_head = format!(
+        "POST /v1/posts/{post}/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n{head}"
+    );
+    socket
+        .write_all(request_head.as_bytes())
+        .await
+        .expect("send head");
+    let chunk = vec![42u8; MIB];
+    for _ in 0..20 {
+        socket
+            .write_all(&chunk)
+            .await
+            .expect("send part of the file");
+    }
+    // Let the service start the multipart upload, then vanish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(socket);
+
+    app.assert_nothing_stored_within(Duration::from_secs(15))
+        .await;
+}

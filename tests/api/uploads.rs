@@ -1,0 +1,153 @@
+//! Direct uploads: presigned PUT, then completion.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+
+async fn begin(app: &TestApp, post: &str, body: Value) -> reqwest::Response {
+    app.post_json(&format!("/v1/posts/{post}/attachments/uploads"), &body)
+        .await
+}
+
+#[tokio::test]
+async fn a_direct_upload_completes_into_an_attachment() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = begin(
+        &app,
+        &post,
+        json!({ "filename": "photo.png", "content_type": "image/png", "size": PNG.len() }),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let ticket: Value = response.json().await.expect("JSON");
+    assert_eq!(ticket["method"], "PUT");
+    let mut put = reqwest::Client::new().put(ticket["url"].as_str().expect("url"));
+    for (name, value) in ticket["headers"].as_object().expect("headers") {
+        put = put.header(name, value.as_str().expect("header value"));
+    }
+    let stored = put.body(PNG).send().await.expect("PUT");
+    assert!(stored.status().is_success(), "{}", stored.status());
+
+    let upload_id = ticket["upload_id"].as_str().expect("upload id");
+    let completed = app
+        .post_json(
+            &format!("/v1/posts/{post}/attachments/uploads/{upload_id}/complete"),
+            &json!({}),
+        )
+        .await;
+
+    assert_eq!(completed.status(), 201);
+    let attachment: Value = completed.json().await.expect("JSON");
+    assert_eq!(attachment["id"], upload_id);
+    assert_eq!(attachment["content_type"], "image/png");
+    assert_eq!(attachment["size"], PNG.len());
+    let content = app
+        .get(&format!("/v1/posts/{post}/attachments/{upload_id}/content"))
+        .await;
+    assert_eq!(content.bytes().await.expect("body").as_ref(), PNG);
+}
+
+#[tokio::test]
+async fn starting_an_upload_for_an_unknown_post_is_404() {
+    let app = spawn_app().await;
+
+    let response = begin(
+        &app,
+        "5f0000000000000000000000",
+        json!({ "filename": "a.png", "content_type": "image/png", "size": 10 }),
+    )
+    .await;
+
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn starting_an_upload_over_the_limit_is_413() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = begin(
+        &app,
+        &post,
+        json!({ "filename": "a.png", "content_type": "image/png", "size": 1u64 << 40 }),
+    )
+    .await;
+
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn starting_an_upload_of_a_disallowed_type_is_415() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = begin(
+        &app,
+        &post,
+        json!({ "filename": "a.exe", "content_type": "application/x-msdownload", "size": 10 }),
+    )
+    .await;
+
+    assert_eq!(response.status(), 415);
+}
+
+#[tokio::test]
+async fn starting_an_upload_with_an_invalid_content_type_is_422() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = begin(
+        &app,
+        &post,
+        json!({ "filename": "a.png", "content_type": "png", "size": 10 }),
+    )
+    .await;
+
+    assert_eq!(response.status(), 422);
+}
+
+#[tokio::test]
+async fn completing_an_unknown_upload_is_404() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = app
+        .post_json(
+            &format!("/v1/posts/{post}/attachments/uploads/5f0000000000000000000000/complete"),
+            &json!({}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn completing_before_the_bytes_were_put_is_422() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let ticket: Value = begin(
+        &app,
+        &post,
+        json!({ "filename": "a.png", "content_type": "image/png", "size": 10 }),
+    )
+    .await
+    .json()
+    .await
+    .expect("JSON");
+
+    let response = app
+        .post_json(
+            &format!(
+                "/v1/posts/{post}/attachments/uploads/{}/complete",
+                ticket["upload_id"].as_str().expect("id")
+            ),
+            &json!({}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 422);
+}

@@ -2,6 +2,7 @@
 
 mod attachments;
 mod helpers;
+mod openapi;
 mod ops;
 mod posts;
 mod startup;

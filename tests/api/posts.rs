@@ -199,19 +199,36 @@ async fn patching_a_post_changes_only_the_given_fields() {
 }
 
 #[tokio::test]
-async fn patching_with_no_field_is_422() {
+async fn patching_an_invalid_title_is_422() {
     let app = spawn_app().await;
     let id = app.create_post().await;
 
     let response = app
         .client
         .patch(format!("{}/v1/posts/{id}", app.address))
-        .json(&json!({}))
+        .json(&json!({ "title": "" }))
         .send()
         .await
         .expect("request");
 
-    problem(response, 422).await;
+    let body = problem(response, 422).await;
+    assert_eq!(body["errors"][0]["field"], "title");
+}
+
+#[tokio::test]
+async fn patching_an_unknown_field_is_400() {
+    let app = spawn_app().await;
+    let id = app.create_post().await;
+
+    let response = app
+        .client
+        .patch(format!("{}/v1/posts/{id}", app.address))
+        .json(&json!({ "titel": "typo" }))
+        .send()
+        .await
+        .expect("request");
+
+    problem(response, 400).await;
 }
 
 #[tokio::test]

@@ -27,8 +27,6 @@ const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-ty
 
 /// Multipart framing allowed per file on top of its bytes.
 const PART_OVERHEAD: u64 = 64 * 1024;
-/// Fields other than `file` are skipped, up to this size each.
-const MAX_OTHER_FIELD: u64 = 64 * 1024;
 /// After a rejected upload, at most this much of the rest is read and discarded before
 /// answering; beyond it the connection is closed instead.
 const DRAIN_BUDGET: u64 = 256 * 1024 * 1024;
@@ -41,24 +39,24 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::resource("/v1/posts/{post_id}/attachments")
                 .route(web::post().to(upload_attachments))
                 .route(web::get().to(list_attachments))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("GET, POST")),
         )
         .service(
             web::resource("/v1/posts/{post_id}/attachments/{attachment_id}")
                 .route(web::get().to(get_attachment))
                 .route(web::delete().to(delete_attachment))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("GET, DELETE")),
         )
         .service(
             web::resource("/v1/posts/{post_id}/attachments/{attachment_id}/content")
                 .route(web::get().to(download_attachment))
                 .route(web::head().to(download_attachment))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("GET, HEAD")),
         )
         .service(
             web::resource("/v1/posts/{post_id}/attachments/{attachment_id}/url")
                 .route(web::get().to(attachment_url))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("GET")),
         );
 }
 
@@ -158,10 +156,10 @@ async fn store_files(
             Err(error) => return Err((multipart_error(error), stored)),
         };
         if field.name() != Some("file") {
-            if let Err(error) = skip_field(field, stall).await {
-                return Err((error, stored));
-            }
-            continue;
+            return Err((
+                ApiError::BadRequest("the form may only have parts named `file`".into()),
+                stored,
+            ));
         }
         if stored.len() >= settings.uploads.max_files_per_request as usize {
             return Err((
@@ -172,11 +170,16 @@ async fn store_files(
                 stored,
             ));
         }
-        let filename = field
+        let Some(filename) = field
             .content_disposition()
             .and_then(|disposition| disposition.get_filename())
-            .unwrap_or("file")
-            .to_owned();
+            .map(str::to_owned)
+        else {
+            return Err((
+                ApiError::BadRequest("each `file` part needs a filename".into()),
+                stored,
+            ));
+        };
         let filename = match FileName::parse(&filename) {
             Ok(name) => name,
             Err(error) => {
@@ -249,25 +252,6 @@ fn multipart_error(error: MultipartError) -> ApiError {
             ApiError::UnsupportedMediaType("the body must be multipart/form-data".into())
         }
         other => ApiError::BadRequest(format!("the multipart body is malformed: {other}")),
-    }
-}
-
-async fn skip_field(mut field: actix_multipart::Field, stall: Duration) -> Result<(), ApiError> {
-    let mut seen = 0u64;
-    loop {
-        match tokio::time::timeout(stall, field.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                seen += chunk.len() as u64;
-                if seen > MAX_OTHER_FIELD {
-                    return Err(ApiError::TooLarge(format!(
-                        "form fields other than `file` may have at most {MAX_OTHER_FIELD} bytes"
-                    )));
-                }
-            }
-            Ok(Some(Err(error))) => return Err(multipart_error(error)),
-            Ok(None) => return Ok(()),
-            Err(_) => return Err(ApiError::BadRequest("the request body stalled".into())),
-        }
     }
 }
 
@@ -392,13 +376,13 @@ pub async fn get_attachment(
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds"),
     ),
     responses(
-        (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 200, description = "The bytes, of their sniffed type", content_type = "*/*", body = Vec<u8>,
             headers(
                 ("ETag" = String, description = "Strong tag from the SHA-256"),
                 ("Accept-Ranges" = String, description = "`bytes`"),
                 ("Content-Disposition" = String, description = "attachment with the file name"),
             )),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 206, description = "The requested range", content_type = "*/*", body = Vec<u8>,
             headers(("Content-Range" = String, description = "`bytes START-END/SIZE`"))),
         (status = 304, description = "The client's copy is current"),
         (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),

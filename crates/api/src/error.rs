@@ -2,7 +2,7 @@
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_RANGE, RETRY_AFTER};
+use actix_web::http::header::{ALLOW, CONTENT_RANGE, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use storage::StorageError;
@@ -38,9 +38,12 @@ pub enum ApiError {
     /// 404: no such resource (also for a malformed id).
     #[error("{0}")]
     NotFound(&'static str),
-    /// 405: the resource exists but not this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// 405: the resource exists but not this method; `allow` lists the methods it has.
+    #[error("this resource allows only {allow}")]
+    MethodNotAllowed {
+        /// The value of the `Allow` header.
+        allow: &'static str,
+    },
     /// 409: the change conflicts with the stored state.
     #[error("{0}")]
     Conflict(String),
@@ -80,7 +83,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "bad-request",
             Self::NotFound(_) => "not-found",
-            Self::MethodNotAllowed => "method-not-allowed",
+            Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
@@ -117,7 +120,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -139,6 +142,9 @@ impl ResponseError for ApiError {
         match self {
             Self::Unavailable(_) => {
                 response.insert_header((RETRY_AFTER, "5"));
+            }
+            Self::MethodNotAllowed { allow } => {
+                response.insert_header((ALLOW, *allow));
             }
             Self::RangeNotSatisfiable { size: Some(size) } => {
                 response.insert_header((CONTENT_RANGE, format!("bytes */{size}")));
@@ -199,7 +205,9 @@ pub fn query_error(error: QueryPayloadError, _request: &HttpRequest) -> actix_we
     ApiError::BadRequest(format!("the query string is malformed: {error}")).into()
 }
 
-/// The answer for a known path with an unsupported method.
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// The default service of a resource: 405 with `Allow: allow`.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    })
 }

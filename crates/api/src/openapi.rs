@@ -1,9 +1,14 @@
 //! The OpenAPI 3.1 document, generated from the handlers, served at `/openapi.json`.
 
 use actix_web::{HttpResponse, web};
+use utoipa::openapi::schema::AdditionalProperties;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::{attachments, posts, uploads};
+use crate::configuration::Settings;
+use crate::error::method_not_allowed;
+
+use crate::{attachments, ops, posts, uploads};
 
 /// The service's API description.
 #[derive(Debug, OpenApi)]
@@ -23,11 +28,16 @@ use crate::{attachments, posts, uploads};
         attachments::delete_attachment,
         uploads::begin_upload,
         uploads::complete_upload,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        openapi_json,
     ),
     tags(
         (name = "posts", description = "Posts"),
         (name = "attachments", description = "Files of a post, streamed through the service"),
         (name = "uploads", description = "Direct uploads to S3 by presigned URL"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
 pub struct ApiDoc;
@@ -43,9 +53,32 @@ pub struct UploadForm {
 
 /// Registers `/openapi.json`.
 pub fn routes(config: &mut web::ServiceConfig) {
-    config.route("/openapi.json", web::get().to(openapi_json));
+    config.service(
+        web::resource("/openapi.json")
+            .route(web::get().to(openapi_json))
+            .default_service(method_not_allowed("GET")),
+    );
 }
 
-async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+/// This document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
+)]
+pub async fn openapi_json(settings: web::Data<Settings>) -> HttpResponse {
+    HttpResponse::Ok().json(document(&settings))
+}
+
+/// The document with this instance's configured limits filled in.
+pub fn document(settings: &Settings) -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    if let Some(components) = document.components.as_mut()
+        && let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut("UploadForm")
+        && let Some(RefOr::T(Schema::Array(files))) = form.properties.get_mut("file")
+    {
+        files.max_items = Some(settings.uploads.max_files_per_request as usize);
+        files.min_items = Some(1);
+        form.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+    }
+    document
 }

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::error::method_not_allowed;
 use crate::metrics::Metrics;
 use crate::startup::Dependencies;
 
@@ -14,13 +16,25 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Registers `/healthz`, `/readyz` and `/metrics`.
 pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+    for (path, handler) in [
+        ("/healthz", web::get().to(healthz)),
+        ("/readyz", web::get().to(readyz)),
+        ("/metrics", web::get().to(metrics)),
+    ] {
+        config.service(
+            web::resource(path)
+                .route(handler)
+                .default_service(method_not_allowed("GET")),
+        );
+    }
 }
 
-async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+/// Prometheus metrics.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "application/openmetrics-text", body = String))
+)]
+pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     match metrics.render() {
         Ok(text) => HttpResponse::Ok()
             .content_type(crate::metrics::CONTENT_TYPE)
@@ -32,29 +46,47 @@ async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     }
 }
 
-async fn healthz() -> HttpResponse {
+/// Liveness: 200 while the process is alive.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Object))
+)]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-#[derive(Serialize)]
-struct Readiness {
+/// Readiness of the service and each dependency.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
     status: &'static str,
+    /// Each dependency's check.
     checks: Checks,
 }
 
-#[derive(Serialize)]
-struct Checks {
+/// The checks behind readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    /// MongoDB answers a ping.
     mongodb: Check,
+    /// AWS credentials are present and not expired.
     credentials: Check,
+    /// The bucket answers HeadBucket.
     bucket: Check,
 }
 
-#[derive(Serialize)]
-struct Check {
+/// One check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    /// `ok` or `failed`.
     status: &'static str,
+    /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     error: Option<String>,
+    /// When the credentials expire (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     expires_at: Option<String>,
 }
 
@@ -79,9 +111,17 @@ impl Check {
     }
 }
 
-/// 200 when MongoDB answers, the credentials are valid and the bucket is reachable;
-/// otherwise 503 naming what failed.
-async fn readyz(dependencies: web::Data<Dependencies>) -> HttpResponse {
+/// Readiness: 200 when MongoDB answers, the credentials are valid and the bucket is
+/// reachable; otherwise 503 naming what failed.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; see which check failed", body = Readiness,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn readyz(dependencies: web::Data<Dependencies>) -> HttpResponse {
     let (mongodb, credentials, bucket) = tokio::join!(
         dependencies.mongo.ping_within(CHECK_TIMEOUT),
         check_credentials(&dependencies),

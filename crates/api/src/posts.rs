@@ -18,22 +18,26 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::resource("/v1/posts")
                 .route(web::post().to(create_post))
                 .route(web::get().to(list_posts))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("GET, POST")),
         )
         .service(
             web::resource("/v1/posts/{post_id}")
                 .route(web::get().to(get_post))
                 .route(web::patch().to(update_post))
                 .route(web::delete().to(delete_post))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("GET, PATCH, DELETE")),
         );
 }
 
 /// A new post.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreatePost {
-    /// 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// 1 to 200 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     title: String,
     /// Up to 100,000 characters.
     #[serde(default)]
@@ -41,24 +45,34 @@ pub struct CreatePost {
     body: String,
 }
 
-/// Changes to a post: at least one field.
+/// Changes to a post; absent fields keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdatePost {
-    /// 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200, nullable = false)]
+    /// 1 to 200 characters, no control characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     title: Option<String>,
     /// Up to 100,000 characters.
-    #[schema(max_length = 100000, nullable = false)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, max_length = 100000)]
     body: Option<String>,
+}
+
+/// An optional field that, when present, must not be `null`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// Paging of `GET /v1/posts`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(nullable = false, pattern = "^([0-9a-f]{40})?$")]
     cursor: Option<String>,
 }
 
@@ -78,6 +92,7 @@ fn validate_all(errors: Vec<FieldError>) -> Result<(), ApiError> {
         (status = 201, description = "Created", body = PostView,
             headers(("Location" = String, description = "URL of the new post"))),
         (status = 400, description = "Malformed JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 413, description = "The JSON body is too large", body = ProblemView, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
@@ -128,7 +143,10 @@ pub async fn list_posts(
     let limit = PageLimit::parse(query.limit)?;
     let page = dependencies
         .storage
-        .list_posts(limit.get(), query.cursor.as_deref())
+        .list_posts(
+            limit.get(),
+            query.cursor.as_deref().filter(|c| !c.is_empty()),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(PostPage {
         items: page.items.into_iter().map(PostView::from).collect(),
@@ -168,6 +186,7 @@ pub async fn get_post(
         (status = 200, description = "The updated post", body = PostView),
         (status = 400, description = "Malformed JSON", body = ProblemView, content_type = "application/problem+json"),
         (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
+        (status = 413, description = "The JSON body is too large", body = ProblemView, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
@@ -180,9 +199,6 @@ pub async fn update_post(
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
     let UpdatePost { title, body } = body.into_inner();
-    if title.is_none() && body.is_none() {
-        return Err(ApiError::invalid("title", "give title, body or both"));
-    }
     let title = title.map(PostTitle::parse).transpose();
     let body = body.map(PostBody::parse).transpose();
     validate_all(

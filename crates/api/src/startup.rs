@@ -20,8 +20,9 @@ use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::{attachments, error, openapi, ops, posts, problem, request_id, uploads};
 
-/// Largest JSON request body: a post of 100,000 four-byte characters with room to spare.
-const JSON_LIMIT: usize = 512 * 1024;
+/// Largest JSON request body: a post body of 100,000 characters each written as a
+/// twelve-byte surrogate pair of `\uXXXX` escapes, with room to spare.
+const JSON_LIMIT: usize = 2 * 1024 * 1024;
 
 /// What the routes need, shared by every worker.
 #[derive(Clone, Debug)]

@@ -18,25 +18,66 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/posts/{post_id}/attachments/uploads")
                 .route(web::post().to(begin_upload))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("POST")),
         )
         .service(
             web::resource("/v1/posts/{post_id}/attachments/uploads/{upload_id}/complete")
                 .route(web::post().to(complete_upload))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("POST")),
         );
 }
 
 /// What the client is about to upload.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BeginUpload {
-    /// The file name, kept as metadata.
-    #[schema(min_length = 1)]
+    /// The file name, kept as metadata: at most 255 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     filename: String,
     /// The media type the PUT will carry; verified against the bytes on completion.
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+    )]
     content_type: String,
     /// Exact size in bytes.
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(minimum = 0)]
     size: u64,
+}
+
+/// `type/subtype` of RFC 6838 restricted names.
+fn is_media_type(text: &str) -> bool {
+    let restricted_name = |name: &str| {
+        name.len() <= 127
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&^_.+-".contains(c))
+    };
+    text.split_once('/')
+        .is_some_and(|(kind, subtype)| restricted_name(kind) && restricted_name(subtype))
+}
+
+/// A non-negative integer, also when written as `12.0` (JSON Schema calls that an integer).
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(value) = number.as_u64() {
+        return Ok(value);
+    }
+    match number.as_f64() {
+        Some(value) if value >= 0.0 && value.fract() == 0.0 && value <= u64::MAX as f64 => {
+            Ok(value as u64)
+        }
+        _ => Err(serde::de::Error::custom(
+            "size must be a non-negative integer",
+        )),
+    }
 }
 
 /// Start a direct upload: a pending attachment and a presigned PUT.
@@ -48,7 +89,7 @@ pub struct BeginUpload {
         (status = 201, description = "PUT the bytes to `url` with `headers`, then complete", body = DirectUploadView),
         (status = 400, description = "Malformed JSON or file name", body = ProblemView, content_type = "application/problem+json"),
         (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than allowed", body = ProblemView, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than allowed, or the JSON body is too large", body = ProblemView, content_type = "application/problem+json"),
         (status = 415, description = "Type not allowed, or the body is not JSON", body = ProblemView, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
@@ -67,10 +108,7 @@ pub async fn begin_upload(
     } = body.into_inner();
     let filename = FileName::parse(&filename).map_err(|error| ApiError::Validation(vec![error]))?;
     let essence = storage::essence(&content_type);
-    if essence
-        .split_once('/')
-        .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
-    {
+    if !is_media_type(&essence) {
         return Err(ApiError::Validation(vec![FieldError::new(
             "content_type",
             "must be a media type such as image/png",
@@ -117,4 +155,18 @@ pub async fn complete_upload(
         .await
         .map_err(not_found("upload"))?;
     Ok(HttpResponse::Created().json(AttachmentView::from(attachment)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_media_type;
+
+    #[test]
+    fn media_types_are_restricted_names() {
+        assert!(is_media_type("image/png"));
+        assert!(is_media_type("application/vnd.ms-excel"));
+        assert!(!is_media_type("png"));
+        assert!(!is_media_type("image/*"));
+        assert!(!is_media_type("/png"));
+    }
 }

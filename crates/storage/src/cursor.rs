@@ -24,6 +24,10 @@ impl Cursor {
         let bytes = hex::decode(text).ok()?;
         let (millis, id) = bytes.split_at_checked(8)?;
         let millis = i64::from_be_bytes(millis.try_into().ok()?);
+        // Only instants MongoDB can compare: 1970 to the year 9999.
+        if !(0..=253_402_300_799_999).contains(&millis) {
+            return None;
+        }
         let id: [u8; 12] = id.try_into().ok()?;
         Some(Self {
             created_at: DateTime::from_millis(millis),
@@ -55,7 +59,8 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_cursor() {
-        for text in ["", "zz", "00", &"0".repeat(41), "not-a-cursor"] {
+        let far_future = format!("{}{}", "7f".repeat(8), "00".repeat(12));
+        for text in ["", "zz", "00", &"0".repeat(41), "not-a-cursor", &far_future] {
             assert_eq!(Cursor::decode(text), None, "{text}");
         }
     }

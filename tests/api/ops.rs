@@ -60,6 +60,33 @@ async fn metrics_expose_the_credentials_status() {
 }
 
 #[tokio::test]
+async fn metrics_count_requests_by_route_template_and_bytes_moved() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let attachment = app.upload_one(&post, "m.txt", b"twelve bytes").await;
+    let content = app
+        .get(&format!(
+            "/v1/posts/{post}/attachments/{}/content",
+            attachment["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(content.bytes().await.expect("body").len(), 12);
+
+    let text = app.get("/metrics").await.text().await.expect("text");
+
+    for expected in [
+        r#"posts_api_http_requests_total{route="/v1/posts",method="POST",status="201"} 1"#,
+        r#"posts_api_http_requests_total{route="/v1/posts/{post_id}/attachments",method="POST",status="201"} 1"#,
+        r#"posts_api_http_request_duration_seconds_count{route="/v1/posts",method="POST"} 1"#,
+        "posts_api_uploaded_bytes_total 12",
+        "posts_api_downloaded_bytes_total 12",
+        "posts_api_uploads_in_flight 0",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn a_client_request_id_is_echoed() {
     let app = spawn_app().await;
 

@@ -15,7 +15,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -256,7 +256,7 @@ impl ObjectStore {
     {
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
-        let mut buffer = BytesMut::new();
+        let mut buffer = PartBuffer::new(self.part_size);
         let mut multipart: Option<MultipartUpload> = None;
 
         while let Some(chunk) = stream.next().await {
@@ -275,10 +275,8 @@ impl ObjectStore {
                     .await);
             }
             hasher.update(&chunk);
-            buffer.extend_from_slice(&chunk);
-            // Strictly more than a part: an object of exactly one part stays a PutObject.
-            while buffer.len() > self.part_size {
-                let part = buffer.split_to(self.part_size).freeze();
+            let mut data = &chunk[..];
+            while let Some(part) = buffer.fill(&mut data) {
                 let upload = match multipart.as_mut() {
                     Some(upload) => upload,
                     None => match self.start_multipart(key, content_type).await {
@@ -304,18 +302,17 @@ impl ObjectStore {
                     .key(key)
                     .content_type(content_type)
                     .content_length(i64::try_from(size).unwrap_or(i64::MAX))
-                    .body(ByteStream::from(buffer.freeze()))
+                    .body(ByteStream::from(buffer.finish()))
                     .send()
                     .await
                     .map_err(|error| self.classify(error))?;
             }
             Some(mut upload) => {
-                let last_part = if buffer.is_empty() {
+                let last = buffer.finish();
+                let last_part = if last.is_empty() {
                     Ok(())
                 } else {
-                    upload
-                        .send_part(buffer.freeze(), self.max_parts_in_flight)
-                        .await
+                    upload.send_part(last, self.max_parts_in_flight).await
                 };
                 let completed = match last_part {
                     Ok(()) => upload.complete(self).await,
@@ -636,6 +633,55 @@ impl ObjectStore {
     }
 }
 
+/// Collects bytes into parts of exactly `part_size`, each in an allocation of its own
+/// that is freed as soon as its upload is done, so memory per upload stays at
+/// (parts in flight + 1) × part size.
+struct PartBuffer {
+    part_size: usize,
+    current: Vec<u8>,
+}
+
+impl PartBuffer {
+    /// The first allocation; small objects never grow past what they need.
+    const INITIAL: usize = 64 * 1024;
+
+    fn new(part_size: usize) -> Self {
+        Self {
+            part_size,
+            current: Vec::new(),
+        }
+    }
+
+    /// Takes bytes from `data`; returns a full part once more bytes follow it (an object
+    /// of exactly one part stays a single PutObject). Call again while it returns parts.
+    fn fill(&mut self, data: &mut &[u8]) -> Option<Bytes> {
+        if data.is_empty() {
+            return None;
+        }
+        if self.current.len() == self.part_size {
+            let part = std::mem::replace(&mut self.current, Vec::with_capacity(self.part_size));
+            return Some(Bytes::from(part));
+        }
+        let take = data.len().min(self.part_size - self.current.len());
+        let needed = self.current.len() + take;
+        if needed > self.current.capacity() {
+            let grown = needed
+                .max(self.current.capacity() * 2)
+                .max(Self::INITIAL)
+                .min(self.part_size);
+            self.current.reserve_exact(grown - self.current.len());
+        }
+        self.current.extend_from_slice(&data[..take]);
+        *data = &data[take..];
+        self.fill(data)
+    }
+
+    /// What is left: the whole object if it never filled a part, else the last part.
+    fn finish(self) -> Bytes {
+        Bytes::from(self.current)
+    }
+}
+
 /// A multipart upload being written: parts in flight, parts done, and the guard that
 /// aborts it unless it completes.
 struct MultipartUpload {
@@ -812,6 +858,39 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts_of(part_size: usize, chunks: &[usize]) -> (Vec<usize>, usize) {
+        let mut buffer = PartBuffer::new(part_size);
+        let mut parts = Vec::new();
+        for &length in chunks {
+            let chunk = vec![0u8; length];
+            let mut data = &chunk[..];
+            while let Some(part) = buffer.fill(&mut data) {
+                parts.push(part.len());
+            }
+        }
+        (parts, buffer.finish().len())
+    }
+
+    #[test]
+    fn bytes_fill_parts_of_exactly_the_part_size() {
+        assert_eq!(parts_of(10, &[7, 7, 7, 7]), (vec![10, 10], 8));
+    }
+
+    #[test]
+    fn exactly_one_part_of_bytes_stays_a_single_object() {
+        assert_eq!(parts_of(10, &[4, 6]), (vec![], 10));
+    }
+
+    #[test]
+    fn one_byte_over_a_part_makes_two() {
+        assert_eq!(parts_of(10, &[11]), (vec![10], 1));
+    }
+
+    #[test]
+    fn a_chunk_larger_than_several_parts_is_split() {
+        assert_eq!(parts_of(10, &[35]), (vec![10, 10, 10], 5));
+    }
 
     #[test]
     fn content_range_is_parsed() {

@@ -490,3 +490,33 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     app.assert_nothing_stored_within(Duration::from_secs(15))
         .await;
 }
+
+#[tokio::test]
+async fn a_stalled_upload_is_timed_out_and_leaves_nothing() {
+    let mut settings = test_settings();
+    settings.server.request_body_timeout_secs = 1;
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+    let head = part_header("slow.txt");
+
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let request_head = format!(
+        "POST /v1/posts/{post}/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: 100000\r\n\r\n{head}first bytes"
+    );
+    socket.write_all(request_head.as_bytes()).await.expect("send head");
+
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        socket.read(&mut answer).await
+    })
+    .await
+    .expect("answered before the client gave up")
+    .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    app.assert_nothing_stored_within(Duration::from_secs(5)).await;
+}

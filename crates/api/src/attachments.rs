@@ -205,7 +205,13 @@ async fn store_files(
                 metrics.add_uploaded(attachment.size);
                 stored.push(attachment);
             }
-            Err(error) => return Err((not_found("post")(error), stored)),
+            Err(error) => {
+                // A body that failed or stalled mid-file cannot be drained.
+                if matches!(error, storage::StorageError::Client(_)) {
+                    parts.failed = true;
+                }
+                return Err((not_found("post")(error), stored));
+            }
         }
     }
     if stored.is_empty() {

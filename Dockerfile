@@ -15,7 +15,6 @@ COPY crates/api/Cargo.toml crates/api/
 RUN for crate in aws-creds storage api; do mkdir -p crates/$crate/src && echo '' > crates/$crate/src/lib.rs; done \
  && echo 'fn main() {}' > crates/api/src/main.rs \
  && mkdir -p tests/api && echo '' > tests/api/main.rs \
- && mkdir -p config migrations && touch config/default.toml migrations/0001_posts_indexes.json \
  && cargo build --release --locked --bin posts-api \
  && rm -rf crates/*/src target/release/.fingerprint/api-* target/release/.fingerprint/storage-* target/release/.fingerprint/aws-creds-*
 COPY config config
@@ -37,5 +36,7 @@ ENV APP_ENV=production \
 USER 10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["posts-api", "healthcheck"]
 ENTRYPOINT ["posts-api"]
 CMD ["serve"]

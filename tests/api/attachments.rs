@@ -506,7 +506,10 @@ async fn a_stalled_upload_is_timed_out_and_leaves_nothing() {
         "POST /v1/posts/{post}/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n\
          Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: 100000\r\n\r\n{head}first bytes"
     );
-    socket.write_all(request_head.as_bytes()).await.expect("send head");
+    socket
+        .write_all(request_head.as_bytes())
+        .await
+        .expect("send head");
 
     let mut answer = vec![0u8; 4096];
     let read = tokio::time::timeout(Duration::from_secs(10), async {
@@ -518,5 +521,6 @@ async fn a_stalled_upload_is_timed_out_and_leaves_nothing() {
     .expect("read the answer");
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    app.assert_nothing_stored_within(Duration::from_secs(5)).await;
+    app.assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
 }

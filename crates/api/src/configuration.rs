@@ -16,7 +16,7 @@ use storage::{MongoSettings, S3Settings, UploadSettings};
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
 /// The original service's variables and the keys they set; they win over everything.
-const LEGACY_VARIABLES: &[(&str, &str)] = &[
+pub const LEGACY_VARIABLES: &[(&str, &str)] = &[
     ("PORT", "server.port"),
     ("MONGODB_URI", "mongo.uri"),
     ("AWS_REGION", "aws.region"),

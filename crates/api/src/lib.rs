@@ -6,6 +6,7 @@ pub mod configuration;
 mod domain;
 mod download;
 pub mod error;
+pub mod healthcheck;
 pub mod metrics;
 pub mod openapi;
 mod ops;

@@ -1,6 +1,9 @@
-//! The `posts-api` binary: serve (default), print the configuration, or migrate.
+//! The `posts-api` binary: serve (default), print the configuration, migrate, or probe the
+//! health of a running instance.
 
+use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use api::{Application, Settings, telemetry};
 use clap::{Parser, Subcommand};
@@ -27,6 +30,8 @@ enum Command {
     Config,
     /// Apply pending MongoDB migrations and exit.
     Migrate,
+    /// Probe `/healthz` of the running instance (for container health checks).
+    Healthcheck,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -39,12 +44,26 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::Config = command {
-        print!("{}", settings.to_redacted_toml());
-        return ExitCode::SUCCESS;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            print!("{}", settings.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Healthcheck => match api::healthcheck::probe(&settings, Duration::from_secs(3)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("posts-api: unhealthy: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Migrate => run(&settings.clone(), migrate(settings)),
+        Command::Serve => run(&settings.clone(), serve(settings)),
     }
+}
 
+/// Sets up logging and the runtime, runs `work`, and turns its outcome into the exit code.
+#[allow(clippy::print_stderr)]
+fn run(settings: &Settings, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,13 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(async move {
-        match command {
-            Command::Migrate => migrate(&settings).await,
-            Command::Serve | Command::Config => serve(settings).await,
-        }
-    });
-    match outcome {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("start-up failed: {error:#}");
@@ -77,7 +90,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let mongo = storage::Mongo::connect(&settings.mongo).await?;
     let applied = storage::run_migrations(mongo.database()).await?;
     tracing::info!(applied, "migrations up to date");

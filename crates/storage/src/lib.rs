@@ -53,7 +53,7 @@ pub use crate::model::{
 };
 pub use crate::mongo::{Mongo, MongoError, MongoSettings};
 pub use crate::objects::{
-    ByteRange, IncompleteUpload, MIN_PART_SIZE, ObjectBody, ObjectInfo, ObjectStore,
+    ByteRange, IAM_ACTIONS, IncompleteUpload, MIN_PART_SIZE, ObjectBody, ObjectInfo, ObjectStore,
     ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
 };
 pub use crate::reaper::ReapReport;

@@ -21,6 +21,30 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+/// Every IAM action the object store needs, and the S3 operations that need it. The
+/// deployment's least-privilege policy (`deploy/ecs/iam/task-role-s3-policy.json`) must
+/// grant exactly these; a test keeps the two equal.
+pub const IAM_ACTIONS: &[(&str, &[&str])] = &[
+    (
+        "s3:PutObject",
+        &[
+            "PutObject",
+            "CreateMultipartUpload",
+            "UploadPart",
+            "CompleteMultipartUpload",
+            "presigned PUT",
+        ],
+    ),
+    (
+        "s3:GetObject",
+        &["GetObject", "HeadObject", "presigned GET"],
+    ),
+    ("s3:DeleteObject", &["DeleteObject"]),
+    ("s3:AbortMultipartUpload", &["AbortMultipartUpload"]),
+    ("s3:ListBucket", &["HeadBucket"]),
+    ("s3:ListBucketMultipartUploads", &["ListMultipartUploads"]),
+];
+
 /// S3 rejects multipart parts smaller than this (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 

@@ -36,6 +36,8 @@ pub fn test_settings() -> Settings {
     settings.server.port = 0;
     settings.mongo.database = format!("test_{}", uuid::Uuid::new_v4().simple());
     settings.s3.key_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    // Authentication has tests of its own; elsewhere the service runs open.
+    settings.auth.jwt_hs256_secret = secrecy::SecretString::from("");
     settings
 }
 
@@ -297,6 +299,7 @@ impl ServiceCommand {
             .current_dir(repository_root())
             .env("PORT", port.to_string())
             .env("APP__LOG__FORMAT", "json")
+            .env("APP__AUTH__JWT_HS256_SECRET", "")
             .env(
                 "APP__MONGO__DATABASE",
                 format!("test_{}", uuid::Uuid::new_v4().simple()),

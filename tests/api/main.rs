@@ -1,6 +1,7 @@
 //! Black-box tests of the running service against the local testbed (`scripts/test`).
 
 mod attachments;
+mod auth;
 mod deployment;
 mod helpers;
 mod openapi;

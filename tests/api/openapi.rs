@@ -60,6 +60,27 @@ async fn every_route_and_status_of_api_md_is_in_the_document() {
     }
 }
 
+#[tokio::test]
+async fn the_document_declares_bearer_security_and_its_401_and_403_responses() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi.json").await.json().await.expect("JSON");
+
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let patch = &document["paths"]["/v1/posts/{post_id}"]["patch"];
+    assert_eq!(patch["security"][0]["bearer"], serde_json::json!([]));
+    assert!(patch["responses"]["401"].is_object());
+    assert!(patch["responses"]["403"].is_object());
+    let create = &document["paths"]["/v1/posts"]["post"];
+    assert!(create["responses"]["401"].is_object());
+    assert!(
+        create["responses"]["403"].is_null(),
+        "anyone with a token may create"
+    );
+}
+
 /// Generated requests against every operation: no 5xx, and no status, content type,
 /// header or body that the document does not declare. The request-validation heuristics
 /// (`positive_data_acceptance`, `negative_data_rejection`) are left out: they count the

@@ -14,12 +14,13 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use storage::{Attachment, AttachmentId, ByteRange, PostId};
 
+use crate::auth::{Reader, Writer};
 use crate::configuration::Settings;
 use crate::domain::{FileName, parse_id};
 use crate::download::{RangeDecision, content_disposition, decide_range, none_match};
 use crate::error::{ApiError, method_not_allowed};
 use crate::metrics::Metrics;
-use crate::posts::not_found;
+use crate::posts::{authorize, not_found};
 use crate::representation::{AttachmentList, AttachmentView, DownloadUrl, ProblemView, timestamp};
 use crate::startup::Dependencies;
 
@@ -82,6 +83,7 @@ pub async fn upload_attachments(
     dependencies: web::Data<Dependencies>,
     settings: web::Data<Settings>,
     metrics: web::Data<Metrics>,
+    writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<String>,
     multipart: Multipart,
@@ -109,7 +111,20 @@ pub async fn upload_attachments(
         )));
     }
 
-    let outcome = store_files(&dependencies, &settings, &metrics, &path, &mut parts).await;
+    let outcome = match writer {
+        Ok(writer) => {
+            store_files(
+                &dependencies,
+                &settings,
+                &metrics,
+                &writer,
+                &path,
+                &mut parts,
+            )
+            .await
+        }
+        Err(error) => Err((error, Vec::new())),
+    };
     match outcome {
         Ok(stored) => HttpResponse::Created().json(AttachmentList {
             items: stored.into_iter().map(AttachmentView::from).collect(),
@@ -138,6 +153,7 @@ async fn store_files(
     dependencies: &Dependencies,
     settings: &Settings,
     metrics: &Metrics,
+    writer: &Writer,
     post_id: &str,
     parts: &mut Parts,
 ) -> Result<Vec<Attachment>, (ApiError, Vec<Attachment>)> {
@@ -146,8 +162,8 @@ async fn store_files(
         Ok(id) => id,
         Err(error) => return Err((error, stored)),
     };
-    if let Err(error) = dependencies.storage.post(post_id).await {
-        return Err((not_found("post")(error), stored));
+    if let Err(error) = authorize(dependencies, writer, post_id).await {
+        return Err((error, stored));
     }
     let stall = Duration::from_secs(settings.server.request_body_timeout_secs);
     while let Some(field) = parts.next().await {
@@ -333,6 +349,7 @@ fn closing(error: ApiError) -> HttpResponse {
 )]
 pub async fn list_attachments(
     dependencies: web::Data<Dependencies>,
+    _reader: Reader,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
@@ -361,6 +378,7 @@ pub async fn list_attachments(
 )]
 pub async fn get_attachment(
     dependencies: web::Data<Dependencies>,
+    _reader: Reader,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (post_id, attachment_id) = ids(&path)?;
@@ -398,6 +416,7 @@ pub async fn get_attachment(
 )]
 pub async fn download_attachment(
     dependencies: web::Data<Dependencies>,
+    _reader: Reader,
     metrics: web::Data<Metrics>,
     request: HttpRequest,
     path: web::Path<(String, String)>,
@@ -492,6 +511,7 @@ fn download_headers(response: &mut HttpResponseBuilder, attachment: &Attachment,
 )]
 pub async fn attachment_url(
     dependencies: web::Data<Dependencies>,
+    _reader: Reader,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (post_id, attachment_id) = ids(&path)?;
@@ -525,9 +545,11 @@ pub async fn attachment_url(
 )]
 pub async fn delete_attachment(
     dependencies: web::Data<Dependencies>,
+    writer: Writer,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (post_id, attachment_id) = ids(&path)?;
+    authorize(&dependencies, &writer, post_id).await?;
     dependencies
         .storage
         .delete_attachment(post_id, attachment_id)

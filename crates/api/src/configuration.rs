@@ -42,6 +42,20 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// `log.*`
     pub log: LogSettings,
+    /// `APP_ENV` the settings were loaded for (`local` by default).
+    #[serde(skip, default = "default_environment")]
+    pub environment: String,
+}
+
+fn default_environment() -> String {
+    "local".into()
+}
+
+impl Settings {
+    /// Whether this is the production environment (stricter start-up checks).
+    pub fn is_production(&self) -> bool {
+        self.environment == "production"
+    }
 }
 
 /// `server.*`: where to listen and how long shutdown may take.
@@ -165,10 +179,11 @@ impl Settings {
                     .map_err(|error| SettingsError::new(*key, error.to_string()))?;
             }
         }
-        let settings: Self = builder
+        let mut settings: Self = builder
             .build()
             .and_then(Config::try_deserialize)
             .map_err(from_config_error)?;
+        settings.environment = app_env.to_owned();
         settings.validate()?;
         Ok(settings)
     }

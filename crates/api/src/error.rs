@@ -2,7 +2,7 @@
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, CONTENT_RANGE, RETRY_AFTER};
+use actix_web::http::header::{ALLOW, CONTENT_RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use storage::StorageError;
@@ -35,6 +35,15 @@ pub enum ApiError {
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no valid bearer token; `description` says what is wrong with the one sent.
+    #[error("{}", description.unwrap_or("a bearer token is required"))]
+    Unauthorized {
+        /// Why the token was refused; `None` when none was sent.
+        description: Option<&'static str>,
+    },
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such resource (also for a malformed id).
     #[error("{0}")]
     NotFound(&'static str),
@@ -82,6 +91,8 @@ impl ApiError {
     fn slug(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad-request",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Conflict(_) => "conflict",
@@ -119,6 +130,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -142,6 +155,16 @@ impl ResponseError for ApiError {
         match self {
             Self::Unavailable(_) => {
                 response.insert_header((RETRY_AFTER, "5"));
+            }
+            Self::Unauthorized { description } => {
+                // RFC 6750: no error code when no token was sent.
+                let challenge = match description {
+                    None => r#"Bearer realm="posts-api""#.to_owned(),
+                    Some(description) => format!(
+                        r#"Bearer realm="posts-api", error="invalid_token", error_description="{description}""#
+                    ),
+                };
+                response.insert_header((WWW_AUTHENTICATE, challenge));
             }
             Self::MethodNotAllowed { allow } => {
                 response.insert_header((ALLOW, *allow));

@@ -2,6 +2,7 @@
 //! start-up wiring; persistence is the `storage` crate's, credentials the `aws-creds` crate's.
 
 mod attachments;
+pub mod auth;
 pub mod configuration;
 mod domain;
 mod download;

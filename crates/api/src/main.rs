@@ -1,5 +1,5 @@
-//! The `posts-api` binary: serve (default), print the configuration, migrate, or probe the
-//! health of a running instance.
+//! The `posts-api` binary: serve (default), print the configuration, migrate, probe the
+//! health of a running instance, or mint a development token.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -32,6 +32,15 @@ enum Command {
     Migrate,
     /// Probe `/healthz` of the running instance (for container health checks).
     Healthcheck,
+    /// Mint an HS256 bearer token from the configured secret, for local use.
+    Token {
+        /// The token's subject (the author it stands for).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -56,6 +65,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Token { sub, ttl } => {
+            match api::auth::mint_hs256(&settings.auth, &sub, Duration::from_secs(ttl)) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("posts-api: cannot mint a token: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Migrate => run(&settings.clone(), migrate(settings)),
         Command::Serve => run(&settings.clone(), serve(settings)),
     }

@@ -1,9 +1,12 @@
 //! The OpenAPI 3.1 document, generated from the handlers, served at `/openapi.json`.
 
 use actix_web::{HttpResponse, web};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::AdditionalProperties;
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::configuration::Settings;
 use crate::error::method_not_allowed;
@@ -33,6 +36,7 @@ use crate::{attachments, ops, posts, uploads};
         ops::metrics,
         openapi_json,
     ),
+    modifiers(&BearerSecurity),
     tags(
         (name = "posts", description = "Posts"),
         (name = "attachments", description = "Files of a post, streamed through the service"),
@@ -41,6 +45,72 @@ use crate::{attachments, ops, posts, uploads};
     )
 )]
 pub struct ApiDoc;
+
+/// Adds the bearer scheme, and to every `/v1` operation its security requirement and its
+/// 401 (and, where ownership is checked, 403) responses, so they stay uniform.
+#[derive(Debug)]
+struct BearerSecurity;
+
+impl Modify for BearerSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+        }
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ProblemView")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.head, false),
+                (&mut item.post, true),
+                (&mut item.patch, true),
+                (&mut item.delete, true),
+            ];
+            for (operation, writes) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+                operation.security = Some(if writes {
+                    vec![bearer]
+                } else {
+                    // Reads are public while `auth.public_reads` is on.
+                    vec![SecurityRequirement::default(), bearer]
+                });
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "401".into(),
+                    problem("No valid bearer token (see `WWW-Authenticate`)"),
+                );
+                if writes && path != "/v1/posts" {
+                    responses.insert("403".into(), problem("Not the post's author"));
+                }
+            }
+        }
+    }
+}
 
 /// The multipart form of an upload: one or more parts named `file`. It only describes the
 /// body; the handler streams the parts.

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use storage::{NewPost, PostChanges, PostId};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::{Reader, Writer};
 use crate::domain::{PageLimit, PostBody, PostTitle, parse_id};
 use crate::error::{ApiError, FieldError, method_not_allowed};
 use crate::representation::{PostPage, PostView, ProblemView};
@@ -100,6 +101,7 @@ fn validate_all(errors: Vec<FieldError>) -> Result<(), ApiError> {
 )]
 pub async fn create_post(
     dependencies: web::Data<Dependencies>,
+    writer: Writer,
     body: web::Json<CreatePost>,
 ) -> Result<HttpResponse, ApiError> {
     let CreatePost { title, body } = body.into_inner();
@@ -118,7 +120,7 @@ pub async fn create_post(
         .create_post(NewPost {
             title: title.into_inner(),
             body: body.into_inner(),
-            author: None,
+            author: writer.subject().map(str::to_owned),
         })
         .await?;
     Ok(HttpResponse::Created()
@@ -138,6 +140,7 @@ pub async fn create_post(
 )]
 pub async fn list_posts(
     dependencies: web::Data<Dependencies>,
+    _reader: Reader,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = PageLimit::parse(query.limit)?;
@@ -166,6 +169,7 @@ pub async fn list_posts(
 )]
 pub async fn get_post(
     dependencies: web::Data<Dependencies>,
+    _reader: Reader,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
@@ -194,10 +198,12 @@ pub async fn get_post(
 )]
 pub async fn update_post(
     dependencies: web::Data<Dependencies>,
+    writer: Writer,
     path: web::Path<String>,
     body: web::Json<UpdatePost>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
+    authorize(&dependencies, &writer, post_id).await?;
     let UpdatePost { title, body } = body.into_inner();
     let title = title.map(PostTitle::parse).transpose();
     let body = body.map(PostBody::parse).transpose();
@@ -232,15 +238,31 @@ pub async fn update_post(
 )]
 pub async fn delete_post(
     dependencies: web::Data<Dependencies>,
+    writer: Writer,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
+    authorize(&dependencies, &writer, post_id).await?;
     dependencies
         .storage
         .delete_post(post_id)
         .await
         .map_err(not_found("post"))?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Checks that the post exists and the writer is its author.
+pub async fn authorize(
+    dependencies: &Dependencies,
+    writer: &Writer,
+    post_id: PostId,
+) -> Result<(), ApiError> {
+    let post = dependencies
+        .storage
+        .post(post_id)
+        .await
+        .map_err(not_found("post"))?;
+    writer.ensure_author_of(&post)
 }
 
 /// Names what was not found in a storage `NotFound`.

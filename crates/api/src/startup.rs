@@ -16,6 +16,7 @@ use storage::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::Authenticator;
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::{attachments, error, openapi, ops, posts, problem, request_id, uploads};
@@ -50,6 +51,9 @@ pub enum StartupError {
     /// The schema could not be migrated.
     #[error("MongoDB migrations: {0}")]
     Migrations(#[from] MigrationError),
+    /// Authentication cannot be set up.
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -70,6 +74,7 @@ pub struct Application {
     port: u16,
     mongo: Mongo,
     reaper: Reaper,
+    jwks_refresher: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Application {
@@ -84,6 +89,8 @@ impl Application {
     /// Connects every dependency and binds the listener. Fails, naming the dependency,
     /// when MongoDB, the credentials or the bucket cannot be used.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let authenticator =
+            Authenticator::from_settings(&settings.auth, settings.is_production()).await?;
         let dependencies = connect(&settings).await?;
         let applied = storage::run_migrations(dependencies.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
@@ -108,6 +115,18 @@ impl Application {
         let metrics = web::Data::new(Metrics::new(dependencies.credentials.clone()));
         let data = web::Data::new(dependencies);
         let shared_settings = web::Data::new(settings.clone());
+        let jwks_refresher = tokio::spawn({
+            let authenticator = authenticator.clone();
+            async move {
+                let mut ticks = tokio::time::interval(crate::auth::JWKS_REFRESH);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    authenticator.refresh_jwks().await;
+                }
+            }
+        });
+        let authenticator = web::Data::new(authenticator);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(crate::metrics::record))
@@ -115,6 +134,7 @@ impl Application {
                 .app_data(data.clone())
                 .app_data(metrics.clone())
                 .app_data(shared_settings.clone())
+                .app_data(authenticator.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(JSON_LIMIT)
@@ -141,6 +161,7 @@ impl Application {
             port,
             mongo,
             reaper,
+            jwks_refresher,
         })
     }
 
@@ -163,6 +184,7 @@ impl Application {
                 server.await
             }
         };
+        self.jwks_refresher.abort();
         self.reaper.stop().await;
         self.mongo.shutdown().await;
         tracing::info!("stopped");

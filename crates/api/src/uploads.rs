@@ -6,9 +6,10 @@ use serde::Deserialize;
 use storage::{AttachmentId, PostId};
 use utoipa::ToSchema;
 
+use crate::auth::Writer;
 use crate::domain::{FileName, parse_id};
 use crate::error::{ApiError, FieldError, method_not_allowed};
-use crate::posts::not_found;
+use crate::posts::{authorize, not_found};
 use crate::representation::{AttachmentView, DirectUploadView, ProblemView, timestamp};
 use crate::startup::Dependencies;
 
@@ -97,10 +98,12 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64
 )]
 pub async fn begin_upload(
     dependencies: web::Data<Dependencies>,
+    writer: Writer,
     path: web::Path<String>,
     body: web::Json<BeginUpload>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
+    authorize(&dependencies, &writer, post_id).await?;
     let BeginUpload {
         filename,
         content_type,
@@ -145,9 +148,16 @@ pub async fn begin_upload(
 )]
 pub async fn complete_upload(
     dependencies: web::Data<Dependencies>,
+    writer: Writer,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path.0, "upload")?;
+    authorize(&dependencies, &writer, post_id)
+        .await
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => ApiError::NotFound("upload"),
+            other => other,
+        })?;
     let upload_id: AttachmentId = parse_id(&path.1, "upload")?;
     let attachment = dependencies
         .storage

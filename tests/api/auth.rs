@@ -1,0 +1,452 @@
+//! Bearer tokens (HS256 and JWKS), ownership, and public reads.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{
+    ServiceCommand, TestApp, multipart, repository_root, spawn_app_with, test_settings,
+};
+
+const SECRET: &str = "test-secret-of-the-auth-tests";
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "posts-api";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn claims(sub: &str) -> Value {
+    json!({ "sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600 })
+}
+
+fn hs256(claims: &Value, secret: &str) -> String {
+    let key = EncodingKey::from_secret(secret.as_bytes()).expect("HMAC key");
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("token")
+}
+
+fn token_for(sub: &str) -> String {
+    hs256(&claims(sub), SECRET)
+}
+
+async fn app(public_reads: bool) -> TestApp {
+    let mut settings = test_settings();
+    settings.auth.jwt_hs256_secret = secrecy::SecretString::from(SECRET);
+    settings.auth.issuer = ISSUER.into();
+    settings.auth.audience = AUDIENCE.into();
+    settings.auth.public_reads = public_reads;
+    spawn_app_with(settings).await
+}
+
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, format!("{}{path}", app.address));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("request")
+}
+
+async fn create_post_as(app: &TestApp, token: &str) -> String {
+    let response = send(
+        app,
+        Method::POST,
+        "/v1/posts",
+        Some(token),
+        Some(json!({ "title": "mine" })),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let post: Value = response.json().await.expect("JSON");
+    post["id"].as_str().expect("id").to_owned()
+}
+
+async fn upload_as(app: &TestApp, post: &str, token: &str) -> reqwest::Response {
+    let (content_type, body) = multipart(&[("a.txt", b"hello")]);
+    app.client
+        .post(format!("{}/v1/posts/{post}/attachments", app.address))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn assert_401(response: reqwest::Response, challenge: &str) {
+    assert_eq!(response.status(), 401);
+    let header = response.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(header.starts_with("Bearer realm=\"posts-api\""), "{header}");
+    assert!(header.contains(challenge), "{header} lacks {challenge}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
+async fn a_write_without_a_token_is_401_with_a_bare_challenge() {
+    let app = app(true).await;
+
+    let response = send(
+        &app,
+        Method::POST,
+        "/v1/posts",
+        None,
+        Some(json!({ "title": "x" })),
+    )
+    .await;
+
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"posts-api\""
+    );
+    assert_401(response, "").await;
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_401_invalid_token() {
+    let app = app(true).await;
+    let mut expired = claims("ann");
+    expired["exp"] = json!(now() - 120);
+    let mut not_yet_valid = claims("ann");
+    not_yet_valid["nbf"] = json!(now() + 120);
+    let mut wrong_issuer = claims("ann");
+    wrong_issuer["iss"] = json!("https://elsewhere.test");
+    let mut wrong_audience = claims("ann");
+    wrong_audience["aud"] = json!("another-api");
+
+    for (case, token) in [
+        ("malformed", "not.a.jwt".to_owned()),
+        ("expired", hs256(&expired, SECRET)),
+        ("not yet valid", hs256(&not_yet_valid, SECRET)),
+        ("wrong signature", hs256(&claims("ann"), "another-secret")),
+        ("wrong issuer", hs256(&wrong_issuer, SECRET)),
+        ("wrong audience", hs256(&wrong_audience, SECRET)),
+    ] {
+        let response = send(
+            &app,
+            Method::POST,
+            "/v1/posts",
+            Some(&token),
+            Some(json!({ "title": case })),
+        )
+        .await;
+        assert_eq!(response.status(), 401, "{case}");
+        assert_401(response, "error=\"invalid_token\"").await;
+    }
+}
+
+#[tokio::test]
+async fn a_non_bearer_authorization_header_is_401() {
+    let app = app(true).await;
+
+    let response = app
+        .client
+        .post(format!("{}/v1/posts", app.address))
+        .header("authorization", "Basic YTpi")
+        .json(&json!({ "title": "x" }))
+        .send()
+        .await
+        .expect("request");
+
+    assert_401(response, "error=\"invalid_token\"").await;
+}
+
+#[tokio::test]
+async fn the_token_subject_becomes_the_author() {
+    let app = app(true).await;
+
+    let id = create_post_as(&app, &token_for("ann")).await;
+
+    let post: Value = app
+        .get(&format!("/v1/posts/{id}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(post["author"], "ann");
+}
+
+#[tokio::test]
+async fn the_author_may_change_upload_to_and_delete_their_post() {
+    let app = app(true).await;
+    let ann = token_for("ann");
+    let post = create_post_as(&app, &ann).await;
+
+    let patched = send(
+        &app,
+        Method::PATCH,
+        &format!("/v1/posts/{post}"),
+        Some(&ann),
+        Some(json!({ "title": "new" })),
+    )
+    .await;
+    let uploaded = upload_as(&app, &post, &ann).await;
+    assert_eq!(patched.status(), 200);
+    assert_eq!(uploaded.status(), 201);
+    let attachment: Value = uploaded.json().await.expect("JSON");
+    let attachment_id = attachment["items"][0]["id"].as_str().expect("id");
+    let removed = send(
+        &app,
+        Method::DELETE,
+        &format!("/v1/posts/{post}/attachments/{attachment_id}"),
+        Some(&ann),
+        None,
+    )
+    .await;
+    let deleted = send(
+        &app,
+        Method::DELETE,
+        &format!("/v1/posts/{post}"),
+        Some(&ann),
+        None,
+    )
+    .await;
+
+    assert_eq!(removed.status(), 204);
+    assert_eq!(deleted.status(), 204);
+}
+
+#[tokio::test]
+async fn another_user_is_403_for_update_delete_upload_and_attachment_delete() {
+    let app = app(true).await;
+    let ann = token_for("ann");
+    let bob = token_for("bob");
+    let post = create_post_as(&app, &ann).await;
+    let attachment: Value = upload_as(&app, &post, &ann)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let attachment_id = attachment["items"][0]["id"].as_str().expect("id");
+
+    let patched = send(
+        &app,
+        Method::PATCH,
+        &format!("/v1/posts/{post}"),
+        Some(&bob),
+        Some(json!({ "title": "mine now" })),
+    )
+    .await;
+    let deleted = send(
+        &app,
+        Method::DELETE,
+        &format!("/v1/posts/{post}"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    let uploaded = upload_as(&app, &post, &bob).await;
+    let removed = send(
+        &app,
+        Method::DELETE,
+        &format!("/v1/posts/{post}/attachments/{attachment_id}"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    let direct = send(
+        &app,
+        Method::POST,
+        &format!("/v1/posts/{post}/attachments/uploads"),
+        Some(&bob),
+        Some(json!({ "filename": "a.txt", "content_type": "text/plain", "size": 3 })),
+    )
+    .await;
+
+    for (case, response) in [
+        ("update", patched),
+        ("delete", deleted),
+        ("upload", uploaded),
+        ("attachment delete", removed),
+        ("direct upload", direct),
+    ] {
+        assert_eq!(response.status(), 403, "{case}");
+    }
+    let post: Value = app
+        .get(&format!("/v1/posts/{post}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(post["title"], "mine");
+    assert_eq!(post["attachments"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn without_public_reads_reads_need_a_token() {
+    let app = app(false).await;
+    let ann = token_for("ann");
+    let post = create_post_as(&app, &ann).await;
+
+    for path in [
+        "/v1/posts".to_owned(),
+        format!("/v1/posts/{post}"),
+        format!("/v1/posts/{post}/attachments"),
+    ] {
+        assert_401(app.get(&path).await, "").await;
+        let with_token = send(&app, Method::GET, &path, Some(&ann), None).await;
+        assert_eq!(with_token.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn reads_are_public_by_default() {
+    let app = app(true).await;
+    let post = create_post_as(&app, &token_for("ann")).await;
+
+    assert_eq!(app.get(&format!("/v1/posts/{post}")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_token_command_mints_a_token_the_service_accepts() {
+    let app = app(true).await;
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_posts-api"))
+        .args(["token", "--sub", "cli-user", "--ttl", "60"])
+        .current_dir(repository_root())
+        .env("APP__AUTH__JWT_HS256_SECRET", SECRET)
+        .env("APP__AUTH__ISSUER", ISSUER)
+        .env("APP__AUTH__AUDIENCE", AUDIENCE)
+        .output()
+        .expect("posts-api token runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+
+    let post = create_post_as(&app, &token).await;
+    let read: Value = app
+        .get(&format!("/v1/posts/{post}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(read["author"], "cli-user");
+}
+
+#[tokio::test]
+async fn production_without_authentication_refuses_to_start() {
+    let mut service = ServiceCommand::new().env("APP_ENV", "production").spawn();
+
+    let status = service.exit_within(Duration::from_secs(30)).await;
+
+    assert!(!status.success());
+    assert!(
+        service.output().contains("start-up failed: authentication"),
+        "{}",
+        service.output()
+    );
+}
+
+/// A JWKS endpoint whose key set the test can replace.
+async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>) {
+    let keys = Arc::new(Mutex::new(initial));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/jwks.json",
+        listener.local_addr().expect("address")
+    );
+    let served = keys.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = served.lock().expect("keys").to_string();
+            tokio::spawn(async move {
+                let mut request = [0u8; 2048];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, keys)
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(repository_root().join("tests/fixtures").join(name)).expect("fixture")
+}
+
+fn rs256(claims: &Value, key: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(format!("key-{key}"));
+    let pem = fixture(&format!("rsa-{key}.pem"));
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("RSA key");
+    jsonwebtoken::encode(&header, claims, &key).expect("token")
+}
+
+fn jwk(key: &str) -> Value {
+    serde_json::from_str(&fixture(&format!("rsa-{key}.jwk.json"))).expect("JWK")
+}
+
+#[tokio::test]
+async fn rs256_tokens_are_checked_against_the_jwks_and_a_rotated_key_is_picked_up() {
+    let (url, keys) = jwks_server(json!({ "keys": [jwk("a")] })).await;
+    let mut settings = test_settings();
+    settings.auth.jwks_url = url;
+    settings.auth.issuer = ISSUER.into();
+    settings.auth.audience = AUDIENCE.into();
+    let app = spawn_app_with(settings).await;
+
+    let with_a = send(
+        &app,
+        Method::POST,
+        "/v1/posts",
+        Some(&rs256(&claims("ann"), "a")),
+        Some(json!({ "title": "a" })),
+    )
+    .await;
+    assert_eq!(with_a.status(), 201);
+    let forged = send(
+        &app,
+        Method::POST,
+        "/v1/posts",
+        Some(&hs256(&claims("ann"), "guess")),
+        Some(json!({ "title": "x" })),
+    )
+    .await;
+    assert_eq!(
+        forged.status(),
+        401,
+        "HS256 is not accepted without a secret"
+    );
+
+    *keys.lock().expect("keys") = json!({ "keys": [jwk("b")] });
+    // Unknown key ids refetch the set, at most every few seconds.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let with_b = send(
+        &app,
+        Method::POST,
+        "/v1/posts",
+        Some(&rs256(&claims("ann"), "b")),
+        Some(json!({ "title": "b" })),
+    )
+    .await;
+
+    assert_eq!(with_b.status(), 201, "the rotated key is used");
+}

@@ -88,9 +88,18 @@ async fn the_document_declares_bearer_security_and_its_401_and_403_responses() {
 /// declared — as contradictions.
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_contradiction() {
+    const SECRET: &str = "schemathesis-secret";
     let mut service = ServiceCommand::new()
         .env("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*")
+        .env("APP__AUTH__JWT_HS256_SECRET", SECRET)
         .spawn();
+    let minted = std::process::Command::new(env!("CARGO_BIN_EXE_posts-api"))
+        .args(["token", "--sub", "schemathesis", "--ttl", "3600"])
+        .current_dir(repository_root())
+        .env("APP__AUTH__JWT_HS256_SECRET", SECRET)
+        .output()
+        .expect("posts-api token runs");
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
     service
         .ready_within(Instant::now(), Duration::from_secs(30))
         .await;
@@ -101,6 +110,7 @@ async fn schemathesis_finds_no_server_error_and_no_contradiction() {
             &format!("http://127.0.0.1:{}/openapi.json", service.port),
         ])
         .args(["--checks", "all"])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
         .args([
             "--exclude-checks",
             "positive_data_acceptance,negative_data_rejection",

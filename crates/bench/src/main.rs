@@ -1,0 +1,613 @@
+//! `posts-api-bench`: measures posts-api against its S3 backend's own limit and prints a
+//! Markdown table. Run through `scripts/bench`, which installs and starts the backends.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod service;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use clap::Parser;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::service::{Service, delaying_proxy, rss_bytes, socket_address_of};
+
+const MIB: usize = 1024 * 1024;
+const SECRET: &str = "benchmark-secret";
+const BOUNDARY: &str = "posts-api-bench-boundary";
+
+#[derive(Debug, Parser)]
+#[command(about = "posts-api benchmarks (see BENCHMARKS.md)")]
+struct Args {
+    /// The release posts-api binary.
+    #[arg(long)]
+    service: PathBuf,
+    /// s3s-fs endpoint, e.g. http://127.0.0.1:9100.
+    #[arg(long)]
+    s3s_endpoint: String,
+    /// s3s-fs access key.
+    #[arg(long)]
+    s3s_access_key: String,
+    /// s3s-fs secret key.
+    #[arg(long)]
+    s3s_secret_key: String,
+    /// Repetitions of each measurement (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// A reduced set that finishes in a few minutes.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn testbed(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set: run through scripts/bench"))
+}
+
+/// Median, minimum and maximum.
+fn summary(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let median = values.get(values.len() / 2).copied().unwrap_or(f64::NAN);
+    let min = values.first().copied().unwrap_or(f64::NAN);
+    let max = values.last().copied().unwrap_or(f64::NAN);
+    (median, min, max)
+}
+
+fn row(what: &str, unit: &str, values: Vec<f64>, note: &str) {
+    let (median, min, max) = summary(values);
+    println!("| {what} | {median:.1} {unit} | {min:.1}–{max:.1} | {note} |");
+}
+
+/// Pseudo-random bytes (sniffed as application/octet-stream).
+fn data(len: usize) -> Bytes {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ len as u64;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+struct Api {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn new(
+        service: &Service,
+        binary: &PathBuf,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let mut command = std::process::Command::new(binary);
+        command.args(["token", "--sub", "bench", "--ttl", "86400"]);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output()?;
+        if !output.status.success() {
+            bail!(
+                "minting a token failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(Self {
+            base: service.base.clone(),
+            token: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            client: reqwest::Client::builder().no_proxy().build()?,
+        })
+    }
+
+    async fn create_post(&self) -> anyhow::Result<String> {
+        let post: Value = self
+            .client
+            .post(format!("{}/v1/posts", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "title": "benchmark" }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(post["id"].as_str().context("post id")?.to_owned())
+    }
+
+    /// Uploads `bytes` as one multipart file; returns the attachment id.
+    async fn upload(&self, post: &str, bytes: Bytes) -> anyhow::Result<String> {
+        let head = Bytes::from(format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.bin\"\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{BOUNDARY}--\r\n"));
+        let length = head.len() + bytes.len() + tail.len();
+        let chunks: Vec<Bytes> = std::iter::once(head)
+            .chain(
+                (0..bytes.len())
+                    .step_by(MIB)
+                    .map(|start| bytes.slice(start..(start + MIB).min(bytes.len()))),
+            )
+            .chain(std::iter::once(tail))
+            .collect();
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(
+            chunks.into_iter().map(Ok::<_, std::io::Error>),
+        ));
+        let response: Value = self
+            .client
+            .post(format!("{}/v1/posts/{post}/attachments", self.base))
+            .bearer_auth(&self.token)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .header("content-length", length)
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(response["items"][0]["id"]
+            .as_str()
+            .context("attachment id")?
+            .to_owned())
+    }
+
+    /// Downloads an attachment, discarding the bytes; returns their count.
+    async fn download(&self, post: &str, attachment: &str) -> anyhow::Result<usize> {
+        let mut stream = self
+            .client
+            .get(format!(
+                "{}/v1/posts/{post}/attachments/{attachment}/content",
+                self.base
+            ))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes_stream();
+        let mut total = 0;
+        while let Some(chunk) = stream.next().await {
+            total += chunk?.len();
+        }
+        Ok(total)
+    }
+
+    async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+}
+
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+async fn direct_put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    bytes: Bytes,
+) -> anyhow::Result<()> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_length(bytes.len() as i64)
+        .body(ByteStream::from(bytes))
+        .send()
+        .await?;
+    Ok(())
+}
+
+async fn direct_get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<usize> {
+    let mut body = s3.get_object().bucket(bucket).key(key).send().await?.body;
+    let mut total = 0;
+    while let Some(chunk) = body.next().await {
+        total += chunk?.len();
+    }
+    Ok(total)
+}
+
+/// The environment of a service whose backend is s3s-fs with static credentials.
+fn s3s_env(args: &Args, bucket: &str) -> anyhow::Result<Vec<(String, String)>> {
+    Ok([
+        ("MONGODB_URI", testbed("MONGODB_URI")?),
+        (
+            "APP__MONGO__DATABASE",
+            format!("bench_{}", uuid::Uuid::new_v4().simple()),
+        ),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL", args.s3s_endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", args.s3s_access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY", args.s3s_secret_key.clone()),
+        ("AWS_IAM_ROLE_ARN", String::new()),
+        ("AWS_S3_BUCKET_NAME", bucket.to_owned()),
+        ("APP__S3__FORCE_PATH_STYLE", "true".to_owned()),
+        ("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*".to_owned()),
+        ("APP__UPLOADS__MAX_FILE_BYTES", (2 * 1024 * MIB).to_string()),
+        ("APP__UPLOADS__REAPER_INTERVAL_SECS", "3600".to_owned()),
+        ("APP__AUTH__JWT_HS256_SECRET", SECRET.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect())
+}
+
+/// The environment of a service on the moto testbed, assuming the role.
+fn moto_env(extra: &[(&str, &str)]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env: Vec<(String, String)> = [
+        "MONGODB_URI",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_IAM_ROLE_ARN",
+        "AWS_S3_BUCKET_NAME",
+    ]
+    .iter()
+    .map(|name| Ok(((*name).to_owned(), testbed(name)?)))
+    .collect::<anyhow::Result<_>>()?;
+    env.extend(
+        [
+            (
+                "APP__MONGO__DATABASE",
+                format!("bench_{}", uuid::Uuid::new_v4().simple()),
+            ),
+            ("APP__S3__FORCE_PATH_STYLE", "true".to_owned()),
+            ("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*".to_owned()),
+            ("APP__UPLOADS__REAPER_INTERVAL_SECS", "3600".to_owned()),
+            ("APP__AUTH__JWT_HS256_SECRET", SECRET.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Ok(env)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bucket = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&args.s3s_endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            &args.s3s_access_key,
+            &args.s3s_secret_key,
+            None,
+            None,
+            "bench",
+        ))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .context("creating the s3s-fs bucket")?;
+
+    println!("| measurement | median | min–max | note |");
+    println!("| --- | --- | --- | --- |");
+    throughput(&args, &s3, &bucket).await?;
+    get_latency(&args, &bucket).await?;
+    refresh_burst(&args).await?;
+    startup(&args).await?;
+    Ok(())
+}
+
+/// Uploads and downloads through the API against direct S3 calls of the same bytes, and
+/// the service's peak RSS during the largest upload.
+async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<()> {
+    let env = s3s_env(args, bucket)?;
+    let service = Service::start(&args.service, &env).await?;
+    let api = Api::new(&service, &args.service, &env).await?;
+    let post = api.create_post().await?;
+    let pid = service.pid().context("service pid")?;
+    let sizes: &[usize] = if args.quick {
+        &[256 * MIB]
+    } else {
+        &[256 * MIB, 1024 * MIB]
+    };
+
+    for &size in sizes {
+        let bytes = data(size);
+        let label = format!("{} MiB", size / MIB);
+        let (mut direct_up, mut api_up, mut direct_down, mut api_down, mut rss) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for run in 0..args.runs {
+            let key = format!("direct/{}", uuid::Uuid::new_v4().simple());
+            let started = Instant::now();
+            direct_put(s3, bucket, &key, bytes.clone()).await?;
+            direct_up.push(mb_per_s(size, started.elapsed()));
+
+            let idle = rss_bytes(pid);
+            let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
+            let sampler = {
+                let peak = peak.clone();
+                tokio::spawn(async move {
+                    loop {
+                        peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            };
+            let started = Instant::now();
+            let attachment = api.upload(&post, bytes.clone()).await?;
+            api_up.push(mb_per_s(size, started.elapsed()));
+            sampler.abort();
+            rss.push(
+                peak.load(std::sync::atomic::Ordering::Relaxed)
+                    .saturating_sub(idle) as f64
+                    / MIB as f64,
+            );
+
+            let started = Instant::now();
+            let got = direct_get(s3, bucket, &key).await?;
+            direct_down.push(mb_per_s(got, started.elapsed()));
+            let started = Instant::now();
+            let got = api.download(&post, &attachment).await?;
+            api_down.push(mb_per_s(got, started.elapsed()));
+            eprintln!("bench: {label} run {} done", run + 1);
+        }
+        let ratios = |api: &[f64], direct: &[f64]| -> Vec<f64> {
+            api.iter().zip(direct).map(|(a, d)| a / d).collect()
+        };
+        row(
+            &format!("upload {label}, direct PutObject"),
+            "MB/s",
+            direct_up.clone(),
+            "",
+        );
+        row(
+            &format!("upload {label}, through the API"),
+            "MB/s",
+            api_up.clone(),
+            "",
+        );
+        row(
+            &format!("upload {label}, API / direct"),
+            "",
+            ratios(&api_up, &direct_up),
+            "target ≥ 0.9",
+        );
+        row(
+            &format!("download {label}, direct GetObject"),
+            "MB/s",
+            direct_down.clone(),
+            "",
+        );
+        row(
+            &format!("download {label}, through the API"),
+            "MB/s",
+            api_down.clone(),
+            "",
+        );
+        row(
+            &format!("download {label}, API / direct"),
+            "",
+            ratios(&api_down, &direct_down),
+            "target ≥ 0.9",
+        );
+        row(
+            &format!("peak RSS above idle during the {label} upload"),
+            "MiB",
+            rss,
+            "target ≤ 64 MiB (1 GiB)",
+        );
+    }
+
+    let count = 8;
+    let each = 32 * MIB;
+    let bytes = data(each);
+    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        let keys: Vec<String> = (0..count)
+            .map(|_| format!("direct/{}", uuid::Uuid::new_v4().simple()))
+            .collect();
+        let puts = keys
+            .iter()
+            .map(|key| direct_put(s3, bucket, key, bytes.clone()));
+        for result in futures::future::join_all(puts).await {
+            result?;
+        }
+        direct.push(mb_per_s(count * each, started.elapsed()));
+        let started = Instant::now();
+        let uploads = (0..count).map(|_| api.upload(&post, bytes.clone()));
+        for result in futures::future::join_all(uploads).await {
+            result?;
+        }
+        through.push(mb_per_s(count * each, started.elapsed()));
+    }
+    let ratio: Vec<f64> = through.iter().zip(&direct).map(|(a, d)| a / d).collect();
+    row("upload 8 × 32 MiB concurrently, direct", "MB/s", direct, "");
+    row(
+        "upload 8 × 32 MiB concurrently, through the API",
+        "MB/s",
+        through,
+        "",
+    );
+    row(
+        "upload 8 × 32 MiB concurrently, API / direct",
+        "",
+        ratio,
+        "target ≥ 0.9",
+    );
+    Ok(())
+}
+
+/// `GET /v1/posts/{id}` from 64 concurrent connections.
+async fn get_latency(args: &Args, bucket: &str) -> anyhow::Result<()> {
+    let env = s3s_env(args, bucket)?;
+    let service = Service::start(&args.service, &env).await?;
+    let api = Api::new(&service, &args.service, &env).await?;
+    let post = api.create_post().await?;
+    let url = format!("{}/v1/posts/{post}", api.base);
+    let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
+    let (mut rates, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        let workers = (0..64).map(|_| {
+            let client = api.client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while started.elapsed() < duration {
+                    let sent = Instant::now();
+                    if client
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                    {
+                        latencies.push(sent.elapsed());
+                    }
+                }
+                latencies
+            })
+        });
+        let mut latencies: Vec<Duration> = Vec::new();
+        for worker in futures::future::join_all(workers).await {
+            latencies.extend(worker?);
+        }
+        latencies.sort();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        rates.push(latencies.len() as f64 / started.elapsed().as_secs_f64());
+        p50s.push(at(0.50).as_secs_f64() * 1e3);
+        p99s.push(at(0.99).as_secs_f64() * 1e3);
+    }
+    row("GET /v1/posts/{id}, 64 connections", "req/s", rates, "");
+    row("GET /v1/posts/{id}, p50", "ms", p50s, "");
+    row("GET /v1/posts/{id}, p99", "ms", p99s, "");
+    Ok(())
+}
+
+/// 500 requests that need credentials, sent together right at the refresh point: how
+/// many AssumeRole calls they cause (moto; sessions of 900 s refreshed 885 s early).
+async fn refresh_burst(args: &Args) -> anyhow::Result<()> {
+    let env = moto_env(&[
+        ("APP__AWS__SESSION_DURATION_SECS", "900"),
+        ("APP__AWS__REFRESH_LEAD_SECS", "885"),
+        ("APP__S3__PRESIGN_TTL_SECS", "60"),
+    ])?;
+    let service = Service::start(&args.service, &env).await?;
+    let api = Api::new(&service, &args.service, &env).await?;
+    let post = api.create_post().await?;
+    let attachment = api
+        .upload(&post, Bytes::from_static(b"credentials burst"))
+        .await?;
+    let url = format!(
+        "{}/v1/posts/{post}/attachments/{attachment}/content",
+        api.base
+    );
+    let sts = "posts_api_sts_assume_role_total{result=\"success\"} ";
+    let mut calls = Vec::new();
+    for _ in 0..args.runs {
+        let text = api.metrics().await?;
+        let before = metric(&text, sts).context("STS metric")?;
+        let expiry = metric(&text, "posts_api_credentials_expiry_timestamp_seconds ")
+            .context("expiry metric")?;
+        let boundary = UNIX_EPOCH + Duration::from_secs_f64(expiry - 885.0);
+        if let Ok(wait) = boundary.duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait + Duration::from_millis(20)).await;
+        }
+        let requests = (0..500).map(|_| api.client.get(&url).send());
+        let ok = futures::future::join_all(requests)
+            .await
+            .into_iter()
+            .filter(|r| r.as_ref().is_ok_and(|r| r.status().is_success()))
+            .count();
+        if ok != 500 {
+            bail!("only {ok} of 500 requests at the refresh point succeeded");
+        }
+        let after = metric(&api.metrics().await?, sts).context("STS metric")?;
+        calls.push(after - before);
+    }
+    row(
+        "STS calls caused by 500 concurrent requests at a refresh point",
+        "",
+        calls,
+        "target 1",
+    );
+    Ok(())
+}
+
+/// Time to ready with 300 ms injected in front of MongoDB and STS, against none.
+async fn startup(args: &Args) -> anyhow::Result<()> {
+    let delay = Duration::from_millis(300);
+    let (mut plain, mut delayed) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        plain.push(
+            Service::start(&args.service, &moto_env(&[])?)
+                .await?
+                .time_to_ready
+                .as_secs_f64()
+                * 1e3,
+        );
+        let mongo = delaying_proxy(socket_address_of(&testbed("MONGODB_URI")?)?, delay).await?;
+        let sts = delaying_proxy(socket_address_of(&testbed("AWS_ENDPOINT_URL")?)?, delay).await?;
+        let uri = format!("mongodb://{mongo}/?directConnection=true");
+        let endpoint = format!("http://{sts}");
+        let env = moto_env(&[("MONGODB_URI", &uri), ("AWS_ENDPOINT_URL_STS", &endpoint)])?;
+        delayed.push(
+            Service::start(&args.service, &env)
+                .await?
+                .time_to_ready
+                .as_secs_f64()
+                * 1e3,
+        );
+    }
+    let difference: Vec<f64> = delayed.iter().zip(&plain).map(|(d, p)| d - p).collect();
+    row("start-up, no injected latency", "ms", plain, "");
+    row(
+        "start-up, 300 ms to reach MongoDB and 300 ms to reach STS",
+        "ms",
+        delayed,
+        "",
+    );
+    row(
+        "start-up difference",
+        "ms",
+        difference,
+        "target ≈ 300 ms (concurrent), not 600 (sequential)",
+    );
+    Ok(())
+}

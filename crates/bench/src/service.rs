@@ -1,0 +1,126 @@
+//! A posts-api process for one benchmark, and a latency-injecting TCP proxy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+/// A running service; killed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// How long it took to answer `/healthz` after spawning.
+    pub time_to_ready: Duration,
+}
+
+impl Service {
+    /// Starts `binary serve` with the given environment on a free port and waits for it.
+    pub async fn start(binary: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let started = Instant::now();
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .env("PORT", port.to_string())
+            .env("APP__SERVER__HOST", "127.0.0.1")
+            .env("APP__LOG__LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().context("spawning posts-api")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("posts-api exited during start-up with {status}");
+            }
+            if client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("posts-api not ready after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Self {
+            time_to_ready: started.elapsed(),
+            child,
+            base,
+        })
+    }
+
+    /// The process id, for `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// Resident set size of `pid` in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| {
+                    value
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// A TCP proxy to `upstream` that holds its first connection for `delay` before
+/// connecting it: a one-time cost of reaching the dependency, like a slow first handshake.
+pub async fn delaying_proxy(upstream: SocketAddr, delay: Duration) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let wait = if std::mem::take(&mut first) {
+                delay
+            } else {
+                Duration::ZERO
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Ok(mut server) = TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    Ok(address)
+}
+
+/// `host:port` of a URL such as `http://127.0.0.1:5000` or a MongoDB URI.
+pub fn socket_address_of(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority
+        .parse()
+        .with_context(|| format!("{url} is not 127.0.0.1:PORT"))
+}

@@ -61,6 +61,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
         );
 }
 
+/// The ready attachment named by the path `(post_id, attachment_id)`.
+async fn find_attachment(
+    dependencies: &Dependencies,
+    path: &(String, String),
+) -> Result<Attachment, ApiError> {
+    let (post_id, attachment_id) = ids(path)?;
+    dependencies
+        .storage
+        .attachment(post_id, attachment_id)
+        .await
+        .map_err(not_found("attachment"))
+}
+
 fn ids(path: &(String, String)) -> Result<(PostId, AttachmentId), ApiError> {
     Ok((parse_id(&path.0, "post")?, parse_id(&path.1, "attachment")?))
 }
@@ -381,12 +394,7 @@ pub async fn get_attachment(
     _reader: Reader,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (post_id, attachment_id) = ids(&path)?;
-    let attachment = dependencies
-        .storage
-        .attachment(post_id, attachment_id)
-        .await
-        .map_err(not_found("attachment"))?;
+    let attachment = find_attachment(&dependencies, &path).await?;
     Ok(HttpResponse::Ok().json(AttachmentView::from(attachment)))
 }
 
@@ -421,12 +429,7 @@ pub async fn download_attachment(
     request: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (post_id, attachment_id) = ids(&path)?;
-    let attachment = dependencies
-        .storage
-        .attachment(post_id, attachment_id)
-        .await
-        .map_err(not_found("attachment"))?;
+    let attachment = find_attachment(&dependencies, &path).await?;
     let etag = format!("\"{}\"", attachment.sha256);
     let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
 
@@ -514,12 +517,7 @@ pub async fn attachment_url(
     _reader: Reader,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (post_id, attachment_id) = ids(&path)?;
-    let attachment = dependencies
-        .storage
-        .attachment(post_id, attachment_id)
-        .await
-        .map_err(not_found("attachment"))?;
+    let attachment = find_attachment(&dependencies, &path).await?;
     let url = dependencies
         .storage
         .presign_download(&attachment, &content_disposition(&attachment.filename))

@@ -216,6 +216,71 @@ async fn direct_put(
     Ok(())
 }
 
+/// The same bytes as a multipart upload with the service's default part size and parts in
+/// flight: the backend's own limit for the way the service writes large objects.
+async fn direct_multipart(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    bytes: Bytes,
+) -> anyhow::Result<()> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    const PART: usize = 8 * MIB;
+    let upload_id = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await?
+        .upload_id
+        .context("upload id")?;
+    let uploads = (0..bytes.len())
+        .step_by(PART)
+        .enumerate()
+        .map(|(index, start)| {
+            let part = bytes.slice(start..(start + PART).min(bytes.len()));
+            let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            let upload_id = upload_id.clone();
+            async move {
+                let output = s3
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_length(part.len() as i64)
+                    .body(ByteStream::from(part))
+                    .send()
+                    .await?;
+                Ok::<_, anyhow::Error>(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(output.e_tag)
+                        .build(),
+                )
+            }
+        });
+    let mut parts: Vec<CompletedPart> = futures::stream::iter(uploads)
+        .buffer_unordered(2)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    parts.sort_by_key(|part| part.part_number);
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
 async fn direct_get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<usize> {
     let mut body = s3.get_object().bucket(bucket).key(key).send().await?.body;
     let mut total = 0;
@@ -336,6 +401,8 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
     let api = Api::new(&service, &args.service, &env).await?;
     let post = api.create_post().await?;
     let pid = service.pid().context("service pid")?;
+    // Idle is the fresh service; later samples include what the allocator kept.
+    let idle = rss_bytes(pid);
     let sizes: &[usize] = if args.quick {
         &[256 * MIB]
     } else {
@@ -347,13 +414,22 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
         let label = format!("{} MiB", size / MIB);
         let (mut direct_up, mut api_up, mut direct_down, mut api_down, mut rss) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut direct_multi = Vec::new();
         for run in 0..args.runs {
             let key = format!("direct/{}", uuid::Uuid::new_v4().simple());
             let started = Instant::now();
             direct_put(s3, bucket, &key, bytes.clone()).await?;
             direct_up.push(mb_per_s(size, started.elapsed()));
+            let started = Instant::now();
+            direct_multipart(
+                s3,
+                bucket,
+                &format!("direct/{}", uuid::Uuid::new_v4().simple()),
+                bytes.clone(),
+            )
+            .await?;
+            direct_multi.push(mb_per_s(size, started.elapsed()));
 
-            let idle = rss_bytes(pid);
             let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
             let sampler = {
                 let peak = peak.clone();

@@ -267,6 +267,11 @@ impl ObjectStore {
     /// with at most `max_parts_in_flight` parts uploading while the next one fills, so
     /// memory stays within (in flight + 1) × part size whatever the size. On any failure,
     /// and if the returned future is dropped, the multipart upload is aborted.
+    ///
+    /// Bodies are sent with `UNSIGNED-PAYLOAD`, as the AWS SDKs for Java and JavaScript do
+    /// by default: SigV4 payload signing hashed every byte a second time (a profile showed
+    /// the two SHA-256 passes at 41% of the service's CPU during uploads), while TLS
+    /// already protects S3 traffic in transit and the service records its own SHA-256.
     pub async fn put_stream<S, E>(
         &self,
         key: &str,
@@ -327,6 +332,8 @@ impl ObjectStore {
                     .content_type(content_type)
                     .content_length(i64::try_from(size).unwrap_or(i64::MAX))
                     .body(ByteStream::from(buffer.finish()))
+                    .customize()
+                    .disable_payload_signing()
                     .send()
                     .await
                     .map_err(|error| self.classify(error))?;
@@ -742,6 +749,9 @@ impl MultipartUpload {
                 .part_number(number)
                 .content_length(length)
                 .body(ByteStream::from(part))
+                // See `put_stream`: the payload is hashed by us, not again by SigV4.
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|error| store.classify(error))?;

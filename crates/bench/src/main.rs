@@ -480,6 +480,18 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
             "target ≥ 0.9",
         );
         row(
+            &format!("upload {label}, direct multipart (8 MiB parts, 2 in flight)"),
+            "MB/s",
+            direct_multi.clone(),
+            "",
+        );
+        row(
+            &format!("upload {label}, API / direct multipart"),
+            "",
+            ratios(&api_up, &direct_multi),
+            "the backend's limit for multipart writes",
+        );
+        row(
             &format!("download {label}, direct GetObject"),
             "MB/s",
             direct_down.clone(),

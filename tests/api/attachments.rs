@@ -53,12 +53,7 @@ async fn files_upload_in_order_with_sniffed_types_and_digests() {
         "sniffed, not the .txt name"
     );
     assert_eq!(items[1]["post_id"], post.as_str());
-    let read: Value = app
-        .get(&format!("/v1/posts/{post}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let read: Value = app.get_json(&format!("/v1/posts/{post}")).await;
     assert_eq!(read["attachments"].as_array().map(Vec::len), Some(2));
 }
 
@@ -183,12 +178,7 @@ async fn attachments_list_and_read() {
     let attachment = app.upload_one(&post, "a.txt", b"abc").await;
     let id = attachment["id"].as_str().expect("id");
 
-    let list: Value = app
-        .get(&format!("/v1/posts/{post}/attachments"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let list: Value = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
     let one = app.get(&format!("/v1/posts/{post}/attachments/{id}")).await;
 
     assert_eq!(list["items"][0]["id"], id);
@@ -415,12 +405,7 @@ async fn concurrent_uploads_to_one_post_all_land() {
     let statuses = futures::future::join_all(uploads).await;
 
     assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
-    let list: Value = app
-        .get(&format!("/v1/posts/{post}/attachments"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let list: Value = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(8));
 }
 

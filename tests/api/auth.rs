@@ -177,12 +177,7 @@ async fn the_token_subject_becomes_the_author() {
 
     let id = create_post_as(&app, &token_for("ann")).await;
 
-    let post: Value = app
-        .get(&format!("/v1/posts/{id}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let post: Value = app.get_json(&format!("/v1/posts/{id}")).await;
     assert_eq!(post["author"], "ann");
 }
 
@@ -282,12 +277,7 @@ async fn another_user_is_403_for_update_delete_upload_and_attachment_delete() {
     ] {
         assert_eq!(response.status(), 403, "{case}");
     }
-    let post: Value = app
-        .get(&format!("/v1/posts/{post}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let post: Value = app.get_json(&format!("/v1/posts/{post}")).await;
     assert_eq!(post["title"], "mine");
     assert_eq!(post["attachments"].as_array().map(Vec::len), Some(1));
 }
@@ -337,12 +327,7 @@ async fn the_token_command_mints_a_token_the_service_accepts() {
     let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
 
     let post = create_post_as(&app, &token).await;
-    let read: Value = app
-        .get(&format!("/v1/posts/{post}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let read: Value = app.get_json(&format!("/v1/posts/{post}")).await;
     assert_eq!(read["author"], "cli-user");
 }
 

@@ -68,6 +68,11 @@ impl TestApp {
             .expect("request reaches the service")
     }
 
+    /// `GET {address}{path}`, read as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.expect("a JSON body")
+    }
+
     /// `POST {address}{path}` with a JSON body.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client

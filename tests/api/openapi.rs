@@ -35,7 +35,7 @@ fn api_md_routes() -> Vec<(String, String, Vec<u16>)> {
 #[tokio::test]
 async fn every_route_and_status_of_api_md_is_in_the_document() {
     let app = spawn_app().await;
-    let document: Value = app.get("/openapi.json").await.json().await.expect("JSON");
+    let document: Value = app.get_json("/openapi.json").await;
     let routes = api_md_routes();
     assert!(
         routes.len() >= 17,
@@ -63,7 +63,7 @@ async fn every_route_and_status_of_api_md_is_in_the_document() {
 #[tokio::test]
 async fn the_document_declares_bearer_security_and_its_401_and_403_responses() {
     let app = spawn_app().await;
-    let document: Value = app.get("/openapi.json").await.json().await.expect("JSON");
+    let document: Value = app.get_json("/openapi.json").await;
 
     assert_eq!(
         document["components"]["securitySchemes"]["bearer"]["scheme"],

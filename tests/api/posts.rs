@@ -138,19 +138,11 @@ async fn posts_list_newest_first_in_pages() {
         app.post_json("/v1/posts", &json!({ "title": title })).await;
     }
 
-    let first: Value = app
-        .get("/v1/posts?limit=2")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let first: Value = app.get_json("/v1/posts?limit=2").await;
     let cursor = first["next_cursor"].as_str().expect("a next page");
     let second: Value = app
-        .get(&format!("/v1/posts?limit=2&cursor={cursor}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+        .get_json(&format!("/v1/posts?limit=2&cursor={cursor}"))
+        .await;
 
     let titles = |page: &Value| -> Vec<String> {
         page["items"]

@@ -314,17 +314,35 @@ fn bearer(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn identify(request: &HttpRequest) -> Result<(Authenticator, Option<String>), ApiError> {
+/// What a caller means to do, which decides whether a token is required.
+#[derive(Clone, Copy, Debug)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The caller's subject, if it sent a valid token; `Unauthorized` when `access` needs a
+/// token and none was sent.
+async fn identify(request: &HttpRequest, access: Access) -> Result<Option<String>, ApiError> {
     let authenticator = request
         .app_data::<web::Data<Authenticator>>()
         .map(|data| data.get_ref().clone())
         .ok_or_else(|| ApiError::Internal("no authenticator configured".into()))?;
-    let token = bearer(request)?;
-    let subject = match (&token, authenticator.is_enabled()) {
-        (Some(token), true) => Some(authenticator.verify(token).await?),
-        _ => None,
+    if !authenticator.is_enabled() {
+        return Ok(None);
+    }
+    let subject = match bearer(request)? {
+        Some(token) => Some(authenticator.verify(&token).await?),
+        None => None,
     };
-    Ok((authenticator, subject))
+    let token_required = match access {
+        Access::Read => !authenticator.inner.public_reads,
+        Access::Write => true,
+    };
+    if subject.is_none() && token_required {
+        return Err(ApiError::Unauthorized { description: None });
+    }
+    Ok(subject)
 }
 
 /// A caller allowed to read: anyone while `auth.public_reads` is on, else a valid token.
@@ -337,14 +355,7 @@ impl FromRequest for Reader {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
-        Box::pin(async move {
-            let (authenticator, subject) = identify(&request).await?;
-            if subject.is_none() && authenticator.is_enabled() && !authenticator.inner.public_reads
-            {
-                return Err(ApiError::Unauthorized { description: None });
-            }
-            Ok(Reader)
-        })
+        Box::pin(async move { identify(&request, Access::Read).await.map(|_| Reader) })
     }
 }
 
@@ -362,10 +373,10 @@ impl Writer {
     }
 
     /// Only the author may change a post or its attachments.
-    pub fn ensure_author_of(&self, post: &storage::Post) -> Result<(), ApiError> {
+    pub fn ensure_author(&self, author: Option<&str>) -> Result<(), ApiError> {
         match &self.subject {
             None => Ok(()),
-            Some(subject) if post.author.as_deref() == Some(subject.as_str()) => Ok(()),
+            Some(subject) if author == Some(subject.as_str()) => Ok(()),
             Some(_) => Err(ApiError::Forbidden(
                 "only the post's author may change it".into(),
             )),
@@ -380,10 +391,7 @@ impl FromRequest for Writer {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            let (authenticator, subject) = identify(&request).await?;
-            if subject.is_none() && authenticator.is_enabled() {
-                return Err(ApiError::Unauthorized { description: None });
-            }
+            let subject = identify(&request, Access::Write).await?;
             Ok(Writer { subject })
         })
     }

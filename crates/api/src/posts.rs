@@ -257,12 +257,12 @@ pub async fn authorize(
     writer: &Writer,
     post_id: PostId,
 ) -> Result<(), ApiError> {
-    let post = dependencies
+    let author = dependencies
         .storage
-        .post(post_id)
+        .post_author(post_id)
         .await
         .map_err(not_found("post"))?;
-    writer.ensure_author_of(&post)
+    writer.ensure_author(author.as_deref())
 }
 
 /// Names what was not found in a storage `NotFound`.

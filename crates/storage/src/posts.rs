@@ -38,6 +38,11 @@ impl Storage {
         Ok(document.into_post(attachments.remove(&id.0).unwrap_or_default()))
     }
 
+    /// The author of a post, without reading its attachments (for ownership checks).
+    pub async fn post_author(&self, id: PostId) -> Result<Option<String>, StorageError> {
+        Ok(self.active_post(id).await?.author)
+    }
+
     /// A page of posts, newest first, after `cursor` (from a previous page).
     pub async fn list_posts(
         &self,

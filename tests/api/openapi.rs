@@ -1,4 +1,4 @@
-//! The OpenAPI document: it covers `shared/API.md`, and the service keeps to it under
+//! The OpenAPI document: it covers `docs/api.md`, and the service keeps to it under
 //! generated requests (schemathesis).
 
 use std::process::Stdio;
@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::helpers::{ServiceCommand, repository_root, spawn_app, testbed};
 
-/// `(method, path, success statuses)` of every route row in `shared/API.md`.
+/// `(method, path, success statuses)` of every route row in `docs/api.md`.
 fn api_md_routes() -> Vec<(String, String, Vec<u16>)> {
-    let path = repository_root().join("../shared/API.md");
+    let path = repository_root().join("docs/api.md");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("{} is readable: {error}", path.display()));
     text.lines()
@@ -39,7 +39,7 @@ async fn every_route_and_status_of_api_md_is_in_the_document() {
     let routes = api_md_routes();
     assert!(
         routes.len() >= 17,
-        "API.md parsed into {} routes",
+        "docs/api.md parsed into {} routes",
         routes.len()
     );
 

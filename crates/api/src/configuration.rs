@@ -1,5 +1,5 @@
 //! One typed configuration, loaded once at start-up from layered sources (see
-//! `shared/CONFIG.md`): the built-in `config/default.toml` → `config/default.toml` on disk →
+//! `docs/configuration.md`): the built-in `config/default.toml` → `config/default.toml` on disk →
 //! `config/$APP_ENV.toml` → `APP__SECTION__KEY` variables → the original service's
 //! variable names.
 

@@ -1,4 +1,4 @@
-//! The JSON shapes of responses (see `shared/API.md`).
+//! The JSON shapes of responses (see `docs/api.md`).
 
 use std::time::SystemTime;
 

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-/// The `aws.*` section of the service configuration (see `shared/CONFIG.md`).
+/// The `aws.*` section of the service configuration (see `docs/configuration.md`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsSettings {

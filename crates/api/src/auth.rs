@@ -8,16 +8,13 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header::AUTHORIZATION, web};
-use futures::future::LocalBoxFuture;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use crate::configuration::AuthSettings;
-use crate::error::ApiError;
+use crate::config::AuthSettings;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
@@ -130,6 +127,11 @@ impl Authenticator {
         })
     }
 
+    /// Whether reads need no token (`auth.public_reads`).
+    pub fn public_reads(&self) -> bool {
+        self.inner.public_reads
+    }
+
     /// Whether tokens are checked at all.
     pub fn is_enabled(&self) -> bool {
         self.inner.hs256.is_some() || self.inner.jwks.is_some()
@@ -145,7 +147,7 @@ impl Authenticator {
     }
 
     /// The subject of a valid token.
-    async fn verify(&self, token: &str) -> Result<String, ApiError> {
+    pub async fn verify(&self, token: &str) -> Result<String, TokenRejected> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| invalid("the token is malformed"))?;
         let (key, algorithm) = match header.alg {
@@ -196,10 +198,13 @@ impl Authenticator {
     }
 }
 
-fn invalid(description: &'static str) -> ApiError {
-    ApiError::Unauthorized {
-        description: Some(description),
-    }
+/// Why a bearer token was refused, in words fit for `WWW-Authenticate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenRejected(pub &'static str);
+
+fn invalid(description: &'static str) -> TokenRejected {
+    TokenRejected(description)
 }
 
 impl Jwks {
@@ -242,7 +247,7 @@ impl Jwks {
     }
 
     /// The key `kid`; an unknown one refetches the set (rate-limited), as after a rotation.
-    async fn key(&self, kid: &str) -> Result<DecodingKey, ApiError> {
+    async fn key(&self, kid: &str) -> Result<DecodingKey, TokenRejected> {
         if let Some(key) = self.find(kid) {
             return Ok(key);
         }
@@ -294,105 +299,4 @@ pub fn mint_hs256(
         .map_err(|error| AuthSetupError::Secret(error.to_string()))?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
         .map_err(|error| AuthSetupError::Secret(error.to_string()))
-}
-
-/// The bearer token of a request, if it sent one; a malformed header is an error.
-fn bearer(request: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = request.headers().get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| invalid("the Authorization header is malformed"))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(Some(token.trim().to_owned()))
-        }
-        _ => Err(invalid("the Authorization header is not a bearer token")),
-    }
-}
-
-/// What a caller means to do, which decides whether a token is required.
-#[derive(Clone, Copy, Debug)]
-enum Access {
-    Read,
-    Write,
-}
-
-/// The caller's subject, if it sent a valid token; `Unauthorized` when `access` needs a
-/// token and none was sent.
-async fn identify(request: &HttpRequest, access: Access) -> Result<Option<String>, ApiError> {
-    let authenticator = request
-        .app_data::<web::Data<Authenticator>>()
-        .map(|data| data.get_ref().clone())
-        .ok_or_else(|| ApiError::Internal("no authenticator configured".into()))?;
-    if !authenticator.is_enabled() {
-        return Ok(None);
-    }
-    let subject = match bearer(request)? {
-        Some(token) => Some(authenticator.verify(&token).await?),
-        None => None,
-    };
-    let token_required = match access {
-        Access::Read => !authenticator.inner.public_reads,
-        Access::Write => true,
-    };
-    if subject.is_none() && token_required {
-        return Err(ApiError::Unauthorized { description: None });
-    }
-    Ok(subject)
-}
-
-/// A caller allowed to read: anyone while `auth.public_reads` is on, else a valid token.
-#[derive(Debug)]
-pub struct Reader;
-
-impl FromRequest for Reader {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request = request.clone();
-        Box::pin(async move { identify(&request, Access::Read).await.map(|_| Reader) })
-    }
-}
-
-/// A caller allowed to write: a valid token's subject (`None` only while authentication
-/// is off).
-#[derive(Debug)]
-pub struct Writer {
-    subject: Option<String>,
-}
-
-impl Writer {
-    /// The subject, as a new post's author.
-    pub fn subject(&self) -> Option<&str> {
-        self.subject.as_deref()
-    }
-
-    /// Only the author may change a post or its attachments.
-    pub fn ensure_author(&self, author: Option<&str>) -> Result<(), ApiError> {
-        match &self.subject {
-            None => Ok(()),
-            Some(subject) if author == Some(subject.as_str()) => Ok(()),
-            Some(_) => Err(ApiError::Forbidden(
-                "only the post's author may change it".into(),
-            )),
-        }
-    }
-}
-
-impl FromRequest for Writer {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request = request.clone();
-        Box::pin(async move {
-            let subject = identify(&request, Access::Write).await?;
-            Ok(Writer { subject })
-        })
-    }
 }

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::error::{ApiError, FieldError};
+use crate::http::error::{ApiError, FieldError};
 
 /// A post title: 1 to 200 characters, not only whitespace, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]

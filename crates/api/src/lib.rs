@@ -1,23 +1,22 @@
 //! posts-api: the HTTP service. Owns routes, the error → HTTP mapping, configuration and
 //! start-up wiring; persistence is the `storage` crate's, credentials the `aws-creds` crate's.
+//!
+//! Layers, each importing only those below it: `cli` and `startup` wire everything;
+//! `routes` hold the handlers; `http` the HTTP vocabulary they share (errors, problem
+//! details, extractors, views, conditional requests); `state`, `auth`, `domain`,
+//! `metrics` and `config` below them. `ARCHITECTURE.md` draws the whole picture.
 
-mod attachments;
 pub mod auth;
-pub mod configuration;
-mod domain;
-mod download;
-pub mod error;
-pub mod healthcheck;
+pub mod background;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
 pub mod metrics;
-pub mod openapi;
-mod ops;
-mod posts;
-pub mod problem;
-mod representation;
-pub mod request_id;
+pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
-mod uploads;
 
-pub use crate::configuration::Settings;
+pub use crate::config::Settings;
 pub use crate::startup::{Application, StartupError};

@@ -1,5 +1,5 @@
-//! Start-up: connect MongoDB and obtain AWS credentials concurrently, prove both, migrate,
-//! then bind and serve.
+//! Start-up wiring: connect MongoDB and obtain AWS credentials concurrently, prove both,
+//! migrate, then bind and serve the routes; graceful shutdown on SIGTERM or SIGINT.
 
 use std::io;
 use std::net::TcpListener;
@@ -10,31 +10,16 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use aws_config::{BehaviorVersion, Region};
 use aws_creds::{CredentialsError, TemporaryCredentials};
-use storage::{
-    MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError, ReapReport, Storage,
-};
-use tokio::sync::watch;
+use storage::{MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError, Storage};
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
-use crate::configuration::Settings;
+use crate::background::{Reaper, refresh_jwks_periodically};
+use crate::config::Settings;
+use crate::http::request_id;
 use crate::metrics::Metrics;
-use crate::{attachments, error, openapi, ops, posts, problem, request_id, uploads};
-
-/// Largest JSON request body: a post body of 100,000 characters each written as a
-/// twelve-byte surrogate pair of `\uXXXX` escapes, with room to spare.
-const JSON_LIMIT: usize = 2 * 1024 * 1024;
-
-/// What the routes need, shared by every worker.
-#[derive(Clone, Debug)]
-pub struct Dependencies {
-    /// MongoDB client and database.
-    pub mongo: Mongo,
-    /// Posts and attachments.
-    pub storage: Storage,
-    /// The temporary credentials every AWS client signs with.
-    pub credentials: TemporaryCredentials,
-}
+use crate::routes;
+use crate::state::AppState;
 
 /// Why the service could not start. Each message names the dependency and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -91,11 +76,11 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let authenticator =
             Authenticator::from_settings(&settings.auth, settings.is_production()).await?;
-        let dependencies = connect(&settings).await?;
-        let applied = storage::run_migrations(dependencies.mongo.database()).await?;
+        let state = connect(&settings).await?;
+        let applied = storage::run_migrations(state.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
         let reaper = Reaper::start(
-            dependencies.storage.clone(),
+            state.storage.clone(),
             Duration::from_secs(settings.uploads.reaper_interval_secs),
         );
 
@@ -111,21 +96,11 @@ impl Application {
                 source,
             })?
             .port();
-        let mongo = dependencies.mongo.clone();
-        let metrics = web::Data::new(Metrics::new(dependencies.credentials.clone()));
-        let data = web::Data::new(dependencies);
+        let mongo = state.mongo.clone();
+        let metrics = web::Data::new(Metrics::new(state.credentials.clone()));
+        let data = web::Data::new(state);
         let shared_settings = web::Data::new(settings.clone());
-        let jwks_refresher = tokio::spawn({
-            let authenticator = authenticator.clone();
-            async move {
-                let mut ticks = tokio::time::interval(crate::auth::JWKS_REFRESH);
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
-                    authenticator.refresh_jwks().await;
-                }
-            }
-        });
+        let jwks_refresher = refresh_jwks_periodically(authenticator.clone());
         let authenticator = web::Data::new(authenticator);
         let server = HttpServer::new(move || {
             App::new()
@@ -135,18 +110,7 @@ impl Application {
                 .app_data(metrics.clone())
                 .app_data(shared_settings.clone())
                 .app_data(authenticator.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(JSON_LIMIT)
-                        .error_handler(error::json_error),
-                )
-                .app_data(web::QueryConfig::default().error_handler(error::query_error))
-                .configure(ops::routes)
-                .configure(openapi::routes)
-                .configure(posts::routes)
-                .configure(uploads::routes)
-                .configure(attachments::routes)
-                .default_service(web::to(problem::not_found))
+                .configure(routes::configure)
         })
         // Signals are ours: actix treats SIGINT as a forced stop, we want graceful.
         .disable_signals()
@@ -193,7 +157,7 @@ impl Application {
 }
 
 /// Connects MongoDB and AWS at the same time; start-up takes the slower of the two.
-async fn connect(settings: &Settings) -> Result<Dependencies, StartupError> {
+async fn connect(settings: &Settings) -> Result<AppState, StartupError> {
     let started = Instant::now();
     let mongo = async {
         let mongo = Mongo::connect(&settings.mongo).await?;
@@ -206,7 +170,7 @@ async fn connect(settings: &Settings) -> Result<Dependencies, StartupError> {
         Ok::<_, StartupError>((credentials, objects))
     };
     match tokio::join!(mongo, aws) {
-        (Ok(mongo), Ok((credentials, objects))) => Ok(Dependencies {
+        (Ok(mongo), Ok((credentials, objects))) => Ok(AppState {
             storage: Storage::new(
                 &mongo,
                 objects,
@@ -257,47 +221,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
-    }
-}
-
-/// The periodic reaper of this instance; at most one instance reaps at a time (a lease).
-struct Reaper {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Reaper {
-    fn start(storage: Storage, interval: Duration) -> Self {
-        let (stop, mut stopped) = watch::channel(false);
-        let holder = Storage::reaper_holder();
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    _ = stopped.wait_for(|stop| *stop) => return,
-                }
-                // A pass is never cancelled half-way: MongoDB operations must not be
-                // dropped mid-flight.
-                match storage.reap_exclusively(&holder, interval * 3).await {
-                    Ok(Some(report)) if report != ReapReport::default() => {
-                        tracing::info!(?report, "reaper cleaned up");
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "reaper pass failed; retrying next interval")
-                    }
-                }
-            }
-        });
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.send_replace(true);
-        if let Err(error) = self.task.await {
-            tracing::warn!(%error, "reaper task ended abnormally");
-        }
     }
 }

@@ -11,10 +11,7 @@ use aws_sdk_s3::config::IdentityCache;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
-
-fn testbed(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run through scripts/test"))
-}
+use test_support::testbed;
 
 /// The SDK configuration of the seeded IAM user on the strict moto.
 async fn strict_user(secret: Option<&str>) -> SdkConfig {

@@ -15,7 +15,9 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::service::{Service, delaying_proxy, rss_bytes, socket_address_of};
+use test_support::{ChaosProxy, socket_address_of};
+
+use crate::service::{Service, rss_bytes};
 
 const MIB: usize = 1024 * 1024;
 const SECRET: &str = "benchmark-secret";
@@ -670,10 +672,18 @@ async fn startup(args: &Args) -> anyhow::Result<()> {
                 .as_secs_f64()
                 * 1e3,
         );
-        let mongo = delaying_proxy(socket_address_of(&testbed("MONGODB_URI")?)?, delay).await?;
-        let sts = delaying_proxy(socket_address_of(&testbed("AWS_ENDPOINT_URL")?)?, delay).await?;
-        let uri = format!("mongodb://{mongo}/?directConnection=true");
-        let endpoint = format!("http://{sts}");
+        let mongo = ChaosProxy::with_first_connect_delay(
+            socket_address_of(&testbed("MONGODB_URI")?),
+            delay,
+        )
+        .await;
+        let sts = ChaosProxy::with_first_connect_delay(
+            socket_address_of(&testbed("AWS_ENDPOINT_URL")?),
+            delay,
+        )
+        .await;
+        let uri = format!("mongodb://{}/?directConnection=true", mongo.address);
+        let endpoint = format!("http://{}", sts.address);
         let env = moto_env(&[("MONGODB_URI", &uri), ("AWS_ENDPOINT_URL_STS", &endpoint)])?;
         delayed.push(
             Service::start(&args.service, &env)

@@ -1,12 +1,10 @@
-//! A posts-api process for one benchmark, and a latency-injecting TCP proxy.
+//! A posts-api process for one benchmark.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 /// A running service; killed when dropped.
@@ -90,37 +88,4 @@ pub fn rss_bytes(pid: u32) -> u64 {
                 })
         })
         .map_or(0, |kib| kib * 1024)
-}
-
-/// A TCP proxy to `upstream` that holds its first connection for `delay` before
-/// connecting it: a one-time cost of reaching the dependency, like a slow first handshake.
-pub async fn delaying_proxy(upstream: SocketAddr, delay: Duration) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        let mut first = true;
-        while let Ok((mut client, _)) = listener.accept().await {
-            let wait = if std::mem::take(&mut first) {
-                delay
-            } else {
-                Duration::ZERO
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                if let Ok(mut server) = TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    Ok(address)
-}
-
-/// `host:port` of a URL such as `http://127.0.0.1:5000` or a MongoDB URI.
-pub fn socket_address_of(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    authority
-        .parse()
-        .with_context(|| format!("{url} is not 127.0.0.1:PORT"))
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::content::{SNIFF_BYTES, essence, sniff};
 use crate::documents::{AttachmentDocument, AttachmentStatus, DirectUpload, now};
-use crate::error::StorageError;
+use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::objects::{ByteRange, ObjectBody, PresignedUrl, StoredObject};
 use crate::store::Storage;
@@ -83,7 +83,7 @@ impl Storage {
             }
         };
         match self
-            .mark_ready(&document, &stored, &document.content_type)
+            .mark_ready(&document, &stored, &document.content_type, Entity::Post)
             .await
         {
             Ok(attachment) => {
@@ -165,7 +165,7 @@ impl Storage {
             .attachments()
             .find_one(doc! { "_id": upload_id.0, "post_id": post_id.0 })
             .await?
-            .ok_or(StorageError::NotFound)?;
+            .ok_or(StorageError::NotFound(Entity::Upload))?;
         let declared = match (&document.status, &document.direct_upload) {
             (AttachmentStatus::Ready, Some(_)) => return Ok(document.into()),
             (AttachmentStatus::Pending, Some(declared))
@@ -173,7 +173,7 @@ impl Storage {
             {
                 declared.clone()
             }
-            _ => return Err(StorageError::NotFound),
+            _ => return Err(StorageError::NotFound(Entity::Upload)),
         };
         self.active_post(post_id).await?;
         let key = self.objects.key_for(post_id, document.id.to_hex());
@@ -207,7 +207,8 @@ impl Storage {
             self.objects.delete(&key).await?;
             return Err(StorageError::UnsupportedType { content_type });
         }
-        self.mark_ready(&document, &stored, &content_type).await
+        self.mark_ready(&document, &stored, &content_type, Entity::Upload)
+            .await
     }
 
     /// Reads a stored object once: its size, SHA-256 and sniffed type.
@@ -238,13 +239,14 @@ impl Storage {
         ))
     }
 
-    /// Flips a pending record to ready with what was stored; `NotFound` if it is no longer
-    /// pending (its post was deleted, or the reaper expired it).
+    /// Flips a pending record to ready with what was stored; `NotFound(missing)` if it is
+    /// no longer pending (its post was deleted, or the reaper expired it).
     async fn mark_ready(
         &self,
         document: &AttachmentDocument,
         stored: &StoredObject,
         content_type: &str,
+        missing: Entity,
     ) -> Result<Attachment, StorageError> {
         let size = i64::try_from(stored.size).unwrap_or(i64::MAX);
         let sha256 = hex::encode(stored.sha256);
@@ -262,7 +264,7 @@ impl Storage {
             )
             .await?;
         if result.matched_count == 0 {
-            return Err(StorageError::NotFound);
+            return Err(StorageError::NotFound(missing));
         }
         Ok(Attachment {
             id: AttachmentId(document.id),
@@ -297,7 +299,7 @@ impl Storage {
             })
             .await?
             .map(Attachment::from)
-            .ok_or(StorageError::NotFound)
+            .ok_or(StorageError::NotFound(Entity::Attachment))
     }
 
     /// Streams an attachment's bytes, or a range of them.
@@ -348,7 +350,7 @@ impl Storage {
             )
             .await?;
         if marked.matched_count == 0 {
-            return Err(StorageError::NotFound);
+            return Err(StorageError::NotFound(Entity::Attachment));
         }
         if let Err(error) = self
             .remove_deleting_attachments(doc! { "_id": attachment_id.0 })

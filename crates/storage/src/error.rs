@@ -5,12 +5,40 @@ use crate::objects::{ObjectStoreError, PutError};
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
 
+/// What a lookup was looking for, so a `NotFound` says what was missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity {
+    /// A post (also one being deleted).
+    Post,
+    /// A ready attachment, or its object.
+    Attachment,
+    /// A pending direct upload.
+    Upload,
+}
+
+impl Entity {
+    /// The lowercase name, as in "post not found".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Post => "post",
+            Self::Attachment => "attachment",
+            Self::Upload => "upload",
+        }
+    }
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The post, attachment or upload does not exist (or is not visible).
-    #[error("not found")]
-    NotFound,
+    #[error("{0} not found")]
+    NotFound(Entity),
     /// A pagination cursor that this service did not issue.
     #[error("invalid cursor")]
     InvalidCursor,
@@ -66,7 +94,7 @@ impl From<mongodb::error::Error> for StorageError {
 impl From<ObjectStoreError> for StorageError {
     fn from(error: ObjectStoreError) -> Self {
         match error {
-            ObjectStoreError::NotFound => Self::NotFound,
+            ObjectStoreError::NotFound => Self::NotFound(Entity::Attachment),
             ObjectStoreError::RangeNotSatisfiable => Self::RangeNotSatisfiable,
             other => Self::Objects(other),
         }

@@ -46,7 +46,7 @@ mod store;
 
 pub use crate::attachments::DirectUploadTicket;
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
-pub use crate::error::StorageError;
+pub use crate::error::{Entity, StorageError};
 pub use crate::migrations::{MigrationError, run_migrations};
 pub use crate::model::{
     Attachment, AttachmentId, InvalidId, NewPost, Page, Post, PostChanges, PostId,

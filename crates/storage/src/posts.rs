@@ -9,7 +9,7 @@ use mongodb::options::ReturnDocument;
 
 use crate::cursor::Cursor;
 use crate::documents::{AttachmentStatus, PostDocument, PostStatus, now};
-use crate::error::StorageError;
+use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, NewPost, Page, Post, PostChanges, PostId};
 use crate::store::Storage;
 
@@ -140,7 +140,7 @@ impl Storage {
             )
             .await?;
         if marked.is_none() {
-            return Err(StorageError::NotFound);
+            return Err(StorageError::NotFound(Entity::Post));
         }
         if let Err(error) = self.finish_post_deletion(id.0).await {
             tracing::warn!(post_id = %id, %error, "post deletion interrupted; the reaper will finish it");
@@ -168,7 +168,7 @@ impl Storage {
         self.posts()
             .find_one(doc! { "_id": id.0, "status": PostStatus::Active.as_str() })
             .await?
-            .ok_or(StorageError::NotFound)
+            .ok_or(StorageError::NotFound(Entity::Post))
     }
 
     /// Ready attachments of the given posts, oldest first, grouped by post.

@@ -50,7 +50,7 @@ async fn a_disallowed_type_is_rejected_before_anything_is_stored() {
         matches!(&result, Err(StorageError::UnsupportedType { content_type }) if content_type == "image/png"),
         "{result:?}"
     );
-    h.assert_nothing_left().await;
+    h.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -67,8 +67,11 @@ async fn an_upload_to_an_unknown_post_is_not_found() {
         )
         .await;
 
-    assert!(matches!(result, Err(StorageError::NotFound)), "{result:?}");
-    h.assert_nothing_left().await;
+    assert!(
+        matches!(result, Err(StorageError::NotFound(_))),
+        "{result:?}"
+    );
+    h.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -91,9 +94,9 @@ async fn deleting_an_attachment_removes_its_object_and_record() {
         .await
         .expect("delete");
 
-    h.assert_nothing_left().await;
+    h.stored.assert_nothing_stored().await;
     let again = h.storage.attachment(post, attachment.id).await;
-    assert!(matches!(again, Err(StorageError::NotFound)));
+    assert!(matches!(again, Err(StorageError::NotFound(_))));
 }
 
 #[tokio::test]
@@ -157,9 +160,11 @@ async fn a_direct_upload_of_the_wrong_size_is_a_mismatch_and_its_object_is_delet
         .begin_direct_upload(post, "short.png", "image/png", 1000)
         .await
         .expect("begin");
-    let key = format!("{}/{post}/{}", h.prefix, ticket.upload_id);
-    h.s3.put_object()
-        .bucket(&h.bucket)
+    let key = format!("{}/{post}/{}", h.stored.prefix, ticket.upload_id);
+    h.stored
+        .s3
+        .put_object()
+        .bucket(&h.stored.bucket)
         .key(&key)
         .body(aws_sdk_s3::primitives::ByteStream::from_static(PNG))
         .send()
@@ -175,7 +180,7 @@ async fn a_direct_upload_of_the_wrong_size_is_a_mismatch_and_its_object_is_delet
         matches!(result, Err(StorageError::UploadMismatch(_))),
         "{result:?}"
     );
-    assert!(h.object_keys().await.is_empty());
+    assert!(h.stored.object_keys().await.is_empty());
 }
 
 #[tokio::test]
@@ -188,5 +193,8 @@ async fn an_unknown_upload_id_is_not_found() {
         .complete_direct_upload(post, storage::AttachmentId::new())
         .await;
 
-    assert!(matches!(result, Err(StorageError::NotFound)), "{result:?}");
+    assert!(
+        matches!(result, Err(StorageError::NotFound(_))),
+        "{result:?}"
+    );
 }

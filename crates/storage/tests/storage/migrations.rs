@@ -5,7 +5,7 @@ use mongodb::bson::{Document, doc};
 use secrecy::SecretString;
 use storage::{Mongo, MongoSettings};
 
-use crate::support::testbed;
+use test_support::testbed;
 
 async fn fresh_database() -> Mongo {
     Mongo::connect(&MongoSettings {

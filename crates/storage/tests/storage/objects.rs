@@ -6,16 +6,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use storage::{ByteRange, StorageError};
+use test_support::{ChaosProxy, MIB, pseudo_random, socket_address_of, testbed};
 
-use crate::support::{
-    Chunk, MIB, Options, PART, Switch, content, digest, harness, harness_with, socket_address_of,
-    stream_of, testbed,
-};
+use crate::support::{Chunk, Options, PART, digest, harness, harness_with, stream_of};
 
 async fn round_trip(len: u64) {
     let h = harness().await;
     let post = h.post().await;
-    let (chunks, sha256) = content(len);
+    let (chunks, sha256) = pseudo_random(len);
 
     let attachment = h
         .storage
@@ -32,7 +30,7 @@ async fn round_trip(len: u64) {
     assert_eq!(attachment.sha256, sha256);
     assert_eq!(body.content_length, len);
     assert_eq!(digest(body).await, (len, sha256));
-    assert!(h.multipart_uploads().await.is_empty());
+    assert!(h.stored.multipart_uploads().await.is_empty());
 }
 
 #[tokio::test]
@@ -144,7 +142,7 @@ async fn an_upload_over_the_limit_is_too_large_and_leaves_nothing() {
     })
     .await;
     let post = h.post().await;
-    let (chunks, _) = content(20 * MIB);
+    let (chunks, _) = pseudo_random(20 * MIB);
 
     let result = h
         .storage
@@ -155,14 +153,14 @@ async fn an_upload_over_the_limit_is_too_large_and_leaves_nothing() {
         matches!(result, Err(StorageError::TooLarge { limit }) if limit == 12 * MIB),
         "{result:?}"
     );
-    h.assert_nothing_left().await;
+    h.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
 async fn a_source_stream_failing_midway_leaves_nothing() {
     let h = harness().await;
     let post = h.post().await;
-    let (chunks, _) = content(12 * MIB);
+    let (chunks, _) = pseudo_random(12 * MIB);
     let failing = stream_of(chunks).chain(futures::stream::iter([Err::<Bytes, _>(
         std::io::Error::other("client went away"),
     )]));
@@ -173,28 +171,28 @@ async fn a_source_stream_failing_midway_leaves_nothing() {
         .await;
 
     assert!(matches!(result, Err(StorageError::Client(_))), "{result:?}");
-    h.assert_nothing_left().await;
+    h.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
 async fn s3_stopping_midway_leaves_nothing_after_recovery() {
-    let switch = Switch::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
     let h = harness_with(Options {
-        endpoint: Some(format!("http://{}", switch.address)),
+        endpoint: Some(format!("http://{}", proxy.address)),
         pending_ttl_secs: 0,
         ..Options::default()
     })
     .await;
     let post = h.post().await;
-    let (chunks, _) = content(30 * MIB);
+    let (chunks, _) = pseudo_random(30 * MIB);
     // S3 goes away after about 12 MiB have been read from the client.
     let cut_at = chunks.len() * 2 / 5;
-    let switch_in_stream = switch.clone();
+    let proxy_in_stream = proxy.clone();
     let stream = stream_of(chunks)
         .enumerate()
         .map(move |(index, chunk): (usize, Chunk)| {
             if index == cut_at {
-                switch_in_stream.cut();
+                proxy_in_stream.cut();
             }
             chunk
         });
@@ -208,10 +206,10 @@ async fn s3_stopping_midway_leaves_nothing_after_recovery() {
         "{result:?}"
     );
 
-    switch.restore();
+    proxy.restore();
     tokio::time::sleep(Duration::from_millis(200)).await;
     h.storage.reap().await.expect("reaper pass");
-    h.assert_nothing_left().await;
+    h.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]

@@ -140,14 +140,14 @@ async fn deleting_a_post_removes_its_attachments_objects() {
             .await
             .expect("upload");
     }
-    assert_eq!(h.object_keys().await.len(), 2);
+    assert_eq!(h.stored.object_keys().await.len(), 2);
 
     h.storage.delete_post(post).await.expect("delete");
 
-    h.assert_nothing_left().await;
+    h.stored.assert_nothing_stored().await;
     assert!(matches!(
         h.storage.post(post).await,
-        Err(StorageError::NotFound)
+        Err(StorageError::NotFound(_))
     ));
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::support::{Chunk, MIB, Options, content, harness_with, stream_of};
+use test_support::{MIB, pseudo_random};
+
+use crate::support::{Chunk, Options, harness_with, stream_of};
 
 #[tokio::test]
 async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uploads() {
@@ -18,7 +20,7 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
 
     // A process killed mid-upload: 11 MiB sent (two parts started), then nothing, and
     // the upload future is never dropped, so no clean-up code runs.
-    let (chunks, _) = content(11 * MIB);
+    let (chunks, _) = pseudo_random(11 * MIB);
     let stalled = stream_of(chunks).chain(futures::stream::pending::<Chunk>());
     let mut killed = Box::pin(
         h.storage
@@ -37,9 +39,11 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
         .begin_direct_upload(post, "orphan.txt", "text/plain", 5)
         .await
         .expect("begin");
-    h.s3.put_object()
-        .bucket(&h.bucket)
-        .key(format!("{}/{post}/{}", h.prefix, ticket.upload_id))
+    h.stored
+        .s3
+        .put_object()
+        .bucket(&h.stored.bucket)
+        .key(format!("{}/{post}/{}", h.stored.prefix, ticket.upload_id))
         .body(aws_sdk_s3::primitives::ByteStream::from(
             Bytes::from_static(b"bytes"),
         ))
@@ -48,21 +52,23 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
         .expect("put");
 
     // A multipart upload nobody remembers.
-    h.s3.create_multipart_upload()
-        .bucket(&h.bucket)
-        .key(format!("{}/{post}/stray", h.prefix))
+    h.stored
+        .s3
+        .create_multipart_upload()
+        .bucket(&h.stored.bucket)
+        .key(format!("{}/{post}/stray", h.stored.prefix))
         .send()
         .await
         .expect("create multipart upload");
 
-    assert_eq!(h.attachment_records().await, 2);
-    assert!(!h.multipart_uploads().await.is_empty());
+    assert_eq!(h.stored.attachment_records().await, 2);
+    assert!(!h.stored.multipart_uploads().await.is_empty());
 
     let report = h.storage.reap().await.expect("reaper pass");
 
     assert_eq!(report.expired_uploads, 2);
     assert!(report.aborted_multipart_uploads >= 1);
-    h.assert_nothing_left().await;
+    h.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]

@@ -244,14 +244,14 @@ async fn deleting_a_post_removes_it_and_its_objects() {
     let id = app.create_post().await;
     app.upload_one(&id, "a.txt", b"first").await;
     app.upload_one(&id, "b.txt", b"second").await;
-    assert_eq!(app.object_keys().await.len(), 2);
+    assert_eq!(app.stored.object_keys().await.len(), 2);
 
     let response = app
         .request(Method::DELETE, &format!("/v1/posts/{id}"))
         .await;
 
     assert_eq!(response.status(), 204);
-    assert!(app.object_keys().await.is_empty());
+    assert!(app.stored.object_keys().await.is_empty());
     problem(app.get(&format!("/v1/posts/{id}")).await, 404).await;
 }
 

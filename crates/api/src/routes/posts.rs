@@ -6,11 +6,11 @@ use serde::Deserialize;
 use storage::{NewPost, PostChanges, PostId};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Reader, Writer};
 use crate::domain::{PageLimit, PostBody, PostTitle, parse_id};
-use crate::error::{ApiError, FieldError, method_not_allowed};
-use crate::representation::{PostPage, PostView, ProblemView};
-use crate::startup::Dependencies;
+use crate::http::error::{ApiError, FieldError, method_not_allowed};
+use crate::http::extractors::{Reader, Writer};
+use crate::http::views::{PostPage, PostView, ProblemView};
+use crate::state::AppState;
 
 /// Registers the routes.
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -100,7 +100,7 @@ fn validate_all(errors: Vec<FieldError>) -> Result<(), ApiError> {
     )
 )]
 pub async fn create_post(
-    dependencies: web::Data<Dependencies>,
+    state: web::Data<AppState>,
     writer: Writer,
     body: web::Json<CreatePost>,
 ) -> Result<HttpResponse, ApiError> {
@@ -115,7 +115,7 @@ pub async fn create_post(
             ));
         }
     };
-    let post = dependencies
+    let post = state
         .storage
         .create_post(NewPost {
             title: title.into_inner(),
@@ -139,12 +139,12 @@ pub async fn create_post(
     )
 )]
 pub async fn list_posts(
-    dependencies: web::Data<Dependencies>,
+    state: web::Data<AppState>,
     _reader: Reader,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = PageLimit::parse(query.limit)?;
-    let page = dependencies
+    let page = state
         .storage
         .list_posts(
             limit.get(),
@@ -168,16 +168,12 @@ pub async fn list_posts(
     )
 )]
 pub async fn get_post(
-    dependencies: web::Data<Dependencies>,
+    state: web::Data<AppState>,
     _reader: Reader,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
-    let post = dependencies
-        .storage
-        .post(post_id)
-        .await
-        .map_err(not_found("post"))?;
+    let post = state.storage.post(post_id).await?;
     Ok(HttpResponse::Ok().json(PostView::from(post)))
 }
 
@@ -197,13 +193,13 @@ pub async fn get_post(
     )
 )]
 pub async fn update_post(
-    dependencies: web::Data<Dependencies>,
+    state: web::Data<AppState>,
     writer: Writer,
     path: web::Path<String>,
     body: web::Json<UpdatePost>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
-    authorize(&dependencies, &writer, post_id).await?;
+    state.authorize(&writer, post_id).await?;
     let UpdatePost { title, body } = body.into_inner();
     let title = title.map(PostTitle::parse).transpose();
     let body = body.map(PostBody::parse).transpose();
@@ -218,11 +214,7 @@ pub async fn update_post(
         title: title.ok().flatten().map(PostTitle::into_inner),
         body: body.ok().flatten().map(PostBody::into_inner),
     };
-    let post = dependencies
-        .storage
-        .update_post(post_id, changes, None)
-        .await
-        .map_err(not_found("post"))?;
+    let post = state.storage.update_post(post_id, changes, None).await?;
     Ok(HttpResponse::Ok().json(PostView::from(post)))
 }
 
@@ -237,38 +229,12 @@ pub async fn update_post(
     )
 )]
 pub async fn delete_post(
-    dependencies: web::Data<Dependencies>,
+    state: web::Data<AppState>,
     writer: Writer,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
-    authorize(&dependencies, &writer, post_id).await?;
-    dependencies
-        .storage
-        .delete_post(post_id)
-        .await
-        .map_err(not_found("post"))?;
+    state.authorize(&writer, post_id).await?;
+    state.storage.delete_post(post_id).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// Checks that the post exists and the writer is its author.
-pub async fn authorize(
-    dependencies: &Dependencies,
-    writer: &Writer,
-    post_id: PostId,
-) -> Result<(), ApiError> {
-    let author = dependencies
-        .storage
-        .post_author(post_id)
-        .await
-        .map_err(not_found("post"))?;
-    writer.ensure_author(author.as_deref())
-}
-
-/// Names what was not found in a storage `NotFound`.
-pub fn not_found(what: &'static str) -> impl Fn(storage::StorageError) -> ApiError {
-    move |error| match error {
-        storage::StorageError::NotFound => ApiError::NotFound(what),
-        other => other.into(),
-    }
 }

@@ -7,9 +7,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{
-    BOUNDARY, TestApp, closing_boundary, part_header, spawn_app, spawn_app_with, test_settings,
-};
+use test_support::{BOUNDARY, closing_boundary, multipart, part_header};
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
 const MIB: usize = 1024 * 1024;
@@ -66,7 +66,7 @@ async fn uploading_to_an_unknown_post_is_404() {
         .await;
 
     assert_eq!(status_and_problem(response).await.0, 404);
-    assert!(app.nothing_stored().await);
+    app.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn a_file_over_the_limit_is_413_and_nothing_is_stored() {
     let response = app.upload(&post, &[("big.bin", &[7u8; 4096])]).await;
 
     assert_eq!(status_and_problem(response).await.0, 413);
-    assert!(app.nothing_stored().await);
+    app.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -95,7 +95,7 @@ async fn a_disallowed_type_is_415_and_nothing_is_stored() {
             .unwrap_or_default()
             .contains("image/png")
     );
-    assert!(app.nothing_stored().await);
+    app.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -115,7 +115,8 @@ async fn three_files_whose_second_is_too_large_store_nothing() {
         .await;
 
     assert_eq!(status_and_problem(response).await.0, 413);
-    app.assert_nothing_stored_within(Duration::from_secs(5))
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
 }
 
@@ -129,7 +130,8 @@ async fn more_files_than_allowed_is_413_and_nothing_is_stored() {
         .await;
 
     assert_eq!(status_and_problem(response).await.0, 413);
-    app.assert_nothing_stored_within(Duration::from_secs(5))
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
 }
 
@@ -168,7 +170,7 @@ async fn a_file_name_with_control_characters_is_400() {
     let response = app.upload(&post, &[("bad\u{1}name.txt", b"x")]).await;
 
     assert_eq!(status_and_problem(response).await.0, 400);
-    assert!(app.nothing_stored().await);
+    app.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -378,7 +380,7 @@ async fn deleting_an_attachment_removes_its_object() {
 
     assert_eq!(app.request(Method::DELETE, &path).await.status(), 204);
 
-    assert!(app.nothing_stored().await);
+    app.stored.assert_nothing_stored().await;
     assert_eq!(
         status_and_problem(app.request(Method::DELETE, &path).await)
             .await
@@ -418,7 +420,7 @@ async fn a_rejected_200_mib_upload_is_answered_promptly_and_the_next_request_suc
     let body = futures::stream::iter(
         (0..total / MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
     );
-    let (content_type, _) = crate::helpers::multipart(&[]);
+    let (content_type, _) = multipart(&[]);
 
     let started = Instant::now();
     let response = app
@@ -438,7 +440,7 @@ async fn a_rejected_200_mib_upload_is_answered_promptly_and_the_next_request_suc
         "answered after {elapsed:?}"
     );
     assert_eq!(app.get("/healthz").await.status(), 200);
-    assert!(app.nothing_stored().await);
+    app.stored.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -472,7 +474,8 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(socket);
 
-    app.assert_nothing_stored_within(Duration::from_secs(15))
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(15))
         .await;
 }
 
@@ -506,6 +509,7 @@ async fn a_stalled_upload_is_timed_out_and_leaves_nothing() {
     .expect("read the answer");
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    app.assert_nothing_stored_within(Duration::from_secs(5))
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
 }

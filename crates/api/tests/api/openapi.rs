@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{ServiceCommand, repository_root, spawn_app, testbed};
+use test_support::{repository_root, testbed};
+
+use crate::helpers::{ServiceCommand, spawn_app};
 
 /// `(method, path, success statuses)` of every route row in `docs/api.md`.
 fn api_md_routes() -> Vec<(String, String, Vec<u16>)> {

@@ -1,19 +1,13 @@
 //! The deployment files agree with the code: variables the configuration understands, the
 //! health check that exists, exactly the S3 permissions the storage uses.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use api::Settings;
-use api::configuration::LEGACY_VARIABLES;
+use api::config::LEGACY_VARIABLES;
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::helpers::repository_root;
-
-fn read(path: &str) -> String {
-    let full = repository_root().join(path);
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-}
+use crate::{read, setting_keys};
 
 fn json(path: &str) -> Value {
     serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
@@ -24,27 +18,6 @@ fn compose() -> Yaml {
         .unwrap_or_else(|e| panic!("docker-compose.yml is not YAML: {e}"));
     assert_eq!(documents.len(), 1);
     documents.remove(0)
-}
-
-/// `section.key` of every setting.
-fn setting_keys() -> BTreeSet<String> {
-    let env: HashMap<String, String> = [
-        ("MONGODB_URI", "mongodb://localhost"),
-        ("AWS_REGION", "eu-west-1"),
-        ("AWS_S3_BUCKET_NAME", "bucket"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let settings = Settings::load_from(&repository_root().join("config"), &env).expect("settings");
-    let value = serde_json::to_value(&settings).expect("settings serialize");
-    let mut keys = BTreeSet::new();
-    for (section, fields) in value.as_object().expect("sections") {
-        for key in fields.as_object().expect("keys").keys() {
-            keys.insert(format!("{section}.{key}"));
-        }
-    }
-    keys
 }
 
 /// Whether the service (or the AWS SDK it uses) reads `name`.
@@ -158,19 +131,19 @@ fn every_health_check_runs_the_healthcheck_command() {
     assert_eq!(compose_test, expected);
     assert!(read("Dockerfile").contains(r#"CMD ["posts-api", "healthcheck"]"#));
 
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_posts-api"))
-        .args(["healthcheck", "--help"])
-        .output()
-        .expect("posts-api runs");
-    assert!(status.status.success(), "`posts-api healthcheck` exists");
+    assert!(
+        api::cli::has_command("healthcheck"),
+        "`posts-api healthcheck` exists"
+    );
 }
 
 #[test]
 fn the_health_check_probes_a_route_the_service_serves() {
-    let source = read("crates/api/src/healthcheck.rs");
+    let source = read("crates/api/src/cli/healthcheck.rs");
     assert!(source.contains("GET /healthz "));
     let document =
-        serde_json::to_value(<api::openapi::ApiDoc as utoipa::OpenApi>::openapi()).expect("JSON");
+        serde_json::to_value(<api::routes::openapi::ApiDoc as utoipa::OpenApi>::openapi())
+            .expect("JSON");
     assert!(document["paths"]["/healthz"]["get"].is_object());
 }
 

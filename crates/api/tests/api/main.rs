@@ -2,7 +2,6 @@
 
 mod attachments;
 mod auth;
-mod deployment;
 mod helpers;
 mod openapi;
 mod ops;

@@ -6,12 +6,11 @@ use serde::Deserialize;
 use storage::{AttachmentId, PostId};
 use utoipa::ToSchema;
 
-use crate::auth::Writer;
 use crate::domain::{FileName, parse_id};
-use crate::error::{ApiError, FieldError, method_not_allowed};
-use crate::posts::{authorize, not_found};
-use crate::representation::{AttachmentView, DirectUploadView, ProblemView, timestamp};
-use crate::startup::Dependencies;
+use crate::http::error::{ApiError, FieldError, method_not_allowed};
+use crate::http::extractors::Writer;
+use crate::http::views::{AttachmentView, DirectUploadView, ProblemView, timestamp};
+use crate::state::AppState;
 
 /// Registers the routes.
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -97,13 +96,13 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64
     )
 )]
 pub async fn begin_upload(
-    dependencies: web::Data<Dependencies>,
+    state: web::Data<AppState>,
     writer: Writer,
     path: web::Path<String>,
     body: web::Json<BeginUpload>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
-    authorize(&dependencies, &writer, post_id).await?;
+    state.authorize(&writer, post_id).await?;
     let BeginUpload {
         filename,
         content_type,
@@ -117,11 +116,10 @@ pub async fn begin_upload(
             "must be a media type such as image/png",
         )]));
     }
-    let ticket = dependencies
+    let ticket = state
         .storage
         .begin_direct_upload(post_id, filename.as_str(), &essence, size)
-        .await
-        .map_err(not_found("post"))?;
+        .await?;
     Ok(HttpResponse::Created().json(DirectUploadView {
         upload_id: ticket.upload_id.to_string(),
         url: ticket.url.url,
@@ -147,23 +145,23 @@ pub async fn begin_upload(
     )
 )]
 pub async fn complete_upload(
-    dependencies: web::Data<Dependencies>,
+    state: web::Data<AppState>,
     writer: Writer,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path.0, "upload")?;
-    authorize(&dependencies, &writer, post_id)
+    state
+        .authorize(&writer, post_id)
         .await
         .map_err(|error| match error {
             ApiError::NotFound(_) => ApiError::NotFound("upload"),
             other => other,
         })?;
     let upload_id: AttachmentId = parse_id(&path.1, "upload")?;
-    let attachment = dependencies
+    let attachment = state
         .storage
         .complete_direct_upload(post_id, upload_id)
-        .await
-        .map_err(not_found("upload"))?;
+        .await?;
     Ok(HttpResponse::Created().json(AttachmentView::from(attachment)))
 }
 

@@ -142,5 +142,5 @@ pub struct ProblemView {
     /// Field errors, for 422 validation failures.
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<crate::error::FieldError>>,
+    pub errors: Option<Vec<crate::http::error::FieldError>>,
 }

@@ -8,10 +8,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::configuration::Settings;
-use crate::error::method_not_allowed;
+use crate::config::Settings;
+use crate::http::error::method_not_allowed;
 
-use crate::{attachments, ops, posts, uploads};
+use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts};
 
 /// The service's API description.
 #[derive(Debug, OpenApi)]
@@ -23,14 +23,14 @@ use crate::{attachments, ops, posts, uploads};
         posts::get_post,
         posts::update_post,
         posts::delete_post,
-        attachments::upload_attachments,
+        multipart::upload_attachments,
         attachments::list_attachments,
         attachments::get_attachment,
-        attachments::download_attachment,
+        content::download_attachment,
         attachments::attachment_url,
         attachments::delete_attachment,
-        uploads::begin_upload,
-        uploads::complete_upload,
+        direct_uploads::begin_upload,
+        direct_uploads::complete_upload,
         ops::healthz,
         ops::readyz,
         ops::metrics,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use storage::StorageError;
 use utoipa::ToSchema;
 
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// A field that failed validation.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -188,7 +188,7 @@ impl ResponseError for ApiError {
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
         match error {
-            StorageError::NotFound => Self::NotFound("resource"),
+            StorageError::NotFound(entity) => Self::NotFound(entity.as_str()),
             StorageError::InvalidCursor => Self::BadRequest("the cursor is not valid".into()),
             StorageError::Conflict(detail) => Self::Conflict(detail),
             StorageError::TooLarge { limit } => {

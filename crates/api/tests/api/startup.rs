@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{ServiceCommand, delaying_proxy, socket_address_of, testbed};
+use test_support::{ChaosProxy, socket_address_of, testbed};
+
+use crate::helpers::ServiceCommand;
 
 const EXIT_LIMIT: Duration = Duration::from_secs(30);
 
@@ -147,14 +149,20 @@ async fn missing_region_exits_2_naming_the_key() {
 async fn time_to_ready(mongo_delay: Option<Duration>, sts_delay: Option<Duration>) -> Duration {
     let mut command = ServiceCommand::new();
     if let Some(delay) = mongo_delay {
-        let proxy = delaying_proxy(socket_address_of(&testbed("MONGODB_URI")), delay).await;
+        let proxy =
+            ChaosProxy::with_connect_delay(socket_address_of(&testbed("MONGODB_URI")), delay)
+                .await
+                .address;
         command = command.env(
             "MONGODB_URI",
             format!("mongodb://{proxy}/?directConnection=true"),
         );
     }
     if let Some(delay) = sts_delay {
-        let proxy = delaying_proxy(socket_address_of(&testbed("AWS_ENDPOINT_URL")), delay).await;
+        let proxy =
+            ChaosProxy::with_connect_delay(socket_address_of(&testbed("AWS_ENDPOINT_URL")), delay)
+                .await
+                .address;
         command = command.env("AWS_ENDPOINT_URL_STS", format!("http://{proxy}"));
     }
     let started = Instant::now();

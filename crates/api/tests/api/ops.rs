@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{free_port, spawn_app, spawn_app_with, test_settings, testbed};
+use test_support::{free_port, testbed};
+
+use crate::helpers::{spawn_app, spawn_app_with, test_settings};
 
 #[tokio::test]
 async fn healthz_answers_200() {

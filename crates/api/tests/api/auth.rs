@@ -8,9 +8,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{
-    ServiceCommand, TestApp, multipart, repository_root, spawn_app_with, test_settings,
-};
+use test_support::{multipart, repository_root};
+
+use crate::helpers::{ServiceCommand, TestApp, spawn_app_with, test_settings};
 
 const SECRET: &str = "test-secret-of-the-auth-tests";
 const ISSUER: &str = "https://issuer.test";

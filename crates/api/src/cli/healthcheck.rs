@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::configuration::Settings;
+use crate::config::Settings;
 
 /// Why the probe failed.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use storage::{MongoSettings, S3Settings, UploadSettings};
 
 /// Built-in defaults, so the binary runs from any directory.
-const DEFAULTS: &str = include_str!("../../../config/default.toml");
+const DEFAULTS: &str = include_str!("../../../../config/default.toml");
 
 /// The original service's variables and the keys they set; they win over everything.
 pub const LEGACY_VARIABLES: &[(&str, &str)] = &[

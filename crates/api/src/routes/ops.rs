@@ -7,9 +7,9 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::method_not_allowed;
+use crate::http::error::method_not_allowed;
 use crate::metrics::Metrics;
-use crate::startup::Dependencies;
+use crate::state::AppState;
 
 /// How long each readiness check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -121,11 +121,11 @@ impl Check {
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     )
 )]
-pub async fn readyz(dependencies: web::Data<Dependencies>) -> HttpResponse {
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (mongodb, credentials, bucket) = tokio::join!(
-        dependencies.mongo.ping_within(CHECK_TIMEOUT),
-        check_credentials(&dependencies),
-        within(CHECK_TIMEOUT, dependencies.storage.objects().check_bucket()),
+        state.mongo.ping_within(CHECK_TIMEOUT),
+        check_credentials(&state),
+        within(CHECK_TIMEOUT, state.storage.objects().check_bucket()),
     );
     let checks = Checks {
         mongodb: Check::from_result(mongodb),
@@ -146,8 +146,8 @@ pub async fn readyz(dependencies: web::Data<Dependencies>) -> HttpResponse {
     }
 }
 
-async fn check_credentials(dependencies: &Dependencies) -> Check {
-    let result = within(CHECK_TIMEOUT, dependencies.credentials.credentials()).await;
+async fn check_credentials(state: &AppState) -> Check {
+    let result = within(CHECK_TIMEOUT, state.credentials.credentials()).await;
     let expiry = match result {
         Ok(credentials) => credentials.expiry(),
         Err(error) => return Check::from_result(Err(error)),

@@ -1,0 +1,131 @@
+//! The `posts-api` command line: serve (default), print the configuration, migrate, probe
+//! the health of a running instance, or mint a development token.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::startup::Application;
+use crate::telemetry;
+
+pub mod healthcheck;
+
+/// Exit status for an unusable configuration.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "posts-api",
+    version,
+    about = "REST API for posts with file attachments"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect MongoDB and AWS, migrate, and serve HTTP (the default).
+    Serve,
+    /// Print the effective configuration with secrets redacted.
+    Config,
+    /// Apply pending MongoDB migrations and exit.
+    Migrate,
+    /// Probe `/healthz` of the running instance (for container health checks).
+    Healthcheck,
+    /// Mint an HS256 bearer token from the configured secret, for local use.
+    Token {
+        /// The token's subject (the author it stands for).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+/// Whether `posts-api NAME` is a command (deployment files name them).
+pub fn has_command(name: &str) -> bool {
+    Cli::command().find_subcommand(name).is_some()
+}
+
+/// Parses the arguments, runs the command and returns its exit status.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("posts-api: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            print!("{}", settings.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Healthcheck => match healthcheck::probe(&settings, Duration::from_secs(3)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("posts-api: unhealthy: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Token { sub, ttl } => {
+            match crate::auth::mint_hs256(&settings.auth, &sub, Duration::from_secs(ttl)) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("posts-api: cannot mint a token: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Migrate => run(&settings.clone(), migrate(settings)),
+        Command::Serve => run(&settings.clone(), serve(settings)),
+    }
+}
+
+/// Sets up logging and the runtime, runs `work`, and turns its outcome into the exit code.
+#[allow(clippy::print_stderr)]
+fn run(settings: &Settings, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("posts-api: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("start-up failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let application = Application::build(settings).await?;
+    application.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let mongo = storage::Mongo::connect(&settings.mongo).await?;
+    let applied = storage::run_migrations(mongo.database()).await?;
+    tracing::info!(applied, "migrations up to date");
+    mongo.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Extractors of the caller: [`Reader`] and [`Writer`] decide from the bearer token (and
+//! `auth.public_reads`) whether a request may go on, and who makes it.
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header::AUTHORIZATION, web};
+use futures::future::LocalBoxFuture;
+
+use crate::auth::{Authenticator, TokenRejected};
+use crate::http::error::ApiError;
+
+fn unauthorized(rejected: TokenRejected) -> ApiError {
+    ApiError::Unauthorized {
+        description: Some(rejected.0),
+    }
+}
+
+/// The bearer token of a request, if it sent one; a malformed header is an error.
+fn bearer(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = request.headers().get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| unauthorized(TokenRejected("the Authorization header is malformed")))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err(unauthorized(TokenRejected(
+            "the Authorization header is not a bearer token",
+        ))),
+    }
+}
+
+/// What a caller means to do, which decides whether a token is required.
+#[derive(Clone, Copy, Debug)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The caller's subject, if it sent a valid token; `Unauthorized` when `access` needs a
+/// token and none was sent.
+async fn identify(request: &HttpRequest, access: Access) -> Result<Option<String>, ApiError> {
+    let authenticator = request
+        .app_data::<web::Data<Authenticator>>()
+        .map(|data| data.get_ref().clone())
+        .ok_or_else(|| ApiError::Internal("no authenticator configured".into()))?;
+    if !authenticator.is_enabled() {
+        return Ok(None);
+    }
+    let subject = match bearer(request)? {
+        Some(token) => Some(authenticator.verify(&token).await.map_err(unauthorized)?),
+        None => None,
+    };
+    let token_required = match access {
+        Access::Read => !authenticator.public_reads(),
+        Access::Write => true,
+    };
+    if subject.is_none() && token_required {
+        return Err(ApiError::Unauthorized { description: None });
+    }
+    Ok(subject)
+}
+
+/// A caller allowed to read: anyone while `auth.public_reads` is on, else a valid token.
+#[derive(Debug)]
+pub struct Reader;
+
+impl FromRequest for Reader {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move { identify(&request, Access::Read).await.map(|_| Reader) })
+    }
+}
+
+/// A caller allowed to write: a valid token's subject (`None` only while authentication
+/// is off).
+#[derive(Debug)]
+pub struct Writer {
+    subject: Option<String>,
+}
+
+impl Writer {
+    /// The subject, as a new post's author.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// Only the author may change a post or its attachments.
+    pub fn ensure_author(&self, author: Option<&str>) -> Result<(), ApiError> {
+        match &self.subject {
+            None => Ok(()),
+            Some(subject) if author == Some(subject.as_str()) => Ok(()),
+            Some(_) => Err(ApiError::Forbidden(
+                "only the post's author may change it".into(),
+            )),
+        }
+    }
+}
+
+impl FromRequest for Writer {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let subject = identify(&request, Access::Write).await?;
+            Ok(Writer { subject })
+        })
+    }
+}

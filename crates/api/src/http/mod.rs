@@ -1,0 +1,9 @@
+//! HTTP concerns shared by the routes: errors and their problem details, extractors of the
+//! caller, response views, conditional and ranged requests, request ids.
+
+pub mod conditional;
+pub mod error;
+pub mod extractors;
+pub mod problem;
+pub mod request_id;
+pub mod views;

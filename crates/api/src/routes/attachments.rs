@@ -1,0 +1,151 @@
+//! `/v1/posts/{post_id}/attachments`: list, read, presigned download URL, delete. The
+//! upload itself is in `multipart.rs`, the bytes in `content.rs`.
+
+use actix_web::{HttpResponse, web};
+use storage::{Attachment, AttachmentId, PostId};
+
+use crate::domain::parse_id;
+use crate::http::conditional::content_disposition;
+use crate::http::error::{ApiError, method_not_allowed};
+use crate::http::extractors::{Reader, Writer};
+use crate::http::views::{AttachmentList, AttachmentView, DownloadUrl, ProblemView, timestamp};
+use crate::routes::multipart::upload_attachments;
+use crate::state::AppState;
+
+/// Registers the routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments")
+                .route(web::post().to(upload_attachments))
+                .route(web::get().to(list_attachments))
+                .default_service(method_not_allowed("GET, POST")),
+        )
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments/{attachment_id}")
+                .route(web::get().to(get_attachment))
+                .route(web::delete().to(delete_attachment))
+                .default_service(method_not_allowed("GET, DELETE")),
+        )
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments/{attachment_id}/url")
+                .route(web::get().to(attachment_url))
+                .default_service(method_not_allowed("GET")),
+        );
+}
+
+/// The ready attachment named by the path `(post_id, attachment_id)`.
+pub async fn find_attachment(
+    state: &AppState,
+    path: &(String, String),
+) -> Result<Attachment, ApiError> {
+    let (post_id, attachment_id) = ids(path)?;
+    state
+        .storage
+        .attachment(post_id, attachment_id)
+        .await
+        .map_err(ApiError::from)
+}
+
+fn ids(path: &(String, String)) -> Result<(PostId, AttachmentId), ApiError> {
+    Ok((parse_id(&path.0, "post")?, parse_id(&path.1, "attachment")?))
+}
+
+/// List a post's attachments.
+#[utoipa::path(
+    get, path = "/v1/posts/{post_id}/attachments", tag = "attachments",
+    params(("post_id" = String, Path, description = "Post id")),
+    responses(
+        (status = 200, description = "The attachments, oldest first", body = AttachmentList),
+        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_attachments(
+    state: web::Data<AppState>,
+    _reader: Reader,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let post_id: PostId = parse_id(&path, "post")?;
+    let attachments = state.storage.list_attachments(post_id).await?;
+    Ok(HttpResponse::Ok().json(AttachmentList {
+        items: attachments.into_iter().map(AttachmentView::from).collect(),
+    }))
+}
+
+/// Read an attachment's metadata.
+#[utoipa::path(
+    get, path = "/v1/posts/{post_id}/attachments/{attachment_id}", tag = "attachments",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("attachment_id" = String, Path, description = "Attachment id"),
+    ),
+    responses(
+        (status = 200, description = "The attachment", body = AttachmentView),
+        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_attachment(
+    state: web::Data<AppState>,
+    _reader: Reader,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let attachment = find_attachment(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(AttachmentView::from(attachment)))
+}
+/// A presigned URL to download an attachment directly from S3.
+#[utoipa::path(
+    get, path = "/v1/posts/{post_id}/attachments/{attachment_id}/url", tag = "attachments",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("attachment_id" = String, Path, description = "Attachment id"),
+    ),
+    responses(
+        (status = 200, description = "A presigned GET, never outliving its credentials", body = DownloadUrl),
+        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn attachment_url(
+    state: web::Data<AppState>,
+    _reader: Reader,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let attachment = find_attachment(&state, &path).await?;
+    let url = state
+        .storage
+        .presign_download(&attachment, &content_disposition(&attachment.filename))
+        .await?;
+    Ok(HttpResponse::Ok().json(DownloadUrl {
+        url: url.url,
+        expires_at: timestamp(url.expires_at),
+    }))
+}
+
+/// Delete an attachment and its bytes.
+#[utoipa::path(
+    delete, path = "/v1/posts/{post_id}/attachments/{attachment_id}", tag = "attachments",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("attachment_id" = String, Path, description = "Attachment id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_attachment(
+    state: web::Data<AppState>,
+    writer: Writer,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (post_id, attachment_id) = ids(&path)?;
+    state.authorize(&writer, post_id).await?;
+    state
+        .storage
+        .delete_attachment(post_id, attachment_id)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,129 @@
+//! `GET|HEAD /v1/posts/{post_id}/attachments/{attachment_id}/content`: the bytes, streamed
+//! from S3, with ranges and conditional requests.
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName,
+    IF_NONE_MATCH, RANGE,
+};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use bytes::Bytes;
+use futures::StreamExt;
+use storage::{Attachment, ByteRange};
+
+use crate::http::conditional::{RangeDecision, content_disposition, decide_range, none_match};
+use crate::http::error::{ApiError, method_not_allowed};
+use crate::http::extractors::Reader;
+use crate::http::views::ProblemView;
+use crate::metrics::Metrics;
+use crate::routes::attachments::find_attachment;
+use crate::state::AppState;
+
+const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+
+/// Registers the route.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource("/v1/posts/{post_id}/attachments/{attachment_id}/content")
+            .route(web::get().to(download_attachment))
+            .route(web::head().to(download_attachment))
+            .default_service(method_not_allowed("GET, HEAD")),
+    );
+}
+
+/// Download an attachment's bytes (`HEAD` for the headers only).
+#[utoipa::path(
+    get, path = "/v1/posts/{post_id}/attachments/{attachment_id}/content", tag = "attachments",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("attachment_id" = String, Path, description = "Attachment id"),
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-99`"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds"),
+    ),
+    responses(
+        (status = 200, description = "The bytes, of their sniffed type", content_type = "*/*", body = Vec<u8>,
+            headers(
+                ("ETag" = String, description = "Strong tag from the SHA-256"),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+                ("Content-Disposition" = String, description = "attachment with the file name"),
+            )),
+        (status = 206, description = "The requested range", content_type = "*/*", body = Vec<u8>,
+            headers(("Content-Range" = String, description = "`bytes START-END/SIZE`"))),
+        (status = 304, description = "The client's copy is current"),
+        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
+        (status = 416, description = "The range is outside the content", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn download_attachment(
+    state: web::Data<AppState>,
+    _reader: Reader,
+    metrics: web::Data<Metrics>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let attachment = find_attachment(&state, &path).await?;
+    let etag = format!("\"{}\"", attachment.sha256);
+    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+
+    if none_match(header(IF_NONE_MATCH), &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((ETAG, etag))
+            .finish());
+    }
+    let decision = decide_range(header(RANGE), attachment.size);
+    let (mut response, range, length) = match decision {
+        RangeDecision::Full => (HttpResponse::Ok(), None, attachment.size),
+        RangeDecision::Partial(start, end) => {
+            let mut partial = HttpResponse::PartialContent();
+            partial.insert_header((
+                CONTENT_RANGE,
+                format!("bytes {start}-{end}/{}", attachment.size),
+            ));
+            (
+                partial,
+                Some(ByteRange::Inclusive(start, end)),
+                end - start + 1,
+            )
+        }
+        RangeDecision::Unsatisfiable => {
+            return Err(ApiError::RangeNotSatisfiable {
+                size: Some(attachment.size),
+            });
+        }
+    };
+    download_headers(&mut response, &attachment, &etag);
+
+    if request.method() == actix_web::http::Method::HEAD {
+        // A sized body that is never polled: actix sends its length, not its bytes.
+        let nothing = futures::stream::empty::<Result<Bytes, actix_web::Error>>();
+        return Ok(response.body(SizedStream::new(length, nothing)));
+    }
+    // An empty object needs no S3 round trip.
+    if attachment.size == 0 {
+        return Ok(response.body(Bytes::new()));
+    }
+    let body = state.storage.open_attachment(&attachment, range).await?;
+    let counted = metrics.clone();
+    let stream = body.stream.map(move |chunk| {
+        chunk
+            .inspect(|bytes| counted.add_downloaded(bytes.len() as u64))
+            .map_err(|error| {
+                tracing::warn!(%error, "download interrupted");
+                actix_web::error::ErrorServiceUnavailable("download interrupted")
+            })
+    });
+    Ok(response.no_chunking(length).streaming(stream))
+}
+
+fn download_headers(response: &mut HttpResponseBuilder, attachment: &Attachment, etag: &str) {
+    response
+        .insert_header((CONTENT_TYPE, attachment.content_type.as_str()))
+        .insert_header((ETAG, etag))
+        .insert_header((ACCEPT_RANGES, "bytes"))
+        .insert_header((
+            CONTENT_DISPOSITION,
+            content_disposition(&attachment.filename),
+        ))
+        .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"));
+}

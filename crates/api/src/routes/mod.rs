@@ -1,0 +1,37 @@
+//! The HTTP routes, one file per route family. Each handler reads top to bottom: extract,
+//! validate, call storage, respond.
+
+use actix_web::web;
+
+use crate::http::error::{json_error, query_error};
+use crate::http::problem;
+
+pub mod attachments;
+pub mod content;
+pub mod direct_uploads;
+pub mod multipart;
+pub mod openapi;
+pub mod ops;
+pub mod posts;
+
+/// Largest JSON request body: a post body of 100,000 characters each written as a
+/// twelve-byte surrogate pair of `\uXXXX` escapes, with room to spare.
+const JSON_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Registers every route, the extractors' error handlers and the 404 for the rest.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .app_data(
+            web::JsonConfig::default()
+                .limit(JSON_LIMIT)
+                .error_handler(json_error),
+        )
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .configure(ops::routes)
+        .configure(openapi::routes)
+        .configure(posts::routes)
+        .configure(direct_uploads::routes)
+        .configure(attachments::routes)
+        .configure(content::routes)
+        .default_service(web::to(problem::not_found));
+}

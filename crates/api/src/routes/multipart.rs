@@ -1,0 +1,299 @@
+//! `POST /v1/posts/{post_id}/attachments`: files of a multipart form, each streamed to S3
+//! as it arrives. A rejected request stores nothing, and its unread rest is drained within
+//! a budget or the connection is closed.
+
+use std::time::{Duration, Instant};
+
+use actix_multipart::{Multipart, MultipartError};
+use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use storage::{Attachment, PostId};
+use utoipa::ToSchema;
+
+use crate::config::Settings;
+use crate::domain::{FileName, parse_id};
+use crate::http::error::ApiError;
+use crate::http::extractors::Writer;
+use crate::http::views::{AttachmentList, AttachmentView, ProblemView};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// Multipart framing allowed per file on top of its bytes.
+const PART_OVERHEAD: u64 = 64 * 1024;
+/// After a rejected upload, at most this much of the rest is read and discarded before
+/// answering; beyond it the connection is closed instead.
+const DRAIN_BUDGET: u64 = 256 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// The multipart form of an upload: one or more parts named `file`. It only describes the
+/// body; the handler streams the parts.
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// The files, in order.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    pub file: Vec<Vec<u8>>,
+}
+
+/// Upload files as attachments of a post.
+#[utoipa::path(
+    post, path = "/v1/posts/{post_id}/attachments", tag = "attachments",
+    params(("post_id" = String, Path, description = "Post id")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored, in order", body = AttachmentList),
+        (status = 400, description = "Malformed multipart body or file name", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
+        (status = 413, description = "A file or the request is too large, or too many files", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "Not multipart, or a file type that is not allowed", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+pub async fn upload_attachments(
+    state: web::Data<AppState>,
+    settings: web::Data<Settings>,
+    metrics: web::Data<Metrics>,
+    writer: Result<Writer, ApiError>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    multipart: Multipart,
+) -> HttpResponse {
+    let mut parts = Parts {
+        multipart,
+        finished: false,
+        failed: false,
+    };
+    let limits = &settings.uploads;
+    let max_files = u64::from(limits.max_files_per_request);
+    let max_body = limits
+        .max_file_bytes
+        .saturating_add(PART_OVERHEAD)
+        .saturating_mul(max_files);
+    let declared_length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > max_body) {
+        // Refuse before reading a byte, and close: the client may still be sending.
+        return closing(ApiError::TooLarge(format!(
+            "the request body exceeds {max_body} bytes"
+        )));
+    }
+
+    let outcome = match writer {
+        Ok(writer) => store_files(&state, &settings, &metrics, &writer, &path, &mut parts).await,
+        Err(error) => Err((error, Vec::new())),
+    };
+    match outcome {
+        Ok(stored) => HttpResponse::Created().json(AttachmentList {
+            items: stored.into_iter().map(AttachmentView::from).collect(),
+        }),
+        Err((error, stored)) => {
+            for attachment in stored {
+                if let Err(cleanup) = state
+                    .storage
+                    .delete_attachment(attachment.post_id, attachment.id)
+                    .await
+                {
+                    tracing::warn!(attachment_id = %attachment.id, error = %cleanup, "could not undo a stored file; the reaper will");
+                }
+            }
+            if drain(&mut parts).await {
+                error.error_response()
+            } else {
+                closing(error)
+            }
+        }
+    }
+}
+
+/// Stores every `file` part in order; on failure returns the error and what was stored.
+async fn store_files(
+    state: &AppState,
+    settings: &Settings,
+    metrics: &Metrics,
+    writer: &Writer,
+    post_id: &str,
+    parts: &mut Parts,
+) -> Result<Vec<Attachment>, (ApiError, Vec<Attachment>)> {
+    let mut stored = Vec::new();
+    let post_id: PostId = match parse_id(post_id, "post") {
+        Ok(id) => id,
+        Err(error) => return Err((error, stored)),
+    };
+    if let Err(error) = state.authorize(writer, post_id).await {
+        return Err((error, stored));
+    }
+    let stall = Duration::from_secs(settings.server.request_body_timeout_secs);
+    while let Some(field) = parts.next().await {
+        let field = match field {
+            Ok(field) => field,
+            Err(error) => return Err((multipart_error(error), stored)),
+        };
+        if field.name() != Some("file") {
+            return Err((
+                ApiError::BadRequest("the form may only have parts named `file`".into()),
+                stored,
+            ));
+        }
+        if stored.len() >= settings.uploads.max_files_per_request as usize {
+            return Err((
+                ApiError::TooLarge(format!(
+                    "at most {} files per request",
+                    settings.uploads.max_files_per_request
+                )),
+                stored,
+            ));
+        }
+        let Some(filename) = field
+            .content_disposition()
+            .and_then(|disposition| disposition.get_filename())
+            .map(str::to_owned)
+        else {
+            return Err((
+                ApiError::BadRequest("each `file` part needs a filename".into()),
+                stored,
+            ));
+        };
+        let filename = match FileName::parse(&filename) {
+            Ok(name) => name,
+            Err(error) => {
+                return Err((
+                    ApiError::BadRequest(format!("filename {}", error.message)),
+                    stored,
+                ));
+            }
+        };
+        let declared = field.content_type().map(ToString::to_string);
+        let _in_flight = metrics.upload_started();
+        let result = state
+            .storage
+            .upload_attachment(
+                post_id,
+                filename.as_str(),
+                declared.as_deref(),
+                with_stall_timeout(field, stall),
+            )
+            .await;
+        match result {
+            Ok(attachment) => {
+                metrics.add_uploaded(attachment.size);
+                stored.push(attachment);
+            }
+            Err(error) => {
+                // A body that failed or stalled mid-file cannot be drained.
+                if matches!(error, storage::StorageError::Client(_)) {
+                    parts.failed = true;
+                }
+                return Err((error.into(), stored));
+            }
+        }
+    }
+    if stored.is_empty() {
+        return Err((
+            ApiError::BadRequest("the form has no part named `file`".into()),
+            stored,
+        ));
+    }
+    Ok(stored)
+}
+
+/// The parts of a form. It ends for good after the first error, since actix-multipart
+/// must not be polled again then.
+struct Parts {
+    multipart: Multipart,
+    finished: bool,
+    failed: bool,
+}
+
+impl Parts {
+    async fn next(&mut self) -> Option<Result<actix_multipart::Field, MultipartError>> {
+        if self.finished {
+            return None;
+        }
+        let item = self.multipart.next().await;
+        match &item {
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                self.finished = true;
+                self.failed = true;
+            }
+            None => self.finished = true,
+        }
+        item
+    }
+}
+
+fn multipart_error(error: MultipartError) -> ApiError {
+    match error {
+        MultipartError::ContentTypeMissing
+        | MultipartError::ContentTypeParse
+        | MultipartError::ContentTypeIncompatible
+        | MultipartError::BoundaryMissing => {
+            ApiError::UnsupportedMediaType("the body must be multipart/form-data".into())
+        }
+        other => ApiError::BadRequest(format!("the multipart body is malformed: {other}")),
+    }
+}
+
+/// The field's bytes, failing when no byte arrives for `stall`.
+fn with_stall_timeout(
+    field: actix_multipart::Field,
+    stall: Duration,
+) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+    Box::pin(futures::stream::unfold(
+        Some(field),
+        move |field| async move {
+            let mut field = field?;
+            match tokio::time::timeout(stall, field.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(field))),
+                Ok(Some(Err(error))) => Some((Err(error.to_string()), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(format!("no data for {} s", stall.as_secs())), None)),
+            }
+        },
+    ))
+}
+
+/// Reads and discards what is left of the body within a budget; whether all of it was
+/// read (so the connection can be reused).
+async fn drain(parts: &mut Parts) -> bool {
+    let mut drained = 0u64;
+    let started = Instant::now();
+    let work = async {
+        if parts.failed {
+            return false;
+        }
+        while let Some(field) = parts.next().await {
+            let Ok(mut field) = field else {
+                return false;
+            };
+            while let Some(chunk) = field.next().await {
+                let Ok(chunk) = chunk else {
+                    return false;
+                };
+                drained += chunk.len() as u64;
+                if drained > DRAIN_BUDGET {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    let drained_all = tokio::time::timeout(DRAIN_TIME, work)
+        .await
+        .unwrap_or(false);
+    tracing::debug!(drained_all, elapsed = ?started.elapsed(), "drained rejected request body");
+    drained_all
+}
+
+/// The error response with `Connection: close`, for bodies left unread.
+fn closing(error: ApiError) -> HttpResponse {
+    let mut response = error.error_response();
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
+}

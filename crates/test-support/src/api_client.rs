@@ -1,0 +1,125 @@
+//! An HTTP client of the posts-api, for black-box tests, with the requests most tests make.
+
+use serde_json::{Value, json};
+
+use crate::multipart::multipart;
+
+/// Talks to one running service.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    /// A client without redirects or proxies.
+    pub client: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client of the service at `address`.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("HTTP client"),
+        }
+    }
+
+    /// `{address}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `GET {address}{path}`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path).await
+    }
+
+    /// `GET {address}{path}`, read as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("a JSON body")
+    }
+
+    /// `POST {address}{path}` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// `{METHOD} {address}{path}` without a body.
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// Creates a post and returns its id.
+    pub async fn create_post(&self) -> String {
+        let response = self
+            .post_json("/v1/posts", &json!({ "title": "a post", "body": "text" }))
+            .await;
+        assert_eq!(response.status(), 201);
+        let post: Value = response.json().await.expect("post JSON");
+        id_of(&post)
+    }
+
+    /// Uploads files as one multipart request.
+    pub async fn upload(&self, post_id: &str, files: &[(&str, &[u8])]) -> reqwest::Response {
+        let (content_type, body) = multipart(files);
+        self.client
+            .post(self.url(&format!("/v1/posts/{post_id}/attachments")))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// Uploads one file and returns the attachment JSON.
+    pub async fn upload_one(&self, post_id: &str, name: &str, bytes: &[u8]) -> Value {
+        let response = self.upload(post_id, &[(name, bytes)]).await;
+        assert_eq!(response.status(), 201);
+        let mut body: Value = response.json().await.expect("JSON");
+        body["items"][0].take()
+    }
+
+    /// Uploads one file and returns the attachment's id.
+    pub async fn upload_one_id(&self, post_id: &str, name: &str, bytes: &[u8]) -> String {
+        id_of(&self.upload_one(post_id, name, bytes).await)
+    }
+
+    /// A new post with one attachment of `bytes`: (post id, attachment JSON).
+    pub async fn post_with_attachment(&self, name: &str, bytes: &[u8]) -> (String, Value) {
+        let post = self.create_post().await;
+        let attachment = self.upload_one(&post, name, bytes).await;
+        (post, attachment)
+    }
+}
+
+/// The `id` of a post or attachment JSON.
+pub fn id_of(value: &Value) -> String {
+    value["id"].as_str().expect("an id").to_owned()
+}
+
+/// Asserts that `response` is an `application/problem+json` error of `status` whose body
+/// agrees, and returns the body.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}

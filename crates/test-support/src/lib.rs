@@ -1,0 +1,55 @@
+//! What every posts-api test shares, written once: the testbed that `scripts/test` starts
+//! (`testbed`), one proxy for every fault (`ChaosProxy`), inspection of the bucket and the
+//! database behind the service's back (`Inspector`), an HTTP client for the API with
+//! multipart builders and problem assertions (`ApiClient`), and deterministic content.
+//!
+//! It is a dev-dependency only; nothing in it runs in production.
+// Test helpers fail the test that called them, loudly, rather than return errors.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod api_client;
+mod content;
+mod inspect;
+mod multipart;
+mod proxy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use crate::api_client::{ApiClient, expect_problem, id_of};
+pub use crate::content::pseudo_random;
+pub use crate::inspect::{Inspector, s3_client};
+pub use crate::multipart::{BOUNDARY, closing_boundary, multipart, part_header};
+pub use crate::proxy::ChaosProxy;
+
+/// One mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+
+/// A testbed variable that `scripts/test` exports; tests cannot run without it.
+pub fn testbed(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests through scripts/test, or source .local/services.env"
+        )
+    })
+}
+
+/// The repository root, where `config/`, `docs/` and `deploy/` live.
+pub fn repository_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `host:port` of a testbed URL such as `http://127.0.0.1:5000` or a MongoDB URI.
+pub fn socket_address_of(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority.parse().expect("a 127.0.0.1:PORT address")
+}
+
+/// A free local port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}

@@ -1,0 +1,142 @@
+//! One TCP proxy for every fault test: it can delay each new connection, stall traffic,
+//! cut every connection (and refuse new ones), and be restored.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the proxy does to traffic right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Bytes flow.
+    Up,
+    /// Connections stay open but no byte moves.
+    Stalled,
+    /// Every connection is closed; new ones are closed at once.
+    Cut,
+}
+
+/// A proxy on 127.0.0.1 in front of `upstream`. Dropping the handle leaves it forwarding
+/// until the test ends.
+#[derive(Debug)]
+pub struct ChaosProxy {
+    /// Where clients connect.
+    pub address: SocketAddr,
+    mode: watch::Sender<Mode>,
+}
+
+impl ChaosProxy {
+    /// A proxy that forwards at once.
+    pub async fn start(upstream: SocketAddr) -> Arc<Self> {
+        Self::spawn(upstream, Duration::ZERO, false).await
+    }
+
+    /// A proxy that waits `delay` before connecting each accepted client upstream, so
+    /// every new connection through it costs that much latency.
+    pub async fn with_connect_delay(upstream: SocketAddr, delay: Duration) -> Arc<Self> {
+        Self::spawn(upstream, delay, false).await
+    }
+
+    /// A proxy that holds only its first connection for `delay`: a one-time cost of
+    /// reaching the dependency, like a slow first handshake.
+    pub async fn with_first_connect_delay(upstream: SocketAddr, delay: Duration) -> Arc<Self> {
+        Self::spawn(upstream, delay, true).await
+    }
+
+    async fn spawn(upstream: SocketAddr, delay: Duration, first_only: bool) -> Arc<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let address = listener.local_addr().expect("proxy address");
+        let (mode, watcher) = watch::channel(Mode::Up);
+        tokio::spawn(async move {
+            let mut delay = delay;
+            while let Ok((client, _)) = listener.accept().await {
+                if *watcher.borrow() == Mode::Cut {
+                    continue;
+                }
+                tokio::spawn(relay(client, upstream, delay, watcher.clone()));
+                if first_only {
+                    delay = Duration::ZERO;
+                }
+            }
+        });
+        Arc::new(Self { address, mode })
+    }
+
+    /// Stops every byte without closing anything, as a hung dependency does.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stalled);
+    }
+
+    /// Closes every connection and refuses new ones, as a dependency that went away.
+    pub fn cut(&self) {
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Lets traffic flow again.
+    pub fn restore(&self) {
+        self.mode.send_replace(Mode::Up);
+    }
+
+    /// `scheme://127.0.0.1:PORT` followed by `rest`, for URLs through the proxy.
+    pub fn url(&self, scheme: &str, rest: &str) -> String {
+        format!("{scheme}://{}{rest}", self.address)
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    delay: Duration,
+    mode: watch::Receiver<Mode>,
+) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::select! {
+        () = pump(client_read, server_write, mode.clone()) => {}
+        () = pump(server_read, client_write, mode.clone()) => {}
+        () = cut(mode) => {}
+    }
+}
+
+/// Copies one direction; a read chunk is held, not lost, while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) => {
+                // Half-close: pass the end on and let the other direction finish.
+                let _ = to.shutdown().await;
+                std::future::pending::<()>().await;
+                return;
+            }
+            Err(_) => return,
+            Ok(read) => read,
+        };
+        // A dropped handle leaves the proxy as it was: it keeps forwarding.
+        let _ = mode.wait_for(|mode| *mode == Mode::Up).await;
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Returns when the proxy is cut, which drops both directions and closes the sockets.
+async fn cut(mut mode: watch::Receiver<Mode>) {
+    if mode.wait_for(|mode| *mode == Mode::Cut).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,6 +1,6 @@
 //! The errors of the storage layer, typed so the HTTP layer can map each to one status.
 
-use crate::objects::{ObjectStoreError, PutError};
+use crate::s3::{ObjectStoreError, PutError};
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;

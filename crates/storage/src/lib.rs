@@ -32,29 +32,26 @@
 
 mod attachments;
 mod content;
-mod cursor;
-mod documents;
+mod direct_uploads;
 mod error;
-mod lease;
-mod migrations;
 mod model;
 mod mongo;
-mod objects;
 mod posts;
 mod reaper;
+mod s3;
 mod store;
 
-pub use crate::attachments::DirectUploadTicket;
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
+pub use crate::direct_uploads::DirectUploadTicket;
 pub use crate::error::{Entity, StorageError};
-pub use crate::migrations::{MigrationError, run_migrations};
 pub use crate::model::{
     Attachment, AttachmentId, InvalidId, NewPost, Page, Post, PostChanges, PostId,
 };
+pub use crate::mongo::migrations::{MigrationError, run_migrations};
 pub use crate::mongo::{Mongo, MongoError, MongoSettings};
-pub use crate::objects::{
+pub use crate::reaper::ReapReport;
+pub use crate::s3::{
     ByteRange, IAM_ACTIONS, IncompleteUpload, MIN_PART_SIZE, ObjectBody, ObjectInfo, ObjectStore,
     ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
 };
-pub use crate::reaper::ReapReport;
 pub use crate::store::{Storage, UploadSettings};

@@ -7,10 +7,10 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
 use mongodb::options::ReturnDocument;
 
-use crate::cursor::Cursor;
-use crate::documents::{AttachmentStatus, PostDocument, PostStatus, now};
 use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, NewPost, Page, Post, PostChanges, PostId};
+use crate::mongo::cursor::Cursor;
+use crate::mongo::documents::{AttachmentStatus, PostDocument, PostStatus, now};
 use crate::store::Storage;
 
 impl Storage {

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 use futures::TryStreamExt;
 use mongodb::bson::{DateTime, doc};
 
-use crate::documents::{AttachmentStatus, PostStatus, now};
 use crate::error::StorageError;
-use crate::lease;
+use crate::mongo::documents::{AttachmentStatus, PostStatus, now};
+use crate::mongo::lease;
 use crate::store::Storage;
 
 const LEASE: &str = "reaper";

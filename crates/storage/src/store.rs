@@ -7,9 +7,9 @@ use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
 use crate::content::ContentPolicy;
-use crate::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocument};
 use crate::mongo::Mongo;
-use crate::objects::ObjectStore;
+use crate::mongo::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocument};
+use crate::s3::ObjectStore;
 
 /// The `uploads.*` section of the service configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]

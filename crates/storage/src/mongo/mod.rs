@@ -1,4 +1,11 @@
-//! The MongoDB connection: connect, prove it with a ping, check it for readiness.
+//! MongoDB: the connection (connect, prove it with a ping, check it for readiness), the
+//! documents as stored, migrations, the lease that serialises the reaper, and the paging
+//! cursor.
+
+pub(crate) mod cursor;
+pub(crate) mod documents;
+pub(crate) mod lease;
+pub(crate) mod migrations;
 
 use std::time::Duration;
 

@@ -8,21 +8,21 @@ use mongodb::bson::{self, Document, doc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::lease;
+use crate::mongo::lease;
 
 /// The migrations in the order they apply; the name is the file name without `.json`.
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_posts_indexes",
-        include_str!("../../../migrations/0001_posts_indexes.json"),
+        include_str!("../../../../migrations/0001_posts_indexes.json"),
     ),
     (
         "0002_attachments_indexes",
-        include_str!("../../../migrations/0002_attachments_indexes.json"),
+        include_str!("../../../../migrations/0002_attachments_indexes.json"),
     ),
     (
         "0003_validators",
-        include_str!("../../../migrations/0003_validators.json"),
+        include_str!("../../../../migrations/0003_validators.json"),
     ),
 ];
 

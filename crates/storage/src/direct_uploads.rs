@@ -1,0 +1,170 @@
+//! Direct uploads: the client PUTs the bytes to a presigned URL, then the service verifies
+//! the object (size, sniffed type, SHA-256) before the attachment turns ready.
+
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, doc};
+use sha2::{Digest, Sha256};
+
+use crate::content::{SNIFF_BYTES, essence, sniff};
+use crate::error::{Entity, StorageError};
+use crate::model::{Attachment, AttachmentId, PostId};
+use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, DirectUpload, now};
+use crate::s3::{PresignedUrl, StoredObject};
+use crate::store::Storage;
+
+/// A direct upload handed to a client: where to PUT the bytes.
+#[derive(Clone, Debug)]
+pub struct DirectUploadTicket {
+    /// The upload's id (also the attachment's id once complete).
+    pub upload_id: AttachmentId,
+    /// The presigned PUT.
+    pub url: PresignedUrl,
+}
+
+impl Storage {
+    /// Records a pending direct upload and presigns the PUT for it. The content type must
+    /// be allowed and the size within the limit; both are verified again on completion.
+    pub async fn begin_direct_upload(
+        &self,
+        post_id: PostId,
+        filename: &str,
+        content_type: &str,
+        size: u64,
+    ) -> Result<DirectUploadTicket, StorageError> {
+        self.active_post(post_id).await?;
+        if size > self.max_file_bytes {
+            return Err(StorageError::TooLarge {
+                limit: self.max_file_bytes,
+            });
+        }
+        let content_type = essence(content_type);
+        if !self.policy.allows(&content_type) {
+            return Err(StorageError::UnsupportedType { content_type });
+        }
+        let created_at = now();
+        let expires_at = SystemTime::now() + self.pending_ttl;
+        let document = AttachmentDocument {
+            id: ObjectId::new(),
+            post_id: post_id.0,
+            filename: filename.to_owned(),
+            content_type: content_type.clone(),
+            size: 0,
+            sha256: String::new(),
+            status: AttachmentStatus::Pending,
+            created_at,
+            updated_at: created_at,
+            direct_upload: Some(DirectUpload {
+                declared_size: i64::try_from(size).unwrap_or(i64::MAX),
+                declared_content_type: content_type.clone(),
+                expires_at: DateTime::from_system_time(expires_at),
+            }),
+        };
+        self.attachments().insert_one(&document).await?;
+        let key = self.objects.key_for(post_id, document.id.to_hex());
+        match self
+            .objects
+            .presign_put(&key, self.presign_ttl, &content_type, size)
+            .await
+        {
+            Ok(url) => Ok(DirectUploadTicket {
+                upload_id: AttachmentId(document.id),
+                url,
+            }),
+            Err(error) => {
+                self.attachments()
+                    .delete_one(doc! { "_id": document.id })
+                    .await?;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Verifies a direct upload — the object exists with the declared size and allowed
+    /// bytes — and makes it a ready attachment. Completing twice returns the attachment.
+    pub async fn complete_direct_upload(
+        &self,
+        post_id: PostId,
+        upload_id: AttachmentId,
+    ) -> Result<Attachment, StorageError> {
+        let document = self
+            .attachments()
+            .find_one(doc! { "_id": upload_id.0, "post_id": post_id.0 })
+            .await?
+            .ok_or(StorageError::NotFound(Entity::Upload))?;
+        let declared = match (&document.status, &document.direct_upload) {
+            (AttachmentStatus::Ready, Some(_)) => return Ok(document.into()),
+            (AttachmentStatus::Pending, Some(declared))
+                if declared.expires_at.to_system_time() > SystemTime::now() =>
+            {
+                declared.clone()
+            }
+            _ => return Err(StorageError::NotFound(Entity::Upload)),
+        };
+        self.active_post(post_id).await?;
+        let key = self.objects.key_for(post_id, document.id.to_hex());
+        let info = match self.objects.head(&key).await {
+            Ok(info) => info,
+            Err(crate::ObjectStoreError::NotFound) => {
+                return Err(StorageError::UploadMismatch(
+                    "no object was uploaded to the presigned URL".into(),
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let declared_size = u64::try_from(declared.declared_size).unwrap_or_default();
+        if info.size != declared_size {
+            self.objects.delete(&key).await?;
+            return Err(StorageError::UploadMismatch(format!(
+                "{} bytes were uploaded but {declared_size} were declared",
+                info.size
+            )));
+        }
+        let (stored, content_type) = self
+            .digest_object(&key, &declared.declared_content_type)
+            .await?;
+        if stored.size != declared_size {
+            self.objects.delete(&key).await?;
+            return Err(StorageError::UploadMismatch(
+                "the object changed while it was verified".into(),
+            ));
+        }
+        if !self.policy.allows(&content_type) {
+            self.objects.delete(&key).await?;
+            return Err(StorageError::UnsupportedType { content_type });
+        }
+        self.mark_ready(&document, &stored, &content_type, Entity::Upload)
+            .await
+    }
+
+    /// Reads a stored object once: its size, SHA-256 and sniffed type.
+    async fn digest_object(
+        &self,
+        key: &str,
+        declared_type: &str,
+    ) -> Result<(StoredObject, String), StorageError> {
+        let mut body = self.objects.get_stream(key, None).await?;
+        let mut hasher = Sha256::new();
+        let mut head = BytesMut::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.stream.try_next().await? {
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+            if head.len() < SNIFF_BYTES {
+                let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+        }
+        let content_type = sniff(&head, Some(declared_type), size <= SNIFF_BYTES as u64);
+        Ok((
+            StoredObject {
+                size,
+                sha256: hasher.finalize().into(),
+            },
+            content_type,
+        ))
+    }
+}

@@ -1,0 +1,125 @@
+//! Attachment bytes in S3, through a client that signs with the shared temporary
+//! credentials: streamed uploads (single PutObject or bounded multipart) in `upload`,
+//! reads in `objects`, presigned URLs in `presign`, and the clean-up of incomplete
+//! multipart uploads in `cleanup`. `error` maps the SDK's errors to ours.
+
+use std::fmt::Display;
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::config::{
+    IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
+};
+use serde::{Deserialize, Serialize};
+
+mod cleanup;
+mod error;
+mod objects;
+mod presign;
+mod upload;
+
+pub use self::cleanup::IncompleteUpload;
+pub use self::error::{ObjectStoreError, PutError};
+pub use self::objects::{ByteRange, ObjectBody, ObjectInfo};
+pub use self::presign::PresignedUrl;
+pub use self::upload::StoredObject;
+
+/// Every IAM action the object store needs, and the S3 operations that need it. The
+/// deployment's least-privilege policy (`deploy/ecs/iam/task-role-s3-policy.json`) must
+/// grant exactly these; a test keeps the two equal.
+pub const IAM_ACTIONS: &[(&str, &[&str])] = &[
+    (
+        "s3:PutObject",
+        &[
+            "PutObject",
+            "CreateMultipartUpload",
+            "UploadPart",
+            "CompleteMultipartUpload",
+            "presigned PUT",
+        ],
+    ),
+    (
+        "s3:GetObject",
+        &["GetObject", "HeadObject", "presigned GET"],
+    ),
+    ("s3:DeleteObject", &["DeleteObject"]),
+    ("s3:AbortMultipartUpload", &["AbortMultipartUpload"]),
+    ("s3:ListBucket", &["HeadBucket"]),
+    ("s3:ListBucketMultipartUploads", &["ListMultipartUploads"]),
+];
+
+/// S3 rejects multipart parts smaller than this (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// The `s3.*` section of the service configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// Bucket for attachment bytes.
+    pub bucket: String,
+    /// Object keys are `{key_prefix}/{post_id}/{attachment_id}`.
+    pub key_prefix: String,
+    /// Path-style addressing, for emulators.
+    pub force_path_style: bool,
+    /// Multipart part size.
+    pub part_size_bytes: u64,
+    /// Concurrent part uploads per upload.
+    pub max_parts_in_flight: u32,
+    /// Lifetime of presigned URLs.
+    pub presign_ttl_secs: u64,
+}
+
+/// The S3 bucket holding attachment bytes.
+#[derive(Clone, Debug)]
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+    credentials: SharedCredentialsProvider,
+    bucket: String,
+    key_prefix: String,
+    part_size: usize,
+    max_parts_in_flight: usize,
+}
+
+impl ObjectStore {
+    /// Builds the S3 client from aws-config's `SdkConfig` (region, endpoint, retries) and
+    /// the shared credentials provider, which does its own caching and refreshing.
+    pub fn new(
+        sdk_config: &SdkConfig,
+        credentials: SharedCredentialsProvider,
+        settings: &S3Settings,
+    ) -> Self {
+        let config = aws_sdk_s3::config::Builder::from(sdk_config)
+            .credentials_provider(credentials.clone())
+            // The provider is the cache; a second cache in front would hold credentials
+            // past our refresh point.
+            .identity_cache(IdentityCache::no_cache())
+            .force_path_style(settings.force_path_style)
+            // Since early 2025 the SDK adds CRC checksums to every request by default. A
+            // presigned PUT then requires the uploader to send the same checksum header,
+            // and several S3-compatible stores reject the trailers (aws-sdk-rust #1240).
+            // Compute checksums only where an operation requires them; integrity is ours
+            // (SHA-256 of every stored byte).
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        Self {
+            client: aws_sdk_s3::Client::from_conf(config),
+            credentials,
+            bucket: settings.bucket.clone(),
+            key_prefix: settings.key_prefix.trim_end_matches('/').to_owned(),
+            part_size: usize::try_from(settings.part_size_bytes.max(MIN_PART_SIZE))
+                .unwrap_or(usize::MAX),
+            max_parts_in_flight: usize::try_from(settings.max_parts_in_flight.max(1)).unwrap_or(1),
+        }
+    }
+
+    /// The configured bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key of an attachment's bytes: built from ids only, never from user input.
+    pub fn key_for(&self, post_id: impl Display, attachment_id: impl Display) -> String {
+        format!("{}/{post_id}/{attachment_id}", self.key_prefix)
+    }
+}

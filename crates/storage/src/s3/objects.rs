@@ -1,0 +1,164 @@
+//! Reading and removing objects: existence of the bucket, ranged streams, sizes, deletes.
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{ObjectStore, ObjectStoreError};
+
+/// A byte range of an object, as HTTP `Range` expresses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `start..=end`
+    Inclusive(u64, u64),
+    /// `start..`
+    From(u64),
+    /// The last `n` bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    fn header(self) -> String {
+        match self {
+            Self::Inclusive(start, end) => format!("bytes={start}-{end}"),
+            Self::From(start) => format!("bytes={start}-"),
+            Self::Suffix(length) => format!("bytes=-{length}"),
+        }
+    }
+}
+
+/// A download in progress.
+pub struct ObjectBody {
+    /// Bytes in this response (the range's length for a ranged read).
+    pub content_length: u64,
+    /// `(start, end inclusive, total size)` for a ranged read.
+    pub content_range: Option<(u64, u64, u64)>,
+    /// The bytes.
+    pub stream: futures::stream::BoxStream<'static, Result<Bytes, ObjectStoreError>>,
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBody")
+            .field("content_length", &self.content_length)
+            .field("content_range", &self.content_range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What S3 knows of a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl ObjectStore {
+    /// Proves the bucket exists and the credentials may use it (`HeadBucket`).
+    pub async fn check_bucket(&self) -> Result<(), ObjectStoreError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    /// Streams an object, or the given range of it.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectBody, ObjectStoreError> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(ByteRange::header))
+            .send()
+            .await
+            .map_err(|error| self.classify_object(error))?;
+        let content_length = output
+            .content_length
+            .and_then(|length| u64::try_from(length).ok())
+            .unwrap_or_default();
+        let content_range = output
+            .content_range
+            .as_deref()
+            .and_then(parse_content_range);
+        let bucket = self.bucket.clone();
+        let stream = futures::stream::unfold(output.body, move |mut body| {
+            let bucket = bucket.clone();
+            async move {
+                body.next().await.map(|chunk| {
+                    let chunk = chunk.map_err(|error| ObjectStoreError::Unavailable {
+                        detail: format!("reading from bucket `{bucket}`: {error}"),
+                    });
+                    (chunk, body)
+                })
+            }
+        });
+        Ok(ObjectBody {
+            content_length,
+            content_range,
+            stream: stream.boxed(),
+        })
+    }
+
+    /// Size of the object at `key`.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectStoreError> {
+        let output = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|error| self.classify_object(error))?;
+        Ok(ObjectInfo {
+            size: output
+                .content_length
+                .and_then(|length| u64::try_from(length).ok())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Deletes the object at `key`; deleting a missing object succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|error| self.classify_object(error))
+            .or_else(|error| match error {
+                ObjectStoreError::NotFound => Ok(()),
+                other => Err(other),
+            })
+    }
+}
+
+/// `bytes START-END/TOTAL` → `(START, END, TOTAL)`.
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_parsed() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
+        assert_eq!(parse_content_range("bytes */100"), None);
+    }
+
+    #[test]
+    fn range_headers_follow_rfc_9110() {
+        assert_eq!(ByteRange::Inclusive(0, 0).header(), "bytes=0-0");
+        assert_eq!(ByteRange::From(5).header(), "bytes=5-");
+        assert_eq!(ByteRange::Suffix(3).header(), "bytes=-3");
+    }
+}

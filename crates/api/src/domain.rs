@@ -4,7 +4,8 @@ use std::str::FromStr;
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::http::error::{ApiError, FieldError};
+use crate::http::error::ApiError;
+use crate::http::problem::FieldError;
 
 /// A post title: 1 to 200 characters, not only whitespace, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]

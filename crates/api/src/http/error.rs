@@ -4,30 +4,9 @@ use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CONTENT_RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use serde::Serialize;
 use storage::StorageError;
-use utoipa::ToSchema;
 
-use crate::http::problem::Problem;
-
-/// A field that failed validation.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct FieldError {
-    /// The JSON field or query parameter.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    /// `field` is invalid because of `message`.
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
-    }
-}
+use crate::http::problem::{FieldError, Problem};
 
 /// Why a request failed, as the client should learn it.
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +55,10 @@ pub enum ApiError {
     Unprocessable(String),
     /// 503: a dependency is down; the cause goes to the logs only.
     #[error("a dependency is unavailable")]
-    Unavailable(String),
+    Unavailable(#[source] StorageError),
     /// 500: a bug; the cause goes to the logs only.
-    #[error("internal error")]
-    Internal(String),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl ApiError {
@@ -117,15 +96,6 @@ impl ApiError {
     }
 }
 
-/// The problem body with the optional `errors` member.
-#[derive(Serialize)]
-struct ProblemBody<'a> {
-    #[serde(flatten)]
-    problem: &'a Problem,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
-}
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -146,11 +116,16 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unavailable(cause) => tracing::warn!(%cause, "dependency unavailable"),
-            Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            Self::Unavailable(cause) => {
+                tracing::warn!(cause = %ErrorChain(cause), "dependency unavailable");
+            }
+            Self::Internal(cause) => tracing::error!(cause, "internal error"),
             _ => {}
         }
-        let problem = Problem::new(self.status_code(), self.slug(), self.detail());
+        let mut problem = Problem::new(self.status_code(), self.slug(), self.detail());
+        if let Self::Validation(errors) = self {
+            problem = problem.with_errors(errors.clone());
+        }
         let mut response = problem.builder();
         match self {
             Self::Unavailable(_) => {
@@ -174,14 +149,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        let errors = match self {
-            Self::Validation(errors) => Some(errors.as_slice()),
-            _ => None,
-        };
-        response.json(ProblemBody {
-            problem: &problem,
-            errors,
-        })
+        response.json(problem)
     }
 }
 
@@ -203,9 +171,24 @@ impl From<StorageError> for ApiError {
             }
             StorageError::RangeNotSatisfiable => Self::RangeNotSatisfiable { size: None },
             error @ (StorageError::Database(_) | StorageError::Objects(_)) => {
-                Self::Unavailable(error.to_string())
+                Self::Unavailable(error)
             }
         }
+    }
+}
+
+/// An error with its causes, `outer: inner: innermost`, for one log field.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 

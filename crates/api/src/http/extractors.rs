@@ -46,7 +46,7 @@ async fn identify(request: &HttpRequest, access: Access) -> Result<Option<String
     let authenticator = request
         .app_data::<web::Data<Authenticator>>()
         .map(|data| data.get_ref().clone())
-        .ok_or_else(|| ApiError::Internal("no authenticator configured".into()))?;
+        .ok_or_else(|| ApiError::Internal("no authenticator configured"))?;
     if !authenticator.is_enabled() {
         return Ok(None);
     }

@@ -1,14 +1,34 @@
-//! RFC 9457 problem details: the body of every error response.
+//! RFC 9457 problem details: the one body of every error response.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Content type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An `application/problem+json` body.
-#[derive(Debug, Serialize)]
+/// A field that failed validation.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The JSON field or query parameter.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// `field` is invalid because of `message`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// An `application/problem+json` error body.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
     /// A URI reference naming the problem type.
     #[serde(rename = "type")]
@@ -19,6 +39,10 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong this time.
     pub detail: String,
+    /// Field errors, for 422 validation failures.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
 }
 
 impl Problem {
@@ -29,7 +53,14 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            errors: None,
         }
+    }
+
+    /// The same problem with field errors.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = Some(errors);
+        self
     }
 
     /// A response builder with the status and content type set, for extra headers.

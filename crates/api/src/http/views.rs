@@ -126,21 +126,3 @@ pub struct DirectUploadView {
     #[schema(format = DateTime)]
     pub expires_at: String,
 }
-
-/// An `application/problem+json` error body.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProblemView {
-    /// Problem type (a URI reference).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Short summary.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong.
-    pub detail: String,
-    /// Field errors, for 422 validation failures.
-    #[schema(nullable = false)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<crate::http::error::FieldError>>,
-}

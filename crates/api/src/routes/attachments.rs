@@ -8,7 +8,8 @@ use crate::domain::parse_id;
 use crate::http::conditional::content_disposition;
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
-use crate::http::views::{AttachmentList, AttachmentView, DownloadUrl, ProblemView, timestamp};
+use crate::http::problem::Problem;
+use crate::http::views::{AttachmentList, AttachmentView, DownloadUrl, timestamp};
 use crate::routes::multipart::upload_attachments;
 use crate::state::AppState;
 
@@ -57,8 +58,7 @@ fn ids(path: &(String, String)) -> Result<(PostId, AttachmentId), ApiError> {
     params(("post_id" = String, Path, description = "Post id")),
     responses(
         (status = 200, description = "The attachments, oldest first", body = AttachmentList),
-        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_attachments(
@@ -82,8 +82,7 @@ pub async fn list_attachments(
     ),
     responses(
         (status = 200, description = "The attachment", body = AttachmentView),
-        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post or attachment", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_attachment(
@@ -103,8 +102,7 @@ pub async fn get_attachment(
     ),
     responses(
         (status = 200, description = "A presigned GET, never outliving its credentials", body = DownloadUrl),
-        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post or attachment", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn attachment_url(
@@ -115,7 +113,10 @@ pub async fn attachment_url(
     let attachment = find_attachment(&state, &path).await?;
     let url = state
         .storage
-        .presign_download(&attachment, &content_disposition(&attachment.filename))
+        .presign_download(
+            &attachment,
+            &content_disposition(&attachment.filename).to_string(),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(DownloadUrl {
         url: url.url,
@@ -132,8 +133,7 @@ pub async fn attachment_url(
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post or attachment", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_attachment(

@@ -3,8 +3,8 @@
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{
-    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName,
-    IF_NONE_MATCH, RANGE,
+    ACCEPT_RANGES, CONTENT_TYPE, ContentRange, ContentRangeSpec, ETag, EntityTag, HeaderName,
+    IfNoneMatch, Range,
 };
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use storage::{Attachment, ByteRange};
 use crate::http::conditional::{RangeDecision, content_disposition, decide_range, none_match};
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::Reader;
-use crate::http::views::ProblemView;
+use crate::http::problem::Problem;
 use crate::metrics::Metrics;
 use crate::routes::attachments::find_attachment;
 use crate::state::AppState;
@@ -50,9 +50,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         (status = 206, description = "The requested range", content_type = "*/*", body = Vec<u8>,
             headers(("Content-Range" = String, description = "`bytes START-END/SIZE`"))),
         (status = 304, description = "The client's copy is current"),
-        (status = 404, description = "No such post or attachment", body = ProblemView, content_type = "application/problem+json"),
-        (status = 416, description = "The range is outside the content", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post or attachment", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range is outside the content", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn download_attachment(
@@ -61,25 +60,26 @@ pub async fn download_attachment(
     metrics: web::Data<Metrics>,
     request: HttpRequest,
     path: web::Path<(String, String)>,
+    range: Option<web::Header<Range>>,
+    if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let attachment = find_attachment(&state, &path).await?;
-    let etag = format!("\"{}\"", attachment.sha256);
-    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let etag = EntityTag::new_strong(attachment.sha256.clone());
 
-    if none_match(header(IF_NONE_MATCH), &etag) {
+    if none_match(if_none_match.as_deref(), &etag) {
         return Ok(HttpResponse::NotModified()
-            .insert_header((ETAG, etag))
+            .insert_header(ETag(etag))
             .finish());
     }
-    let decision = decide_range(header(RANGE), attachment.size);
+    let decision = decide_range(range.as_deref(), attachment.size);
     let (mut response, range, length) = match decision {
         RangeDecision::Full => (HttpResponse::Ok(), None, attachment.size),
         RangeDecision::Partial(start, end) => {
             let mut partial = HttpResponse::PartialContent();
-            partial.insert_header((
-                CONTENT_RANGE,
-                format!("bytes {start}-{end}/{}", attachment.size),
-            ));
+            partial.insert_header(ContentRange(ContentRangeSpec::Bytes {
+                range: Some((start, end)),
+                instance_length: Some(attachment.size),
+            }));
             (
                 partial,
                 Some(ByteRange::Inclusive(start, end)),
@@ -92,7 +92,7 @@ pub async fn download_attachment(
             });
         }
     };
-    download_headers(&mut response, &attachment, &etag);
+    download_headers(&mut response, &attachment, etag);
 
     if request.method() == actix_web::http::Method::HEAD {
         // A sized body that is never polled: actix sends its length, not its bytes.
@@ -116,14 +116,11 @@ pub async fn download_attachment(
     Ok(response.no_chunking(length).streaming(stream))
 }
 
-fn download_headers(response: &mut HttpResponseBuilder, attachment: &Attachment, etag: &str) {
+fn download_headers(response: &mut HttpResponseBuilder, attachment: &Attachment, etag: EntityTag) {
     response
         .insert_header((CONTENT_TYPE, attachment.content_type.as_str()))
-        .insert_header((ETAG, etag))
+        .insert_header(ETag(etag))
         .insert_header((ACCEPT_RANGES, "bytes"))
-        .insert_header((
-            CONTENT_DISPOSITION,
-            content_disposition(&attachment.filename),
-        ))
+        .insert_header(content_disposition(&attachment.filename))
         .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"));
 }

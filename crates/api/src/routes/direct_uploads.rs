@@ -7,9 +7,11 @@ use storage::{AttachmentId, PostId};
 use utoipa::ToSchema;
 
 use crate::domain::{FileName, parse_id};
-use crate::http::error::{ApiError, FieldError, method_not_allowed};
+use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::Writer;
-use crate::http::views::{AttachmentView, DirectUploadView, ProblemView, timestamp};
+use crate::http::problem::FieldError;
+use crate::http::problem::Problem;
+use crate::http::views::{AttachmentView, DirectUploadView, timestamp};
 use crate::state::AppState;
 
 /// Registers the routes.
@@ -87,12 +89,10 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64
     request_body = BeginUpload,
     responses(
         (status = 201, description = "PUT the bytes to `url` with `headers`, then complete", body = DirectUploadView),
-        (status = 400, description = "Malformed JSON or file name", body = ProblemView, content_type = "application/problem+json"),
-        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than allowed, or the JSON body is too large", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "Type not allowed, or the body is not JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or file name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than allowed, or the JSON body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Type not allowed, or the body is not JSON", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn begin_upload(
@@ -138,10 +138,9 @@ pub async fn begin_upload(
     ),
     responses(
         (status = 201, description = "The verified attachment", body = AttachmentView),
-        (status = 404, description = "Unknown or expired upload", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "The bytes are of a type that is not allowed", body = ProblemView, content_type = "application/problem+json"),
-        (status = 422, description = "The object is missing or does not match the declaration", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown or expired upload", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The bytes are of a type that is not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The object is missing or does not match the declaration", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn complete_upload(

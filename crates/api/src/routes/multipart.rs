@@ -16,7 +16,8 @@ use crate::config::Settings;
 use crate::domain::{FileName, parse_id};
 use crate::http::error::ApiError;
 use crate::http::extractors::Writer;
-use crate::http::views::{AttachmentList, AttachmentView, ProblemView};
+use crate::http::problem::Problem;
+use crate::http::views::{AttachmentList, AttachmentView};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -43,11 +44,10 @@ pub struct UploadForm {
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored, in order", body = AttachmentList),
-        (status = 400, description = "Malformed multipart body or file name", body = ProblemView, content_type = "application/problem+json"),
-        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
-        (status = 413, description = "A file or the request is too large, or too many files", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "Not multipart, or a file type that is not allowed", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed multipart body or file name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "A file or the request is too large, or too many files", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not multipart, or a file type that is not allowed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upload_attachments(

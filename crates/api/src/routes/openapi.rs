@@ -6,10 +6,11 @@ use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::AdditionalProperties;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Schema};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::config::Settings;
 use crate::http::error::method_not_allowed;
+use crate::http::problem::PROBLEM_JSON;
 
 use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts};
 
@@ -36,7 +37,7 @@ use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts}
         ops::metrics,
         openapi_json,
     ),
-    modifiers(&BearerSecurity),
+    modifiers(&CommonResponses),
     tags(
         (name = "posts", description = "Posts"),
         (name = "attachments", description = "Files of a post, streamed through the service"),
@@ -46,12 +47,14 @@ use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts}
 )]
 pub struct ApiDoc;
 
-/// Adds the bearer scheme, and to every `/v1` operation its security requirement and its
-/// 401 (and, where ownership is checked, 403) responses, so they stay uniform.
+/// The responses every operation of a kind shares, declared here once: the bearer scheme
+/// and, on every `/v1` operation, its security requirement, 401, 403 where ownership is
+/// checked, and 503; on every operation with a JSON body, 400, 413, 415 and 422. An
+/// operation that declares one of these itself keeps its own, more specific, description.
 #[derive(Debug)]
-struct BearerSecurity;
+struct CommonResponses;
 
-impl Modify for BearerSecurity {
+impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = openapi.components.as_mut() {
             components.add_security_scheme(
@@ -64,19 +67,6 @@ impl Modify for BearerSecurity {
                 ),
             );
         }
-        let problem = |description: &str| {
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        "application/problem+json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("ProblemView")))
-                            .build(),
-                    )
-                    .build(),
-            )
-        };
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
@@ -99,26 +89,55 @@ impl Modify for BearerSecurity {
                     // Reads are public while `auth.public_reads` is on.
                     vec![SecurityRequirement::default(), bearer]
                 });
-                let responses = &mut operation.responses.responses;
-                responses.insert(
-                    "401".into(),
-                    problem("No valid bearer token (see `WWW-Authenticate`)"),
-                );
+                let json_body = operation
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|body| match body {
+                        RefOr::T(body) => body.content.contains_key("application/json"),
+                        RefOr::Ref(_) => false,
+                    });
+                let mut common = vec![
+                    ("401", "No valid bearer token (see `WWW-Authenticate`)"),
+                    (
+                        "503",
+                        "A dependency is down; retry after `Retry-After` seconds",
+                    ),
+                ];
                 if writes && path != "/v1/posts" {
-                    responses.insert("403".into(), problem("Not the post's author"));
+                    common.push(("403", "Not the post's author"));
+                }
+                if json_body {
+                    common.extend([
+                        ("400", "Malformed JSON"),
+                        ("413", "The JSON body is too large"),
+                        ("415", "Not JSON"),
+                        ("422", "Invalid fields"),
+                    ]);
+                }
+                let responses = &mut operation.responses.responses;
+                for (status, description) in common {
+                    responses
+                        .entry(status.into())
+                        .or_insert_with(|| problem(description));
                 }
             }
         }
     }
 }
 
-/// The multipart form of an upload: one or more parts named `file`. It only describes the
-/// body; the handler streams the parts.
-#[derive(Debug, ToSchema)]
-pub struct UploadForm {
-    /// The files, in order.
-    #[schema(value_type = Vec<String>, format = Binary)]
-    pub file: Vec<Vec<u8>>,
+/// A problem-details response with `description`.
+fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
 }
 
 /// Registers `/openapi.json`.

@@ -7,9 +7,11 @@ use storage::{NewPost, PostChanges, PostId};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::{PageLimit, PostBody, PostTitle, parse_id};
-use crate::http::error::{ApiError, FieldError, method_not_allowed};
+use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
-use crate::http::views::{PostPage, PostView, ProblemView};
+use crate::http::problem::FieldError;
+use crate::http::problem::Problem;
+use crate::http::views::{PostPage, PostView};
 use crate::state::AppState;
 
 /// Registers the routes.
@@ -92,11 +94,6 @@ fn validate_all(errors: Vec<FieldError>) -> Result<(), ApiError> {
     responses(
         (status = 201, description = "Created", body = PostView,
             headers(("Location" = String, description = "URL of the new post"))),
-        (status = 400, description = "Malformed JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 413, description = "The JSON body is too large", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_post(
@@ -134,8 +131,7 @@ pub async fn create_post(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of posts", body = PostPage),
-        (status = 400, description = "Bad limit or cursor", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_posts(
@@ -163,8 +159,7 @@ pub async fn list_posts(
     params(("post_id" = String, Path, description = "Post id")),
     responses(
         (status = 200, description = "The post", body = PostView),
-        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_post(
@@ -184,12 +179,7 @@ pub async fn get_post(
     request_body = UpdatePost,
     responses(
         (status = 200, description = "The updated post", body = PostView),
-        (status = 400, description = "Malformed JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
-        (status = 413, description = "The JSON body is too large", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update_post(
@@ -224,8 +214,7 @@ pub async fn update_post(
     params(("post_id" = String, Path, description = "Post id")),
     responses(
         (status = 204, description = "Deleted, with its attachments' bytes"),
-        (status = 404, description = "No such post", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_post(

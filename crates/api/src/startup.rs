@@ -81,7 +81,7 @@ impl Application {
         tracing::info!(applied, "migrations up to date");
         let reaper = Reaper::start(
             state.storage.clone(),
-            Duration::from_secs(settings.uploads.reaper_interval_secs),
+            Duration::from_secs(settings.uploads.reaper_interval_secs.get()),
         );
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
@@ -175,7 +175,7 @@ async fn connect(settings: &Settings) -> Result<AppState, StartupError> {
                 &mongo,
                 objects,
                 &settings.uploads,
-                Duration::from_secs(settings.s3.presign_ttl_secs),
+                Duration::from_secs(settings.s3.presign_ttl_secs.get()),
             ),
             mongo,
             credentials,

@@ -43,7 +43,7 @@ mod store;
 
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
 pub use crate::direct_uploads::DirectUploadTicket;
-pub use crate::error::{Entity, StorageError};
+pub use crate::error::{Entity, InvalidSetting, StorageError};
 pub use crate::model::{
     Attachment, AttachmentId, InvalidId, NewPost, Page, Post, PostChanges, PostId,
 };

@@ -1,12 +1,14 @@
 //! [`Storage`]: the one entry point for posts and attachments, keeping MongoDB and S3
 //! consistent with each other.
 
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
 use crate::content::ContentPolicy;
+use crate::error::InvalidSetting;
 use crate::mongo::Mongo;
 use crate::mongo::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocument};
 use crate::s3::ObjectStore;
@@ -16,15 +18,31 @@ use crate::s3::ObjectStore;
 #[serde(deny_unknown_fields)]
 pub struct UploadSettings {
     /// Per-file limit.
-    pub max_file_bytes: u64,
+    pub max_file_bytes: NonZeroU64,
     /// Parts named `file` per request.
-    pub max_files_per_request: u32,
+    pub max_files_per_request: NonZeroU32,
     /// Sniffed types that may be stored; `*/*` allows all.
     pub allowed_content_types: Vec<String>,
     /// Age after which a pending upload is reaped.
     pub pending_ttl_secs: u64,
     /// How often the reaper runs.
-    pub reaper_interval_secs: u64,
+    pub reaper_interval_secs: NonZeroU64,
+}
+
+impl UploadSettings {
+    /// Checks the `uploads.*` values on their own.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if let Some(bad) = self.allowed_content_types.iter().find(|t| {
+            t.split_once('/')
+                .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+        }) {
+            return Err(InvalidSetting::new(
+                "uploads.allowed_content_types",
+                format!("`{bad}` is not a media type like image/png"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Posts and attachments: metadata in MongoDB, bytes in S3.
@@ -50,7 +68,7 @@ impl Storage {
             database: mongo.database().clone(),
             objects,
             policy: ContentPolicy::new(&uploads.allowed_content_types),
-            max_file_bytes: uploads.max_file_bytes,
+            max_file_bytes: uploads.max_file_bytes.get(),
             pending_ttl: Duration::from_secs(uploads.pending_ttl_secs),
             presign_ttl,
         }

@@ -1,16 +1,20 @@
 //! One typed configuration, loaded once at start-up from layered sources (see
-//! `docs/configuration.md`): the built-in `config/default.toml` → `config/default.toml` on disk →
-//! `config/$APP_ENV.toml` → `APP__SECTION__KEY` variables → the original service's
-//! variable names.
+//! `docs/configuration.md`): the built-in `config/default.toml` → `config/default.toml` on
+//! disk → `config/$APP_ENV.toml` → `APP__SECTION__KEY` variables → the original service's
+//! variable names. Each section validates itself next to its type (here, in `storage` and
+//! in `aws-creds`); `Settings::validate` adds the rules that span sections.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use aws_creds::AwsSettings;
-use config::{Config, Environment, File, FileFormat};
-use secrecy::SecretString;
-use serde::{Deserialize, Serialize, Serializer};
+use config::{Config, ConfigError, File, FileFormat};
+use serde::{Deserialize, Serialize};
 use storage::{MongoSettings, S3Settings, UploadSettings};
+
+mod sections;
+
+pub use self::sections::{AuthSettings, LogFormat, LogSettings, ServerSettings};
 
 /// Built-in defaults, so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../../../../config/default.toml");
@@ -42,80 +46,49 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// `log.*`
     pub log: LogSettings,
-    /// `APP_ENV` the settings were loaded for (`local` by default).
-    #[serde(skip, default = "default_environment")]
-    pub environment: String,
+    /// The `APP_ENV` the settings were loaded for.
+    #[serde(skip)]
+    pub environment: Environment,
 }
 
-fn default_environment() -> String {
-    "local".into()
+/// `APP_ENV`: which `config/{name}.toml` applies, and whether production's stricter
+/// start-up checks do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Environment {
+    /// `local`, the default: development on one machine.
+    #[default]
+    Local,
+    /// `production`.
+    Production,
+    /// Any other name, e.g. `staging`.
+    Named(String),
+}
+
+impl Environment {
+    /// The environment called `name`.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "local" => Self::Local,
+            "production" => Self::Production,
+            other => Self::Named(other.to_owned()),
+        }
+    }
+
+    /// The name, as `APP_ENV` spells it.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Local => "local",
+            Self::Production => "production",
+            Self::Named(name) => name,
+        }
+    }
 }
 
 impl Settings {
     /// Whether this is the production environment (stricter start-up checks).
     pub fn is_production(&self) -> bool {
-        self.environment == "production"
+        self.environment == Environment::Production
     }
-}
-
-/// `server.*`: where to listen and how long shutdown may take.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Listen address.
-    pub host: String,
-    /// Listen port; 0 picks a free one.
-    pub port: u16,
-    /// Time in-flight requests get after SIGTERM.
-    pub shutdown_grace_secs: u64,
-    /// An upload whose body sends nothing for this long fails.
-    pub request_body_timeout_secs: u64,
-}
-
-/// `auth.*`: bearer token validation.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    /// HS256 secret for local development.
-    #[serde(serialize_with = "serialize_redacted")]
-    pub jwt_hs256_secret: SecretString,
-    /// JWKS for RS256/ES256 tokens.
-    pub jwks_url: String,
-    /// Required `iss` when set.
-    pub issuer: String,
-    /// Required `aud` when set.
-    pub audience: String,
-    /// Whether GET routes need no token.
-    pub public_reads: bool,
-}
-
-/// `log.*`: log output.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    /// Human-readable or JSON lines.
-    pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `info,storage=debug`.
-    pub level: String,
-}
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines (local development).
-    Pretty,
-    /// One JSON object per line (production).
-    Json,
-}
-
-fn serialize_redacted<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
-    use secrecy::ExposeSecret;
-    s.serialize_str(if secret.expose_secret().is_empty() {
-        ""
-    } else {
-        "[redacted]"
-    })
 }
 
 /// A configuration that cannot be used: the key and what is wrong with it.
@@ -143,6 +116,12 @@ impl From<aws_creds::InvalidSetting> for SettingsError {
     }
 }
 
+impl From<storage::InvalidSetting> for SettingsError {
+    fn from(invalid: storage::InvalidSetting) -> Self {
+        Self::new(invalid.key, invalid.problem)
+    }
+}
+
 impl Settings {
     /// Loads from the process environment and `$APP_CONFIG_DIR` (default `config`).
     pub fn load() -> Result<Self, SettingsError> {
@@ -158,13 +137,16 @@ impl Settings {
         config_dir: &Path,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        let app_env = env.get("APP_ENV").map_or("local", String::as_str);
+        let environment =
+            Environment::from_name(env.get("APP_ENV").map_or("local", String::as_str));
         let mut builder = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .add_source(File::from(config_dir.join("default.toml")).required(false))
-            .add_source(File::from(config_dir.join(format!("{app_env}.toml"))).required(false))
             .add_source(
-                Environment::with_prefix("APP")
+                File::from(config_dir.join(format!("{}.toml", environment.name()))).required(false),
+            )
+            .add_source(
+                config::Environment::with_prefix("APP")
                     .prefix_separator("__")
                     .separator("__")
                     .list_separator(",")
@@ -183,66 +165,20 @@ impl Settings {
             .build()
             .and_then(Config::try_deserialize)
             .map_err(from_config_error)?;
-        settings.environment = app_env.to_owned();
+        settings.environment = environment;
         settings.validate()?;
         Ok(settings)
     }
 
-    /// Checks values that deserialize but cannot work.
+    /// Checks every section, then the rules between sections.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        use secrecy::ExposeSecret;
-        let uri = self.mongo.uri.expose_secret();
-        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-            return Err(SettingsError::new(
-                "mongo.uri",
-                "must be a mongodb:// or mongodb+srv:// connection string (set MONGODB_URI)",
-            ));
-        }
-        if self.mongo.database.is_empty() {
-            return Err(SettingsError::new("mongo.database", "must not be empty"));
-        }
+        self.server.validate()?;
+        self.mongo.validate()?;
         self.aws.validate()?;
-        if self.s3.bucket.trim().is_empty() {
-            return Err(SettingsError::new(
-                "s3.bucket",
-                "is required (set AWS_S3_BUCKET_NAME or APP__S3__BUCKET)",
-            ));
-        }
-        if self.s3.key_prefix.is_empty()
-            || !self
-                .s3
-                .key_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
-        {
-            return Err(SettingsError::new(
-                "s3.key_prefix",
-                "must be letters, digits, '-', '_' or '/'",
-            ));
-        }
-        const MIN_PART: u64 = 5 * 1024 * 1024;
-        if self.s3.part_size_bytes < MIN_PART {
-            return Err(SettingsError::new(
-                "s3.part_size_bytes",
-                format!(
-                    "{} is below S3's minimum part size of 5 MiB",
-                    self.s3.part_size_bytes
-                ),
-            ));
-        }
-        if self.s3.max_parts_in_flight == 0 {
-            return Err(SettingsError::new(
-                "s3.max_parts_in_flight",
-                "must be at least 1",
-            ));
-        }
-        if self.s3.presign_ttl_secs == 0 {
-            return Err(SettingsError::new(
-                "s3.presign_ttl_secs",
-                "must be at least 1",
-            ));
-        }
-        if self.aws.refresh_lead_secs < self.s3.presign_ttl_secs {
+        self.s3.validate()?;
+        self.uploads.validate()?;
+        self.log.validate()?;
+        if self.aws.refresh_lead_secs < self.s3.presign_ttl_secs.get() {
             return Err(SettingsError::new(
                 "aws.refresh_lead_secs",
                 format!(
@@ -250,36 +186,6 @@ impl Settings {
                     self.aws.refresh_lead_secs, self.s3.presign_ttl_secs
                 ),
             ));
-        }
-        if self.uploads.max_file_bytes == 0 {
-            return Err(SettingsError::new(
-                "uploads.max_file_bytes",
-                "must be at least 1",
-            ));
-        }
-        if self.uploads.max_files_per_request == 0 {
-            return Err(SettingsError::new(
-                "uploads.max_files_per_request",
-                "must be at least 1",
-            ));
-        }
-        if let Some(bad) = self.uploads.allowed_content_types.iter().find(|t| {
-            t.split_once('/')
-                .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
-        }) {
-            return Err(SettingsError::new(
-                "uploads.allowed_content_types",
-                format!("`{bad}` is not a media type like image/png"),
-            ));
-        }
-        if self.uploads.reaper_interval_secs == 0 {
-            return Err(SettingsError::new(
-                "uploads.reaper_interval_secs",
-                "must be at least 1",
-            ));
-        }
-        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(SettingsError::new("log.level", error.to_string()));
         }
         Ok(())
     }
@@ -290,27 +196,38 @@ impl Settings {
     }
 }
 
-/// Turns the `config` crate's error into one naming the key.
-fn from_config_error(error: config::ConfigError) -> SettingsError {
-    let message = error.to_string();
-    // Missing keys read `missing configuration field "aws.region"`; others name the key
-    // after `for key`.
-    let key = quoted_after(&message, "missing configuration field ")
-        .or_else(|| quoted_after(&message, "for key "))
-        .unwrap_or_else(|| "configuration".into());
-    let problem = if message.starts_with("missing configuration field") {
-        "is required".to_owned()
-    } else {
-        message
-    };
-    SettingsError::new(key, problem)
+/// The `config` crate's error as one naming the key.
+fn from_config_error(error: ConfigError) -> SettingsError {
+    match error {
+        ConfigError::NotFound(key) => SettingsError::new(key, "is required"),
+        ConfigError::At { error, key, .. } => SettingsError::new(
+            key.unwrap_or_else(|| "configuration".into()),
+            problem_of(*error),
+        ),
+        ConfigError::Type { ref key, .. } => SettingsError::new(
+            key.clone().unwrap_or_else(|| "configuration".into()),
+            problem_of(error),
+        ),
+        ConfigError::FileParse { uri, cause } => SettingsError::new(
+            uri.unwrap_or_else(|| "configuration file".into()),
+            cause.to_string(),
+        ),
+        other => SettingsError::new("configuration", other.to_string()),
+    }
 }
 
-fn quoted_after(message: &str, marker: &str) -> Option<String> {
-    let rest = &message[message.find(marker)? + marker.len()..];
-    let rest = rest.trim_start_matches(['"', '`']);
-    let end = rest.find(['"', '`'])?;
-    Some(rest[..end].to_owned())
+/// What is wrong, without the key the caller names.
+fn problem_of(error: ConfigError) -> String {
+    match error {
+        ConfigError::Type {
+            unexpected,
+            expected,
+            ..
+        } => format!("expected {expected}, found {unexpected}"),
+        ConfigError::Message(message) => message,
+        ConfigError::At { error, .. } => problem_of(*error),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -376,7 +293,7 @@ mod tests {
         assert_eq!(settings.aws.session_duration_secs, 3600);
         assert_eq!(settings.aws.role_arn(), None);
         assert_eq!(settings.s3.part_size_bytes, 8 * 1024 * 1024);
-        assert_eq!(settings.uploads.max_files_per_request, 10);
+        assert_eq!(settings.uploads.max_files_per_request.get(), 10);
         assert!(settings.auth.public_reads);
         assert_eq!(settings.log.format, LogFormat::Pretty);
     }
@@ -491,6 +408,40 @@ mod tests {
         assert_eq!(
             error_key(&[], &[("APP__SERVER__PORT", "eighty")]),
             "server.port"
+        );
+    }
+
+    #[test]
+    fn a_zero_where_at_least_one_is_needed_is_named() {
+        for (variable, key) in [
+            ("APP__S3__MAX_PARTS_IN_FLIGHT", "s3.max_parts_in_flight"),
+            ("APP__S3__PRESIGN_TTL_SECS", "s3.presign_ttl_secs"),
+            ("APP__UPLOADS__MAX_FILE_BYTES", "uploads.max_file_bytes"),
+            (
+                "APP__UPLOADS__MAX_FILES_PER_REQUEST",
+                "uploads.max_files_per_request",
+            ),
+            (
+                "APP__UPLOADS__REAPER_INTERVAL_SECS",
+                "uploads.reaper_interval_secs",
+            ),
+            (
+                "APP__SERVER__REQUEST_BODY_TIMEOUT_SECS",
+                "server.request_body_timeout_secs",
+            ),
+        ] {
+            assert_eq!(error_key(&[], &[(variable, "0")]), key);
+        }
+    }
+
+    #[test]
+    fn app_env_names_the_environment() {
+        assert_eq!(load_ok(&[], &[]).environment, Environment::Local);
+        let production = load_ok(&[], &[("APP_ENV", "production")]);
+        assert!(production.is_production());
+        assert_eq!(
+            load_ok(&[], &[("APP_ENV", "staging")]).environment,
+            Environment::Named("staging".into())
         );
     }
 

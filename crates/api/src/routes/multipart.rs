@@ -65,9 +65,10 @@ pub async fn upload_attachments(
         failed: false,
     };
     let limits = &settings.uploads;
-    let max_files = u64::from(limits.max_files_per_request);
+    let max_files = u64::from(limits.max_files_per_request.get());
     let max_body = limits
         .max_file_bytes
+        .get()
         .saturating_add(PART_OVERHEAD)
         .saturating_mul(max_files);
     let declared_length = request
@@ -126,7 +127,7 @@ async fn store_files(
     if let Err(error) = state.authorize(writer, post_id).await {
         return Err((error, stored));
     }
-    let stall = Duration::from_secs(settings.server.request_body_timeout_secs);
+    let stall = Duration::from_secs(settings.server.request_body_timeout_secs.get());
     while let Some(field) = parts.next().await {
         let field = match field {
             Ok(field) => field,
@@ -138,7 +139,7 @@ async fn store_files(
                 stored,
             ));
         }
-        if stored.len() >= settings.uploads.max_files_per_request as usize {
+        if stored.len() >= settings.uploads.max_files_per_request.get() as usize {
             return Err((
                 ApiError::TooLarge(format!(
                     "at most {} files per request",

@@ -165,7 +165,7 @@ pub fn document(settings: &Settings) -> utoipa::openapi::OpenApi {
         && let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut("UploadForm")
         && let Some(RefOr::T(Schema::Array(files))) = form.properties.get_mut("file")
     {
-        files.max_items = Some(settings.uploads.max_files_per_request as usize);
+        files.max_items = Some(settings.uploads.max_files_per_request.get() as usize);
         files.min_items = Some(1);
         form.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
     }

@@ -1,5 +1,6 @@
 //! `/v1/posts/{post_id}/attachments`: streamed uploads, downloads, presigned URLs.
 
+use std::num::NonZero;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -16,8 +17,8 @@ const MIB: usize = 1024 * 1024;
 
 async fn app_with_limits(max_file_bytes: u64, max_files: u32, allowed: &[&str]) -> TestApp {
     let mut settings = test_settings();
-    settings.uploads.max_file_bytes = max_file_bytes;
-    settings.uploads.max_files_per_request = max_files;
+    settings.uploads.max_file_bytes = NonZero::new(max_file_bytes).expect("non-zero");
+    settings.uploads.max_files_per_request = NonZero::new(max_files).expect("non-zero");
     settings.uploads.allowed_content_types = allowed.iter().map(|t| (*t).to_owned()).collect();
     spawn_app_with(settings).await
 }
@@ -482,7 +483,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
 #[tokio::test]
 async fn a_stalled_upload_is_timed_out_and_leaves_nothing() {
     let mut settings = test_settings();
-    settings.server.request_body_timeout_secs = 1;
+    settings.server.request_body_timeout_secs = NonZero::<u64>::MIN;
     let app = spawn_app_with(settings).await;
     let post = app.create_post().await;
     let head = part_header("slow.txt");

@@ -15,6 +15,8 @@ use mongodb::{Client, Database};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::error::InvalidSetting;
+
 /// The `mongo.*` section of the service configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +28,23 @@ pub struct MongoSettings {
     pub database: String,
     /// How long the driver looks for a usable server before failing.
     pub server_selection_timeout_ms: u64,
+}
+
+impl MongoSettings {
+    /// Checks the `mongo.*` values on their own.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let uri = self.uri.expose_secret();
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(InvalidSetting::new(
+                "mongo.uri",
+                "must be a mongodb:// or mongodb+srv:// connection string (set MONGODB_URI)",
+            ));
+        }
+        if self.database.is_empty() {
+            return Err(InvalidSetting::new("mongo.database", "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 impl MongoSettings {

@@ -4,6 +4,7 @@
 //! multipart uploads in `cleanup`. `error` maps the SDK's errors to ours.
 
 use std::fmt::Display;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::{
@@ -11,6 +12,8 @@ use aws_sdk_s3::config::{
     SharedCredentialsProvider,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidSetting;
 
 mod cleanup;
 mod error;
@@ -64,9 +67,42 @@ pub struct S3Settings {
     /// Multipart part size.
     pub part_size_bytes: u64,
     /// Concurrent part uploads per upload.
-    pub max_parts_in_flight: u32,
+    pub max_parts_in_flight: NonZeroU32,
     /// Lifetime of presigned URLs.
-    pub presign_ttl_secs: u64,
+    pub presign_ttl_secs: NonZeroU64,
+}
+
+impl S3Settings {
+    /// Checks the `s3.*` values on their own.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.bucket.trim().is_empty() {
+            return Err(InvalidSetting::new(
+                "s3.bucket",
+                "is required (set AWS_S3_BUCKET_NAME or APP__S3__BUCKET)",
+            ));
+        }
+        if self.key_prefix.is_empty()
+            || !self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+        {
+            return Err(InvalidSetting::new(
+                "s3.key_prefix",
+                "must be letters, digits, '-', '_' or '/'",
+            ));
+        }
+        if self.part_size_bytes < MIN_PART_SIZE {
+            return Err(InvalidSetting::new(
+                "s3.part_size_bytes",
+                format!(
+                    "{} is below S3's minimum part size of 5 MiB",
+                    self.part_size_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The S3 bucket holding attachment bytes.
@@ -109,7 +145,7 @@ impl ObjectStore {
             key_prefix: settings.key_prefix.trim_end_matches('/').to_owned(),
             part_size: usize::try_from(settings.part_size_bytes.max(MIN_PART_SIZE))
                 .unwrap_or(usize::MAX),
-            max_parts_in_flight: usize::try_from(settings.max_parts_in_flight.max(1)).unwrap_or(1),
+            max_parts_in_flight: usize::try_from(settings.max_parts_in_flight.get()).unwrap_or(1),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A storage of the test's own: a fresh database and a fresh key prefix, so tests in
 //! parallel never see each other's records, objects or multipart uploads.
 
+use std::num::NonZero;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -91,19 +92,19 @@ pub async fn harness_with(options: Options) -> Harness {
             key_prefix: prefix.clone(),
             force_path_style: true,
             part_size_bytes: PART,
-            max_parts_in_flight: 2,
-            presign_ttl_secs: 300,
+            max_parts_in_flight: NonZero::new(2).expect("non-zero"),
+            presign_ttl_secs: NonZero::new(300).expect("non-zero"),
         },
     );
     let storage = Storage::new(
         &mongo,
         objects,
         &UploadSettings {
-            max_file_bytes: options.max_file_bytes,
-            max_files_per_request: 10,
+            max_file_bytes: NonZero::new(options.max_file_bytes).expect("non-zero"),
+            max_files_per_request: NonZero::new(10).expect("non-zero"),
             allowed_content_types: options.allowed,
             pending_ttl_secs: options.pending_ttl_secs,
-            reaper_interval_secs: 60,
+            reaper_interval_secs: NonZero::new(60).expect("non-zero"),
         },
         Duration::from_secs(300),
     );

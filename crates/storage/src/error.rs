@@ -5,25 +5,6 @@ use crate::s3::{ObjectStoreError, PutError};
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
 
-/// A configuration value that cannot work, with the key it belongs to.
-#[derive(Debug, thiserror::Error)]
-#[error("{key}: {problem}")]
-pub struct InvalidSetting {
-    /// Full configuration key, e.g. `s3.part_size_bytes`.
-    pub key: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl InvalidSetting {
-    pub(crate) fn new(key: &'static str, problem: impl Into<String>) -> Self {
-        Self {
-            key,
-            problem: problem.into(),
-        }
-    }
-}
-
 /// What a lookup was looking for, so a `NotFound` says what was missing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entity {

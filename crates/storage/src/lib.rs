@@ -39,11 +39,12 @@ mod mongo;
 mod posts;
 mod reaper;
 mod s3;
+mod settings;
 mod store;
 
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
 pub use crate::direct_uploads::DirectUploadTicket;
-pub use crate::error::{Entity, InvalidSetting, StorageError};
+pub use crate::error::{Entity, StorageError};
 pub use crate::model::{
     Attachment, AttachmentId, InvalidId, NewPost, Page, Post, PostChanges, PostId,
 };
@@ -54,4 +55,5 @@ pub use crate::s3::{
     ByteRange, IAM_ACTIONS, IncompleteUpload, MIN_PART_SIZE, ObjectBody, ObjectInfo, ObjectStore,
     ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
 };
+pub use crate::settings::InvalidSetting;
 pub use crate::store::{Storage, UploadSettings};

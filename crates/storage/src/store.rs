@@ -8,10 +8,10 @@ use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
 use crate::content::ContentPolicy;
-use crate::error::InvalidSetting;
 use crate::mongo::Mongo;
 use crate::mongo::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocument};
 use crate::s3::ObjectStore;
+use crate::settings::InvalidSetting;
 
 /// The `uploads.*` section of the service configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -15,7 +15,7 @@ use mongodb::{Client, Database};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::error::InvalidSetting;
+use crate::settings::InvalidSetting;
 
 /// The `mongo.*` section of the service configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]

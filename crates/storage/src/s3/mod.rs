@@ -13,7 +13,7 @@ use aws_sdk_s3::config::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::error::InvalidSetting;
+use crate::settings::InvalidSetting;
 
 mod cleanup;
 mod error;

@@ -11,7 +11,7 @@ use test_support::{repository_root, testbed};
 use crate::helpers::{ServiceCommand, spawn_app};
 
 /// `(method, path, success statuses)` of every route row in `docs/api.md`.
-fn api_md_routes() -> Vec<(String, String, Vec<u16>)> {
+fn api_page_routes() -> Vec<(String, String, Vec<u16>)> {
     let path = repository_root().join("docs/api.md");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("{} is readable: {error}", path.display()));
@@ -35,10 +35,10 @@ fn api_md_routes() -> Vec<(String, String, Vec<u16>)> {
 }
 
 #[tokio::test]
-async fn every_route_and_status_of_api_md_is_in_the_document() {
+async fn every_route_and_status_of_the_api_page_is_in_the_document() {
     let app = spawn_app().await;
     let document: Value = app.get_json("/openapi.json").await;
-    let routes = api_md_routes();
+    let routes = api_page_routes();
     assert!(
         routes.len() >= 17,
         "docs/api.md parsed into {} routes",

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use test_support::{BOUNDARY, closing_boundary, multipart, part_header};
+use test_support::{BOUNDARY, closing_boundary, expect_problem, multipart, part_header};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
 
@@ -21,15 +21,6 @@ async fn app_with_limits(max_file_bytes: u64, max_files: u32, allowed: &[&str]) 
     settings.uploads.max_files_per_request = NonZero::new(max_files).expect("non-zero");
     settings.uploads.allowed_content_types = allowed.iter().map(|t| (*t).to_owned()).collect();
     spawn_app_with(settings).await
-}
-
-async fn status_and_problem(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    (status, response.json().await.expect("problem JSON"))
 }
 
 #[tokio::test]
@@ -66,7 +57,7 @@ async fn uploading_to_an_unknown_post_is_404() {
         .upload("5f0000000000000000000000", &[("a.txt", b"x")])
         .await;
 
-    assert_eq!(status_and_problem(response).await.0, 404);
+    expect_problem(response, 404).await;
     app.stored.assert_nothing_stored().await;
 }
 
@@ -77,7 +68,7 @@ async fn a_file_over_the_limit_is_413_and_nothing_is_stored() {
 
     let response = app.upload(&post, &[("big.bin", &[7u8; 4096])]).await;
 
-    assert_eq!(status_and_problem(response).await.0, 413);
+    expect_problem(response, 413).await;
     app.stored.assert_nothing_stored().await;
 }
 
@@ -88,8 +79,7 @@ async fn a_disallowed_type_is_415_and_nothing_is_stored() {
 
     let response = app.upload(&post, &[("a.png", PNG)]).await;
 
-    let (status, problem) = status_and_problem(response).await;
-    assert_eq!(status, 415);
+    let problem = expect_problem(response, 415).await;
     assert!(
         problem["detail"]
             .as_str()
@@ -115,7 +105,7 @@ async fn three_files_whose_second_is_too_large_store_nothing() {
         )
         .await;
 
-    assert_eq!(status_and_problem(response).await.0, 413);
+    expect_problem(response, 413).await;
     app.stored
         .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
@@ -130,7 +120,7 @@ async fn more_files_than_allowed_is_413_and_nothing_is_stored() {
         .upload(&post, &[("1.txt", b"1"), ("2.txt", b"2"), ("3.txt", b"3")])
         .await;
 
-    assert_eq!(status_and_problem(response).await.0, 413);
+    expect_problem(response, 413).await;
     app.stored
         .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
@@ -150,7 +140,7 @@ async fn a_body_that_is_not_multipart_is_415() {
         .await
         .expect("request");
 
-    assert_eq!(status_and_problem(response).await.0, 415);
+    expect_problem(response, 415).await;
 }
 
 #[tokio::test]
@@ -160,7 +150,7 @@ async fn a_form_without_a_file_part_is_400() {
 
     let response = app.upload(&post, &[]).await;
 
-    assert_eq!(status_and_problem(response).await.0, 400);
+    expect_problem(response, 400).await;
 }
 
 #[tokio::test]
@@ -170,7 +160,7 @@ async fn a_file_name_with_control_characters_is_400() {
 
     let response = app.upload(&post, &[("bad\u{1}name.txt", b"x")]).await;
 
-    assert_eq!(status_and_problem(response).await.0, 400);
+    expect_problem(response, 400).await;
     app.stored.assert_nothing_stored().await;
 }
 
@@ -199,13 +189,14 @@ async fn an_unknown_or_malformed_attachment_is_404() {
             let response = app
                 .get(&format!("/v1/posts/{post}/attachments/{id}{suffix}"))
                 .await;
-            assert_eq!(status_and_problem(response).await.0, 404, "{id}{suffix}");
+            assert_eq!(response.status(), 404, "{id}{suffix}");
+            expect_problem(response, 404).await;
         }
     }
     let listed = app
         .get("/v1/posts/5f0000000000000000000000/attachments")
         .await;
-    assert_eq!(status_and_problem(listed).await.0, 404);
+    expect_problem(listed, 404).await;
 }
 
 #[tokio::test]
@@ -289,7 +280,7 @@ async fn a_range_past_the_end_is_416() {
         .expect("request");
 
     assert_eq!(response.headers()["content-range"], "bytes */10");
-    assert_eq!(status_and_problem(response).await.0, 416);
+    expect_problem(response, 416).await;
 }
 
 #[tokio::test]
@@ -382,12 +373,7 @@ async fn deleting_an_attachment_removes_its_object() {
     assert_eq!(app.request(Method::DELETE, &path).await.status(), 204);
 
     app.stored.assert_nothing_stored().await;
-    assert_eq!(
-        status_and_problem(app.request(Method::DELETE, &path).await)
-            .await
-            .0,
-        404
-    );
+    expect_problem(app.request(Method::DELETE, &path).await, 404).await;
 }
 
 #[tokio::test]

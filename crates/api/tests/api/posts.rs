@@ -3,18 +3,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use test_support::expect_problem;
 
-async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.expect("problem JSON");
-    assert_eq!(body["status"], status);
-    body
-}
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn creating_a_post_answers_201_with_its_location() {
@@ -54,7 +45,7 @@ async fn an_empty_title_is_422_naming_the_field() {
         .post_json("/v1/posts", &json!({ "title": "", "body": "x" }))
         .await;
 
-    let body = problem(response, 422).await;
+    let body = expect_problem(response, 422).await;
     assert_eq!(body["errors"][0]["field"], "title");
 }
 
@@ -66,7 +57,7 @@ async fn a_title_over_200_characters_is_422() {
         .post_json("/v1/posts", &json!({ "title": "x".repeat(201) }))
         .await;
 
-    problem(response, 422).await;
+    expect_problem(response, 422).await;
 }
 
 #[tokio::test]
@@ -82,7 +73,7 @@ async fn malformed_json_is_400() {
         .await
         .expect("request");
 
-    problem(response, 400).await;
+    expect_problem(response, 400).await;
 }
 
 #[tokio::test]
@@ -98,7 +89,7 @@ async fn a_body_that_is_not_json_is_415() {
         .await
         .expect("request");
 
-    problem(response, 415).await;
+    expect_problem(response, 415).await;
 }
 
 #[tokio::test]
@@ -119,7 +110,7 @@ async fn an_unknown_post_is_404() {
 
     let response = app.get("/v1/posts/5f0000000000000000000000").await;
 
-    problem(response, 404).await;
+    expect_problem(response, 404).await;
 }
 
 #[tokio::test]
@@ -128,7 +119,7 @@ async fn a_malformed_post_id_is_404() {
 
     let response = app.get("/v1/posts/not-an-id").await;
 
-    problem(response, 404).await;
+    expect_problem(response, 404).await;
 }
 
 #[tokio::test]
@@ -161,14 +152,14 @@ async fn posts_list_newest_first_in_pages() {
 async fn a_limit_over_100_is_400() {
     let app = spawn_app().await;
 
-    problem(app.get("/v1/posts?limit=101").await, 400).await;
+    expect_problem(app.get("/v1/posts?limit=101").await, 400).await;
 }
 
 #[tokio::test]
 async fn a_forged_cursor_is_400() {
     let app = spawn_app().await;
 
-    problem(app.get("/v1/posts?cursor=forged").await, 400).await;
+    expect_problem(app.get("/v1/posts?cursor=forged").await, 400).await;
 }
 
 #[tokio::test]
@@ -203,7 +194,7 @@ async fn patching_an_invalid_title_is_422() {
         .await
         .expect("request");
 
-    let body = problem(response, 422).await;
+    let body = expect_problem(response, 422).await;
     assert_eq!(body["errors"][0]["field"], "title");
 }
 
@@ -220,7 +211,7 @@ async fn patching_an_unknown_field_is_400() {
         .await
         .expect("request");
 
-    problem(response, 400).await;
+    expect_problem(response, 400).await;
 }
 
 #[tokio::test]
@@ -235,7 +226,7 @@ async fn patching_an_unknown_post_is_404() {
         .await
         .expect("request");
 
-    problem(response, 404).await;
+    expect_problem(response, 404).await;
 }
 
 #[tokio::test]
@@ -252,7 +243,7 @@ async fn deleting_a_post_removes_it_and_its_objects() {
 
     assert_eq!(response.status(), 204);
     assert!(app.stored.object_keys().await.is_empty());
-    problem(app.get(&format!("/v1/posts/{id}")).await, 404).await;
+    expect_problem(app.get(&format!("/v1/posts/{id}")).await, 404).await;
 }
 
 #[tokio::test]
@@ -263,12 +254,12 @@ async fn deleting_an_unknown_post_is_404() {
         .request(Method::DELETE, "/v1/posts/5f0000000000000000000000")
         .await;
 
-    problem(response, 404).await;
+    expect_problem(response, 404).await;
 }
 
 #[tokio::test]
 async fn an_unsupported_method_is_a_problem_json_405() {
     let app = spawn_app().await;
 
-    problem(app.request(Method::PUT, "/v1/posts").await, 405).await;
+    expect_problem(app.request(Method::PUT, "/v1/posts").await, 405).await;
 }

@@ -12,16 +12,7 @@ async fn the_stored_type_is_sniffed_not_declared() {
     let h = harness().await;
     let post = h.post().await;
 
-    let attachment = h
-        .storage
-        .upload_attachment(
-            post,
-            "image.txt",
-            Some("text/plain"),
-            stream_of(vec![Bytes::from_static(PNG)]),
-        )
-        .await
-        .expect("upload");
+    let attachment = h.attach(post, "image.txt", Some("text/plain"), PNG).await;
 
     assert_eq!(attachment.content_type, "image/png");
     assert_eq!(attachment.filename, "image.txt");
@@ -78,16 +69,7 @@ async fn an_upload_to_an_unknown_post_is_not_found() {
 async fn deleting_an_attachment_removes_its_object_and_record() {
     let h = harness().await;
     let post = h.post().await;
-    let attachment = h
-        .storage
-        .upload_attachment(
-            post,
-            "a.txt",
-            None,
-            stream_of(vec![Bytes::from_static(b"bye")]),
-        )
-        .await
-        .expect("upload");
+    let attachment = h.attach(post, "a.txt", None, b"bye").await;
 
     h.storage
         .delete_attachment(post, attachment.id)

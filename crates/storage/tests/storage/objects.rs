@@ -112,16 +112,7 @@ async fn ranges_return_exactly_the_requested_bytes() {
 async fn a_range_past_the_end_is_not_satisfiable() {
     let h = harness().await;
     let post = h.post().await;
-    let attachment = h
-        .storage
-        .upload_attachment(
-            post,
-            "r.bin",
-            None,
-            stream_of(vec![Bytes::from_static(b"tiny")]),
-        )
-        .await
-        .expect("upload");
+    let attachment = h.attach(post, "r.bin", None, b"tiny").await;
 
     let result = h
         .storage
@@ -217,15 +208,8 @@ async fn a_presigned_get_downloads_the_bytes_with_a_plain_http_client() {
     let h = harness().await;
     let post = h.post().await;
     let attachment = h
-        .storage
-        .upload_attachment(
-            post,
-            "hello.txt",
-            Some("text/plain"),
-            stream_of(vec![Bytes::from_static(b"hello, presigned")]),
-        )
-        .await
-        .expect("upload");
+        .attach(post, "hello.txt", Some("text/plain"), b"hello, presigned")
+        .await;
 
     let url = h
         .storage

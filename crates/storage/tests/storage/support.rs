@@ -118,6 +118,25 @@ pub async fn harness_with(options: Options) -> Harness {
 }
 
 impl Harness {
+    /// Stores `bytes` as a ready attachment of `post`.
+    pub async fn attach(
+        &self,
+        post: storage::PostId,
+        filename: &str,
+        declared_type: Option<&str>,
+        bytes: &'static [u8],
+    ) -> storage::Attachment {
+        self.storage
+            .upload_attachment(
+                post,
+                filename,
+                declared_type,
+                stream_of(vec![Bytes::from_static(bytes)]),
+            )
+            .await
+            .expect("upload")
+    }
+
     pub async fn post(&self) -> storage::PostId {
         self.storage
             .create_post(storage::NewPost {

@@ -62,8 +62,8 @@ impl PostBody {
     }
 }
 
-/// A client's file name, kept as metadata: NFC-normalised, 1 to 255 bytes, no control
-/// characters.
+/// A client's file name, kept as metadata: 1 to 255 characters, no control characters;
+/// stored NFC-normalised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileName(String);
 
@@ -74,8 +74,12 @@ impl FileName {
         if name.is_empty() {
             return Err(FieldError::new("filename", "must not be empty"));
         }
-        if name.len() > 255 {
-            return Err(FieldError::new("filename", "must be at most 255 bytes"));
+        // Counted as sent, in characters, as the OpenAPI document's maxLength counts.
+        if text.chars().count() > 255 {
+            return Err(FieldError::new(
+                "filename",
+                "must be at most 255 characters",
+            ));
         }
         if name.chars().any(char::is_control) {
             return Err(FieldError::new(
@@ -156,9 +160,9 @@ mod tests {
     }
 
     #[test]
-    fn file_names_over_255_bytes_are_invalid() {
-        assert!(FileName::parse(&"あ".repeat(86)).is_err());
-        assert!(FileName::parse(&"あ".repeat(85)).is_ok());
+    fn file_names_over_255_characters_are_invalid() {
+        assert!(FileName::parse(&"あ".repeat(256)).is_err());
+        assert!(FileName::parse(&"あ".repeat(255)).is_ok());
     }
 
     #[test]

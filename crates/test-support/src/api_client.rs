@@ -9,7 +9,7 @@ use crate::multipart::multipart;
 pub struct ApiClient {
     /// `http://127.0.0.1:PORT`
     pub address: String,
-    /// A client without redirects or proxies.
+    /// A client that ignores proxy settings.
     pub client: reqwest::Client,
 }
 
@@ -38,6 +38,11 @@ impl ApiClient {
     /// `GET {address}{path}`, read as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         self.get(path).await.json().await.expect("a JSON body")
+    }
+
+    /// `GET {address}{path}`, read as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).await.text().await.expect("a text body")
     }
 
     /// `POST {address}{path}` with a JSON body.

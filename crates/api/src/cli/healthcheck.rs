@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::ServerSettings;
 
 /// Why the probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +26,12 @@ pub enum ProbeError {
 
 /// GETs `/healthz` on the configured port (on loopback when listening on all interfaces)
 /// within `timeout`.
-pub fn probe(settings: &Settings, timeout: Duration) -> Result<(), ProbeError> {
-    let host = match settings.server.host.as_str() {
+pub fn probe(server: &ServerSettings, timeout: Duration) -> Result<(), ProbeError> {
+    let host = match server.host.as_str() {
         "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
         host => host,
     };
-    let address = format!("{host}:{}", settings.server.port);
+    let address = format!("{host}:{}", server.port);
     let unreachable = |source| ProbeError::Unreachable {
         address: address.clone(),
         source,

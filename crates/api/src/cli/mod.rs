@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{AuthSettings, ServerSettings, Settings};
 use crate::startup::Application;
 use crate::telemetry;
 
@@ -56,28 +56,20 @@ pub fn has_command(name: &str) -> bool {
 /// Parses the arguments, runs the command and returns its exit status.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let settings = match Settings::load() {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("posts-api: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Config => {
-            print!("{}", settings.to_redacted_toml());
-            ExitCode::SUCCESS
-        }
-        Command::Healthcheck => match healthcheck::probe(&settings, Duration::from_secs(3)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("posts-api: unhealthy: {error}");
-                ExitCode::FAILURE
-            }
+    match Cli::parse().command.unwrap_or(Command::Serve) {
+        // These two need one section each, so they work where nothing else is configured.
+        Command::Healthcheck => match Settings::load_section::<ServerSettings>("server") {
+            Ok(server) => match healthcheck::probe(&server, Duration::from_secs(3)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("posts-api: unhealthy: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(error) => config_error(&error),
         },
-        Command::Token { sub, ttl } => {
-            match crate::auth::mint_hs256(&settings.auth, &sub, Duration::from_secs(ttl)) {
+        Command::Token { sub, ttl } => match Settings::load_section::<AuthSettings>("auth") {
+            Ok(auth) => match crate::auth::mint_hs256(&auth, &sub, Duration::from_secs(ttl)) {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS
@@ -86,11 +78,32 @@ pub fn main() -> ExitCode {
                     eprintln!("posts-api: cannot mint a token: {error}");
                     ExitCode::FAILURE
                 }
+            },
+            Err(error) => config_error(&error),
+        },
+        Command::Config => match Settings::load() {
+            Ok(settings) => {
+                print!("{}", settings.to_redacted_toml());
+                ExitCode::SUCCESS
             }
-        }
-        Command::Migrate => run(&settings.clone(), migrate(settings)),
-        Command::Serve => run(&settings.clone(), serve(settings)),
+            Err(error) => config_error(&error),
+        },
+        Command::Migrate => match Settings::load() {
+            Ok(settings) => run(&settings.clone(), migrate(settings)),
+            Err(error) => config_error(&error),
+        },
+        Command::Serve => match Settings::load() {
+            Ok(settings) => run(&settings.clone(), serve(settings)),
+            Err(error) => config_error(&error),
+        },
     }
+}
+
+/// Reports an unusable configuration and returns its exit status.
+#[allow(clippy::print_stderr)]
+fn config_error(error: &crate::config::SettingsError) -> ExitCode {
+    eprintln!("posts-api: {error}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// Sets up logging and the runtime, runs `work`, and turns its outcome into the exit code.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use aws_creds::AwsSettings;
 use config::{Config, ConfigError, File, FileFormat};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use storage::{MongoSettings, S3Settings, UploadSettings};
 
@@ -139,35 +140,26 @@ impl Settings {
     ) -> Result<Self, SettingsError> {
         let environment =
             Environment::from_name(env.get("APP_ENV").map_or("local", String::as_str));
-        let mut builder = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .add_source(File::from(config_dir.join("default.toml")).required(false))
-            .add_source(
-                File::from(config_dir.join(format!("{}.toml", environment.name()))).required(false),
-            )
-            .add_source(
-                config::Environment::with_prefix("APP")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("uploads.allowed_content_types")
-                    .try_parsing(true)
-                    .source(Some(env.clone())),
-            );
-        for (variable, key) in LEGACY_VARIABLES {
-            if let Some(value) = env.get(*variable) {
-                builder = builder
-                    .set_override(*key, value.as_str())
-                    .map_err(|error| SettingsError::new(*key, error.to_string()))?;
-            }
-        }
-        let mut settings: Self = builder
-            .build()
-            .and_then(Config::try_deserialize)
+        let mut settings: Self = layered(config_dir, env, &environment)?
+            .try_deserialize()
             .map_err(from_config_error)?;
         settings.environment = environment;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Loads one section alone, from the same sources as [`Settings::load`]: for commands
+    /// that need only it (`posts-api token` needs `auth`, not a database).
+    pub fn load_section<T: DeserializeOwned>(name: &str) -> Result<T, SettingsError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let dir = env
+            .get("APP_CONFIG_DIR")
+            .map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        let environment =
+            Environment::from_name(env.get("APP_ENV").map_or("local", String::as_str));
+        layered(&dir, &env, &environment)?
+            .get(name)
+            .map_err(from_config_error)
     }
 
     /// Checks every section, then the rules between sections.
@@ -194,6 +186,38 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
+}
+
+/// The layers, later winning: built-in defaults, `default.toml` and the environment's file
+/// on disk, `APP__SECTION__KEY` variables, the original service's variables.
+fn layered(
+    config_dir: &Path,
+    env: &HashMap<String, String>,
+    environment: &Environment,
+) -> Result<Config, SettingsError> {
+    let mut builder = Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .add_source(File::from(config_dir.join("default.toml")).required(false))
+        .add_source(
+            File::from(config_dir.join(format!("{}.toml", environment.name()))).required(false),
+        )
+        .add_source(
+            config::Environment::with_prefix("APP")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("uploads.allowed_content_types")
+                .try_parsing(true)
+                .source(Some(env.clone())),
+        );
+    for (variable, key) in LEGACY_VARIABLES {
+        if let Some(value) = env.get(*variable) {
+            builder = builder
+                .set_override(*key, value.as_str())
+                .map_err(|error| SettingsError::new(*key, error.to_string()))?;
+        }
+    }
+    builder.build().map_err(from_config_error)
 }
 
 /// The `config` crate's error as one naming the key.

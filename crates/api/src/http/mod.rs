@@ -4,6 +4,7 @@
 pub mod conditional;
 pub mod error;
 pub mod extractors;
+pub mod json;
 pub mod problem;
 pub mod request_id;
 pub mod views;

@@ -31,12 +31,21 @@ pub struct PostView {
     pub updated_at: String,
     /// Ready attachments, oldest first.
     pub attachments: Vec<AttachmentView>,
+    /// This post: `/v1/posts/{id}` (relative).
+    #[schema(example = "/v1/posts/6650f1c2a1b2c3d4e5f60718")]
+    pub url: String,
+    /// Its attachments, and where to upload more: `/v1/posts/{id}/attachments`.
+    #[schema(example = "/v1/posts/6650f1c2a1b2c3d4e5f60718/attachments")]
+    pub attachments_url: String,
 }
 
 impl From<Post> for PostView {
     fn from(post: Post) -> Self {
+        let url = format!("/v1/posts/{}", post.id);
         Self {
             id: post.id.to_string(),
+            attachments_url: format!("{url}/attachments"),
+            url,
             title: post.title,
             body: post.body,
             author: post.author,
@@ -68,11 +77,25 @@ pub struct AttachmentView {
     /// Creation time (RFC 3339).
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// This attachment's metadata: `/v1/posts/{post_id}/attachments/{id}` (relative).
+    #[schema(example = "/v1/posts/6650f1c2a1b2c3d4e5f60718/attachments/6650f1c2a1b2c3d4e5f60719")]
+    pub url: String,
+    /// Its bytes: `…/attachments/{id}/content` (relative).
+    #[schema(
+        example = "/v1/posts/6650f1c2a1b2c3d4e5f60718/attachments/6650f1c2a1b2c3d4e5f60719/content"
+    )]
+    pub content_url: String,
 }
 
 impl From<Attachment> for AttachmentView {
     fn from(attachment: Attachment) -> Self {
+        let url = format!(
+            "/v1/posts/{}/attachments/{}",
+            attachment.post_id, attachment.id
+        );
         Self {
+            content_url: format!("{url}/content"),
+            url,
             id: attachment.id.to_string(),
             post_id: attachment.post_id.to_string(),
             filename: attachment.filename,
@@ -125,4 +148,6 @@ pub struct DirectUploadView {
     /// When the URL stops working (RFC 3339).
     #[schema(format = DateTime)]
     pub expires_at: String,
+    /// Where to POST once the bytes are uploaded (relative).
+    pub complete_url: String,
 }

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use crate::domain::{FileName, parse_id};
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::Writer;
+use crate::http::json::Object;
 use crate::http::problem::FieldError;
 use crate::http::problem::Problem;
 use crate::http::views::{AttachmentView, DirectUploadView, timestamp};
@@ -99,7 +100,7 @@ pub async fn begin_upload(
     state: web::Data<AppState>,
     writer: Writer,
     path: web::Path<String>,
-    body: web::Json<BeginUpload>,
+    body: web::Json<Object<BeginUpload>>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
     state.authorize(&writer, post_id).await?;
@@ -107,10 +108,9 @@ pub async fn begin_upload(
         filename,
         content_type,
         size,
-    } = body.into_inner();
+    } = body.into_inner().0;
     let filename = FileName::parse(&filename).map_err(|error| ApiError::Validation(vec![error]))?;
-    let essence = storage::essence(&content_type);
-    if !is_media_type(&essence) {
+    if !is_media_type(&content_type) {
         return Err(ApiError::Validation(vec![FieldError::new(
             "content_type",
             "must be a media type such as image/png",
@@ -118,7 +118,12 @@ pub async fn begin_upload(
     }
     let ticket = state
         .storage
-        .begin_direct_upload(post_id, filename.as_str(), &essence, size)
+        .begin_direct_upload(
+            post_id,
+            filename.as_str(),
+            &storage::essence(&content_type),
+            size,
+        )
         .await?;
     Ok(HttpResponse::Created().json(DirectUploadView {
         upload_id: ticket.upload_id.to_string(),
@@ -126,6 +131,10 @@ pub async fn begin_upload(
         method: ticket.url.method,
         headers: ticket.url.headers.into_iter().collect(),
         expires_at: timestamp(ticket.url.expires_at),
+        complete_url: format!(
+            "/v1/posts/{post_id}/attachments/uploads/{}/complete",
+            ticket.upload_id
+        ),
     }))
 }
 

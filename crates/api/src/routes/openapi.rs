@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers, served at `/openapi.json`.
 
+use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::response::ResponseBuilder;
@@ -7,6 +8,7 @@ use utoipa::openapi::schema::AdditionalProperties;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::config::Settings;
 use crate::http::error::method_not_allowed;
@@ -53,6 +55,27 @@ pub struct ApiDoc;
 /// operation that declares one of these itself keeps its own, more specific, description.
 #[derive(Debug)]
 struct CommonResponses;
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_types_pattern;
+
+    #[test]
+    fn the_pattern_of_an_allow_list_names_each_type_in_either_case() {
+        assert_eq!(
+            allowed_types_pattern(&["image/*".into(), "application/vnd.x+json".into()]),
+            "^([iI][mM][aA][gG][eE]/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}|[aA][pP][pP][lL][iI][cC][aA][tT][iI][oO][nN]/[vV][nN][dD]\\.[xX]\\+[jJ][sS][oO][nN])$"
+        );
+    }
+
+    #[test]
+    fn any_type_allowed_is_any_media_type() {
+        assert_eq!(
+            allowed_types_pattern(&["*/*".into()]),
+            "^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+        );
+    }
+}
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -140,13 +163,34 @@ fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
     )
 }
 
-/// Registers `/openapi.json`.
+/// Registers `/openapi.json` and the API reference at `/docs/`: Swagger UI, built into the
+/// binary (nothing is fetched at run time), reading `/openapi.json`, with bearer tokens
+/// usable from its Authorize button.
 pub fn routes(config: &mut web::ServiceConfig) {
-    config.service(
-        web::resource("/openapi.json")
-            .route(web::get().to(openapi_json))
-            .default_service(method_not_allowed("GET")),
-    );
+    config
+        .service(
+            web::resource("/openapi.json")
+                .route(web::get().to(openapi_json))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/docs")
+                .route(web::get().to(|| async {
+                    HttpResponse::PermanentRedirect()
+                        .insert_header((LOCATION, "/docs/"))
+                        .finish()
+                }))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            SwaggerUi::new("/docs/{_:.*}").config(
+                Config::new(["/openapi.json"])
+                    // The default validator is a public web service: no calls out.
+                    .validator_url("none")
+                    .persist_authorization(true)
+                    .try_it_out_enabled(true),
+            ),
+        );
 }
 
 /// This document.
@@ -158,16 +202,63 @@ pub async fn openapi_json(settings: web::Data<Settings>) -> HttpResponse {
     HttpResponse::Ok().json(document(&settings))
 }
 
-/// The document with this instance's configured limits filled in.
+/// The document with this instance's configured limits filled in, so that a request the
+/// document calls valid is one the service accepts.
 pub fn document(settings: &Settings) -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
-    if let Some(components) = document.components.as_mut()
-        && let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut("UploadForm")
+    let Some(components) = document.components.as_mut() else {
+        return document;
+    };
+    if let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut("UploadForm")
         && let Some(RefOr::T(Schema::Array(files))) = form.properties.get_mut("file")
     {
         files.max_items = Some(settings.uploads.max_files_per_request.get() as usize);
         files.min_items = Some(1);
         form.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
     }
+    if let Some(RefOr::T(Schema::Object(begin))) = components.schemas.get_mut("BeginUpload") {
+        if let Some(RefOr::T(Schema::Object(size))) = begin.properties.get_mut("size") {
+            size.maximum = Some(settings.uploads.max_file_bytes.get().into());
+        }
+        if let Some(RefOr::T(Schema::Object(content_type))) =
+            begin.properties.get_mut("content_type")
+        {
+            content_type.pattern = Some(allowed_types_pattern(
+                &settings.uploads.allowed_content_types,
+            ));
+        }
+    }
     document
+}
+
+/// A restricted name of RFC 6838, in either case.
+const RESTRICTED_NAME: &str = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}";
+
+/// A pattern matching exactly the media types the allow-list admits, in any letter case
+/// (media types are case-insensitive).
+fn allowed_types_pattern(allowed: &[String]) -> String {
+    if allowed.iter().any(|allowed| allowed == "*/*") {
+        return format!("^{RESTRICTED_NAME}/{RESTRICTED_NAME}$");
+    }
+    let either_case = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                } else if c.is_ascii_alphanumeric() || c == '/' {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect()
+    };
+    let alternatives: Vec<String> = allowed
+        .iter()
+        .map(|allowed| match allowed.strip_suffix("/*") {
+            Some(kind) => format!("{}/{RESTRICTED_NAME}", either_case(kind)),
+            None => either_case(allowed),
+        })
+        .collect();
+    format!("^({})$", alternatives.join("|"))
 }

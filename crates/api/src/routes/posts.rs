@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::domain::{PageLimit, PostBody, PostTitle, parse_id};
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
+use crate::http::json::Object;
 use crate::http::problem::FieldError;
 use crate::http::problem::Problem;
 use crate::http::views::{PostPage, PostView};
@@ -35,11 +36,13 @@ pub fn routes(config: &mut web::ServiceConfig) {
 /// A new post.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreatePost {
-    /// 1 to 200 characters, no control characters.
+    /// 1 to 200 characters, not all white space, no control characters.
+    // The pattern spells out the `White_Space` characters `str::trim` removes, so that
+    // every regex dialect reads the same set.
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     title: String,
     /// Up to 100,000 characters.
@@ -48,13 +51,13 @@ pub struct CreatePost {
     body: String,
 }
 
-/// Changes to a post; absent fields keep their value.
+/// Changes to a post; absent fields keep their value. The body must be a JSON object.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePost {
-    /// 1 to 200 characters, no control characters.
+    /// 1 to 200 characters, not all white space, no control characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$")]
     title: Option<String>,
     /// Up to 100,000 characters.
     #[serde(default, deserialize_with = "present")]
@@ -99,9 +102,9 @@ fn validate_all(errors: Vec<FieldError>) -> Result<(), ApiError> {
 pub async fn create_post(
     state: web::Data<AppState>,
     writer: Writer,
-    body: web::Json<CreatePost>,
+    body: web::Json<Object<CreatePost>>,
 ) -> Result<HttpResponse, ApiError> {
-    let CreatePost { title, body } = body.into_inner();
+    let CreatePost { title, body } = body.into_inner().0;
     let title = PostTitle::parse(title);
     let body = PostBody::parse(body);
     let (title, body) = match (title, body) {
@@ -186,11 +189,11 @@ pub async fn update_post(
     state: web::Data<AppState>,
     writer: Writer,
     path: web::Path<String>,
-    body: web::Json<UpdatePost>,
+    body: web::Json<Object<UpdatePost>>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
     state.authorize(&writer, post_id).await?;
-    let UpdatePost { title, body } = body.into_inner();
+    let UpdatePost { title, body } = body.into_inner().0;
     let title = title.map(PostTitle::parse).transpose();
     let body = body.map(PostBody::parse).transpose();
     validate_all(

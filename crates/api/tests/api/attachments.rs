@@ -500,3 +500,24 @@ async fn a_stalled_upload_is_timed_out_and_leaves_nothing() {
         .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
 }
+
+#[tokio::test]
+async fn the_links_in_responses_lead_to_the_post_its_attachments_and_the_bytes() {
+    let app = spawn_app().await;
+    let (post, attachment) = app.post_with_attachment("a.txt", b"linked").await;
+    let post: Value = app.get_json(&format!("/v1/posts/{post}")).await;
+
+    let read_post: Value = app.get_json(post["url"].as_str().expect("url")).await;
+    let listed: Value = app
+        .get_json(post["attachments_url"].as_str().expect("attachments_url"))
+        .await;
+    let read_attachment: Value = app.get_json(attachment["url"].as_str().expect("url")).await;
+    let content = app
+        .get(attachment["content_url"].as_str().expect("content_url"))
+        .await;
+
+    assert_eq!(read_post["id"], post["id"]);
+    assert_eq!(listed["items"][0]["id"], attachment["id"]);
+    assert_eq!(read_attachment["id"], attachment["id"]);
+    assert_eq!(content.bytes().await.expect("bytes").as_ref(), b"linked");
+}

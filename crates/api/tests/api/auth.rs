@@ -331,6 +331,27 @@ async fn the_token_command_mints_a_token_the_service_accepts() {
     assert_eq!(read["author"], "cli-user");
 }
 
+#[test]
+fn the_token_command_needs_only_the_auth_settings() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_posts-api"))
+        .args(["token", "--sub", "me"])
+        .current_dir(repository_root())
+        .env_clear()
+        .env("APP__AUTH__JWT_HS256_SECRET", SECRET)
+        .output()
+        .expect("posts-api token runs");
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).matches('.').count(),
+        2
+    );
+}
+
 #[tokio::test]
 async fn production_without_authentication_refuses_to_start() {
     let mut service = ServiceCommand::new().env("APP_ENV", "production").spawn();

@@ -1,6 +1,7 @@
 //! The OpenAPI document: it covers `docs/api.md`, and the service keeps to it under
 //! generated requests (schemathesis).
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -83,11 +84,11 @@ async fn the_document_declares_bearer_security_and_its_401_and_403_responses() {
     );
 }
 
-/// Generated requests against every operation: no 5xx, and no status, content type,
-/// header or body that the document does not declare. The request-validation heuristics
-/// (`positive_data_acceptance`, `negative_data_rejection`) are left out: they count the
-/// 413 of configured limits and the 400 of an opaque but undecodable cursor — both
-/// declared — as contradictions.
+/// Generated requests against every operation, with every check: no 5xx; no status,
+/// content type, header or body that the document does not declare; every request the
+/// document calls valid accepted, every one it calls invalid refused. The document carries
+/// this instance's limits (files per form, bytes per file, allowed types), so "valid"
+/// means what the service accepts.
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_contradiction() {
     const SECRET: &str = "schemathesis-secret";
@@ -106,17 +107,16 @@ async fn schemathesis_finds_no_server_error_and_no_contradiction() {
         .ready_within(Instant::now(), Duration::from_secs(30))
         .await;
 
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/schemathesis.toml");
     let output = tokio::process::Command::new(testbed("TESTBED_SCHEMATHESIS"))
+        .arg("--config-file")
+        .arg(&config)
         .args([
             "run",
             &format!("http://127.0.0.1:{}/openapi.json", service.port),
         ])
         .args(["--checks", "all"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args([
-            "--exclude-checks",
-            "positive_data_acceptance,negative_data_rejection",
-        ])
         .args([
             "--max-examples",
             "50",
@@ -142,4 +142,38 @@ async fn schemathesis_finds_no_server_error_and_no_contradiction() {
         "{}",
         service.output()
     );
+}
+
+#[tokio::test]
+async fn the_api_reference_is_served_from_the_binary_and_reads_the_document() {
+    let app = spawn_app().await;
+
+    let redirect = app.get("/docs").await;
+    let page = app.get("/docs/").await;
+    let page_type = page.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let page = page.text().await.expect("page");
+    let initializer = app.get_text("/docs/swagger-initializer.js").await;
+    let bundle = app.get("/docs/swagger-ui-bundle.js").await;
+
+    assert_eq!(redirect.url().path(), "/docs/");
+    assert!(page_type.starts_with("text/html"), "{page_type}");
+    assert!(page.contains("swagger-ui-bundle.js"));
+    assert!(
+        initializer.contains(r#""url": "/openapi.json""#),
+        "{initializer}"
+    );
+    assert!(
+        initializer.contains(r#""validatorUrl": "none""#),
+        "no call to the public validator: {initializer}"
+    );
+    assert_eq!(bundle.status(), 200);
+    for text in [&page, &initializer] {
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "{text}"
+        );
+    }
 }

@@ -19,15 +19,17 @@ impl Cursor {
         hex::encode(bytes)
     }
 
-    /// `None` for anything `encode` did not produce.
+    /// Any 40 lowercase hex digits, the cursor format the API documents; `None` for
+    /// anything else. A position outside 1970 to the year 9999 (which `encode` never
+    /// produces, and MongoDB cannot compare) is moved to the nearer end, which lists the
+    /// same posts.
     pub(crate) fn decode(text: &str) -> Option<Self> {
-        let bytes = hex::decode(text).ok()?;
-        let (millis, id) = bytes.split_at_checked(8)?;
-        let millis = i64::from_be_bytes(millis.try_into().ok()?);
-        // Only instants MongoDB can compare: 1970 to the year 9999.
-        if !(0..=253_402_300_799_999).contains(&millis) {
+        if text.len() != 40 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
+        let bytes = hex::decode(text).ok()?;
+        let (millis, id) = bytes.split_at_checked(8)?;
+        let millis = i64::from_be_bytes(millis.try_into().ok()?).clamp(0, 253_402_300_799_999);
         let id: [u8; 12] = id.try_into().ok()?;
         Some(Self {
             created_at: DateTime::from_millis(millis),
@@ -59,9 +61,18 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_cursor() {
-        let far_future = format!("{}{}", "7f".repeat(8), "00".repeat(12));
-        for text in ["", "zz", "00", &"0".repeat(41), "not-a-cursor", &far_future] {
+        let uppercase = "AB".repeat(20);
+        for text in ["", "zz", "00", &"0".repeat(41), "not-a-cursor", &uppercase] {
             assert_eq!(Cursor::decode(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn a_position_beyond_what_mongodb_compares_is_moved_to_the_nearer_end() {
+        let far_future = format!("{}{}", "7f".repeat(8), "00".repeat(12));
+        let before_1970 = format!("{}{}", "ff".repeat(8), "00".repeat(12));
+        let decoded = |text: &str| Cursor::decode(text).map(|c| c.created_at.timestamp_millis());
+        assert_eq!(decoded(&far_future), Some(253_402_300_799_999));
+        assert_eq!(decoded(&before_1970), Some(0));
     }
 }

@@ -20,6 +20,7 @@ use crate::http::request_id;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
+use crate::telemetry::AwsCallSpans;
 
 /// Why the service could not start. Each message names the dependency and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +161,11 @@ impl Application {
 async fn connect(settings: &Settings) -> Result<AppState, StartupError> {
     let started = Instant::now();
     let mongo = async {
-        let mongo = Mongo::connect(&settings.mongo).await?;
+        let mongo = if settings.traces.is_on() {
+            Mongo::connect_with_command_spans(&settings.mongo).await?
+        } else {
+            Mongo::connect(&settings.mongo).await?
+        };
         tracing::info!(elapsed = ?started.elapsed(), uri = %settings.mongo.redacted_uri(), "MongoDB answered");
         Ok::<_, StartupError>(mongo)
     };
@@ -194,9 +199,20 @@ async fn connect_aws(
         .region(Region::new(settings.aws.region.clone()))
         .load()
         .await;
-    let credentials = TemporaryCredentials::from_settings(&settings.aws, &sdk_config)?;
+    let interceptors = if settings.traces.is_on() {
+        vec![AwsCallSpans::shared()]
+    } else {
+        Vec::new()
+    };
+    let credentials =
+        TemporaryCredentials::with_interceptors(&settings.aws, &sdk_config, &interceptors)?;
     credentials.credentials().await?;
-    let objects = ObjectStore::new(&sdk_config, credentials.shared_provider(), &settings.s3);
+    let objects = ObjectStore::with_interceptors(
+        &sdk_config,
+        credentials.shared_provider(),
+        &settings.s3,
+        &interceptors,
+    );
     objects.check_bucket().await?;
     Ok((credentials, objects))
 }

@@ -36,6 +36,7 @@ pub use crate::settings::{AwsSettings, InvalidSetting, ROLE_CHAINING_MAX_SECS};
 
 use crate::cache::Backoff;
 use crate::source::{AssumeRole, BaseChain};
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 
 impl TemporaryCredentials {
     /// Builds the shared credentials from the `aws.*` settings and an `SdkConfig` loaded by
@@ -44,6 +45,16 @@ impl TemporaryCredentials {
     pub fn from_settings(
         settings: &AwsSettings,
         sdk_config: &SdkConfig,
+    ) -> Result<Self, CredentialsError> {
+        Self::with_interceptors(settings, sdk_config, &[])
+    }
+
+    /// Like [`TemporaryCredentials::from_settings`], with `interceptors` on every STS call
+    /// (the service's trace spans).
+    pub fn with_interceptors(
+        settings: &AwsSettings,
+        sdk_config: &SdkConfig,
+        interceptors: &[SharedInterceptor],
     ) -> Result<Self, CredentialsError> {
         let base = sdk_config.credentials_provider().ok_or_else(|| {
             CredentialsError::NoBaseCredentials {
@@ -68,6 +79,7 @@ impl TemporaryCredentials {
                     settings.session_name_prefix.clone(),
                     Duration::from_secs(settings.session_duration_secs),
                     settings.external_id().map(str::to_owned),
+                    interceptors,
                 );
                 Self::new(
                     Box::new(source),

@@ -13,6 +13,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_smithy_async::time::SharedTimeSource;
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::error::CredentialsError;
@@ -64,10 +65,14 @@ impl AssumeRole {
         session_name_prefix: String,
         duration: Duration,
         external_id: Option<String>,
+        interceptors: &[SharedInterceptor],
     ) -> Self {
-        let sts_config = aws_sdk_sts::config::Builder::from(sdk_config)
-            .credentials_provider(base.clone())
-            .build();
+        let mut sts_config = aws_sdk_sts::config::Builder::from(sdk_config);
+        sts_config.set_credentials_provider(Some(base.clone()));
+        for interceptor in interceptors {
+            sts_config.push_interceptor(interceptor.clone());
+        }
+        let sts_config = sts_config.build();
         Self {
             sts: aws_sdk_sts::Client::from_conf(sts_config),
             base,

@@ -109,7 +109,7 @@ fn config_error(error: &crate::config::SettingsError) -> ExitCode {
 /// Sets up logging and the runtime, runs `work`, and turns its outcome into the exit code.
 #[allow(clippy::print_stderr)]
 fn run(settings: &Settings, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    telemetry::init(&settings.log);
+    let telemetry = telemetry::init(&settings.log, &settings.traces);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,13 +120,15 @@ fn run(settings: &Settings, work: impl Future<Output = anyhow::Result<()>>) -> E
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(work) {
+    let outcome = match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("start-up failed: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    outcome
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

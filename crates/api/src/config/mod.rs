@@ -15,7 +15,7 @@ use storage::{MongoSettings, S3Settings, UploadSettings};
 
 mod sections;
 
-pub use self::sections::{AuthSettings, LogFormat, LogSettings, ServerSettings};
+pub use self::sections::{AuthSettings, LogFormat, LogSettings, ServerSettings, TraceSettings};
 
 /// Built-in defaults, so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../../../../config/default.toml");
@@ -47,6 +47,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// `log.*`
     pub log: LogSettings,
+    /// `traces.*`
+    pub traces: TraceSettings,
     /// The `APP_ENV` the settings were loaded for.
     #[serde(skip)]
     pub environment: Environment,
@@ -170,6 +172,7 @@ impl Settings {
         self.s3.validate()?;
         self.uploads.validate()?;
         self.log.validate()?;
+        self.traces.validate()?;
         if self.aws.refresh_lead_secs < self.s3.presign_ttl_secs.get() {
             return Err(SettingsError::new(
                 "aws.refresh_lead_secs",

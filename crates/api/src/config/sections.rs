@@ -67,6 +67,59 @@ impl LogSettings {
     }
 }
 
+/// `traces.*`: OpenTelemetry traces, off unless an endpoint is set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSettings {
+    /// Base URL of an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`; empty sends none.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Share of new traces recorded, 0 to 1; a request that arrives inside a sampled trace
+    /// (`traceparent`) is recorded as its parent decided.
+    pub sample_ratio: f64,
+}
+
+impl TraceSettings {
+    /// Whether traces are sent.
+    pub fn is_on(&self) -> bool {
+        self.traces_endpoint().is_some()
+    }
+
+    /// Where spans are sent (`{otlp_endpoint}/v1/traces`), if anywhere.
+    pub fn traces_endpoint(&self) -> Option<String> {
+        let base = self.otlp_endpoint.trim().trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/v1/traces"))
+    }
+
+    /// Checks the `traces.*` values on their own.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let endpoint = self.otlp_endpoint.trim();
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            return Err(SettingsError::new(
+                "traces.otlp_endpoint",
+                "must be an http:// or https:// URL, or empty",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(SettingsError::new(
+                "traces.sample_ratio",
+                format!("{} is outside 0 to 1", self.sample_ratio),
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(SettingsError::new(
+                "traces.service_name",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

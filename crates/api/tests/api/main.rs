@@ -7,4 +7,5 @@ mod openapi;
 mod ops;
 mod posts;
 mod startup;
+mod telemetry;
 mod uploads;

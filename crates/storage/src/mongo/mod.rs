@@ -2,6 +2,7 @@
 //! documents as stored, migrations, the lease that serialises the reaper, and the paging
 //! cursor.
 
+mod command_spans;
 pub(crate) mod cursor;
 pub(crate) mod documents;
 pub(crate) mod lease;
@@ -104,9 +105,23 @@ impl Mongo {
     /// Connects and pings, so a wrong URI or an unreachable server fails here, within the
     /// configured server-selection timeout, not at the first request.
     pub async fn connect(settings: &MongoSettings) -> Result<Self, MongoError> {
+        Self::connect_with(settings, None).await
+    }
+
+    /// Like [`Mongo::connect`], with a span for every command the driver sends, for
+    /// traces.
+    pub async fn connect_with_command_spans(settings: &MongoSettings) -> Result<Self, MongoError> {
+        Self::connect_with(settings, Some(command_spans::handler())).await
+    }
+
+    async fn connect_with(
+        settings: &MongoSettings,
+        command_events: Option<mongodb::event::EventHandler<mongodb::event::command::CommandEvent>>,
+    ) -> Result<Self, MongoError> {
         let mut options = ClientOptions::parse(settings.uri.expose_secret())
             .await
             .map_err(MongoError::InvalidUri)?;
+        options.command_event_handler = command_events;
         options.server_selection_timeout =
             Some(Duration::from_millis(settings.server_selection_timeout_ms));
         options.app_name = Some("posts-api".into());

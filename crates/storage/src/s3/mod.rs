@@ -9,7 +9,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::{
     IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedCredentialsProvider,
+    SharedCredentialsProvider, SharedInterceptor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +124,22 @@ impl ObjectStore {
         credentials: SharedCredentialsProvider,
         settings: &S3Settings,
     ) -> Self {
-        let config = aws_sdk_s3::config::Builder::from(sdk_config)
+        Self::with_interceptors(sdk_config, credentials, settings, &[])
+    }
+
+    /// Like [`ObjectStore::new`], with `interceptors` on every S3 call (the service's trace
+    /// spans).
+    pub fn with_interceptors(
+        sdk_config: &SdkConfig,
+        credentials: SharedCredentialsProvider,
+        settings: &S3Settings,
+        interceptors: &[SharedInterceptor],
+    ) -> Self {
+        let mut config = aws_sdk_s3::config::Builder::from(sdk_config);
+        for interceptor in interceptors {
+            config.push_interceptor(interceptor.clone());
+        }
+        let config = config
             .credentials_provider(credentials.clone())
             // The provider is the cache; a second cache in front would hold credentials
             // past our refresh point.

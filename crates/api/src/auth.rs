@@ -2,9 +2,10 @@
 //!
 //! HS256 tokens are checked against `auth.jwt_hs256_secret` (local development); RS256 and
 //! ES256 tokens against the keys of `auth.jwks_url` (production), fetched at start,
-//! refreshed periodically and when a token names an unknown key. With neither configured
-//! the service runs open — refused in production.
+//! refreshed periodically and when a token names an unknown key. The configuration refuses
+//! to load without one of them unless `auth.disabled` is set (see `AuthSettings::validate`).
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,17 +23,16 @@ const LEEWAY_SECS: u64 = 30;
 const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Unknown key ids refetch the JWKS at most this often.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(5);
+/// The largest JWKS accepted; real ones are a few kilobytes.
+const JWKS_MAX_BYTES: usize = 256 * 1024;
+/// Unknown key ids remembered between fetches.
+const JWKS_MAX_MISSES: usize = 4096;
 /// The JWKS is refetched this often regardless.
 pub const JWKS_REFRESH: Duration = Duration::from_secs(600);
 
 /// Why authentication could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
-    /// Production without any way to check tokens.
-    #[error(
-        "set auth.jwt_hs256_secret or auth.jwks_url: the production environment refuses to run without authentication"
-    )]
-    NotConfigured,
     /// The JWKS could not be fetched or read.
     #[error("cannot load the JWKS from {url}: {detail}")]
     Jwks {
@@ -46,8 +46,8 @@ pub enum AuthSetupError {
     Secret(String),
 }
 
-/// The claims the service reads.
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims of a token `posts-api token` mints.
+#[derive(Debug, Serialize)]
 pub struct Claims {
     /// The caller; becomes a post's `author`.
     pub sub: String,
@@ -84,37 +84,44 @@ struct Jwks {
     url: String,
     client: reqwest::Client,
     keys: RwLock<JwkSet>,
-    last_fetch: tokio::sync::Mutex<Instant>,
+    /// Key ids that the current set lacks: a token naming one is refused without a fetch.
+    misses: RwLock<HashSet<String>>,
+    /// When the last fetch was tried, whether it worked or not. Held during a fetch, so
+    /// concurrent callers wait for that one instead of starting their own.
+    last_attempt: tokio::sync::Mutex<Instant>,
 }
 
 impl Authenticator {
     /// Builds the verifier; fetches the JWKS when one is configured.
-    pub async fn from_settings(
-        settings: &AuthSettings,
-        production: bool,
-    ) -> Result<Self, AuthSetupError> {
-        let secret = settings.jwt_hs256_secret.expose_secret();
-        let hs256 = if secret.is_empty() {
-            None
-        } else {
-            Some(
-                DecodingKey::from_secret(secret.as_bytes())
-                    .map_err(|error| AuthSetupError::Secret(error.to_string()))?,
-            )
-        };
-        let jwks = match settings.jwks_url.trim() {
-            "" => None,
-            url => Some(Jwks::load(url).await?),
-        };
-        if hs256.is_none() && jwks.is_none() {
-            if production {
-                return Err(AuthSetupError::NotConfigured);
-            }
+    /// The settings were validated with the configuration (`AuthSettings::validate`): here
+    /// they are only put to use.
+    pub async fn from_settings(settings: &AuthSettings) -> Result<Self, AuthSetupError> {
+        if settings.disabled {
             tracing::warn!(
-                "AUTHENTICATION IS OFF: no auth.jwt_hs256_secret or auth.jwks_url; anyone may \
-                 create, change and delete anything. Never run like this outside development."
+                "AUTHENTICATION IS OFF (auth.disabled = true): anyone may create, change and \
+                 delete anything. Never run like this outside tests and demos."
             );
+            return Ok(Self {
+                inner: Arc::new(Inner {
+                    hs256: None,
+                    jwks: None,
+                    issuer: None,
+                    audience: None,
+                    public_reads: true,
+                }),
+            });
         }
+        let hs256 = settings
+            .hs256_secret()
+            .map(|secret| {
+                DecodingKey::from_secret(secret.as_bytes())
+                    .map_err(|error| AuthSetupError::Secret(error.to_string()))
+            })
+            .transpose()?;
+        let jwks = match settings.jwks_url() {
+            None => None,
+            Some(url) => Some(Jwks::load(url).await?),
+        };
         let non_empty = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -183,7 +190,7 @@ impl Authenticator {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| {
+        let data = jsonwebtoken::decode::<Subject>(token, &key, &validation).map_err(|error| {
             invalid(match error.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
                 ErrorKind::ImmatureSignature => "the token is not valid yet",
@@ -198,6 +205,13 @@ impl Authenticator {
     }
 }
 
+/// What the service reads of a verified token. `aud`, a string or an array (RFC 7519), and
+/// the other registered claims are checked by the validation, not read here.
+#[derive(Deserialize)]
+struct Subject {
+    sub: String,
+}
+
 /// Why a bearer token was refused, in words fit for `WWW-Authenticate`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -210,7 +224,9 @@ fn invalid(description: &'static str) -> TokenRejected {
 impl Jwks {
     async fn load(url: &str) -> Result<Self, AuthSetupError> {
         let client = reqwest::Client::builder()
+            .connect_timeout(JWKS_TIMEOUT)
             .timeout(JWKS_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| AuthSetupError::Jwks {
                 url: url.to_owned(),
@@ -222,19 +238,28 @@ impl Jwks {
             url: url.to_owned(),
             client,
             keys: RwLock::new(keys),
-            last_fetch: tokio::sync::Mutex::new(Instant::now()),
+            misses: RwLock::default(),
+            last_attempt: tokio::sync::Mutex::new(Instant::now()),
         })
     }
 
+    /// Fetches the set again (the periodic refresh). Failures keep the current keys.
     async fn refetch(&self) -> Result<(), AuthSetupError> {
-        let mut last_fetch = self.last_fetch.lock().await;
-        let keys = fetch(&self.client, &self.url).await?;
+        let mut last_attempt = self.last_attempt.lock().await;
+        *last_attempt = Instant::now();
+        self.replace_keys(fetch(&self.client, &self.url).await?);
+        Ok(())
+    }
+
+    fn replace_keys(&self, keys: JwkSet) {
         *self
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
-        *last_fetch = Instant::now();
-        Ok(())
+        self.misses
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     fn find(&self, kid: &str) -> Option<DecodingKey> {
@@ -246,35 +271,93 @@ impl Jwks {
             .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
     }
 
-    /// The key `kid`; an unknown one refetches the set (rate-limited), as after a rotation.
+    fn is_known_miss(&self, kid: &str) -> bool {
+        self.misses
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(kid)
+    }
+
+    fn remember_miss(&self, kid: &str) {
+        let mut misses = self
+            .misses
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Random ids must not grow it without bound; forgetting them only costs a lookup.
+        if misses.len() >= JWKS_MAX_MISSES {
+            misses.clear();
+        }
+        misses.insert(kid.to_owned());
+    }
+
+    /// The key `kid`. An unknown one refetches the set, as after a rotation, but at most
+    /// once per [`JWKS_MIN_REFETCH`] whether fetches work or fail, one fetch at a time;
+    /// ids still unknown after a fetch are refused without another until the next one.
     async fn key(&self, kid: &str) -> Result<DecodingKey, TokenRejected> {
+        let unknown = || invalid("the token's signing key is unknown");
         if let Some(key) = self.find(kid) {
             return Ok(key);
         }
-        let due = self.last_fetch.lock().await.elapsed() >= JWKS_MIN_REFETCH;
-        if due && let Err(error) = self.refetch().await {
-            tracing::warn!(%error, "JWKS refetch for an unknown key failed");
+        if self.is_known_miss(kid) {
+            return Err(unknown());
         }
-        self.find(kid)
-            .ok_or_else(|| invalid("the token's signing key is unknown"))
+        {
+            let mut last_attempt = self.last_attempt.lock().await;
+            // Another caller may have fetched while this one waited.
+            if let Some(key) = self.find(kid) {
+                return Ok(key);
+            }
+            if last_attempt.elapsed() >= JWKS_MIN_REFETCH {
+                *last_attempt = Instant::now();
+                match fetch(&self.client, &self.url).await {
+                    Ok(keys) => self.replace_keys(keys),
+                    Err(error) => tracing::warn!(%error, "JWKS refetch for an unknown key failed"),
+                }
+            }
+        }
+        let key = self.find(kid);
+        if key.is_none() {
+            self.remember_miss(kid);
+        }
+        key.ok_or_else(unknown)
     }
 }
 
+/// Fetches and parses a JWKS, refusing one larger than [`JWKS_MAX_BYTES`].
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<JwkSet, AuthSetupError> {
     let failed = |detail: String| AuthSetupError::Jwks {
         url: url.to_owned(),
         detail,
     };
-    let response = client
+    let mut response = client
         .get(url)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|error| failed(error.to_string()))?;
-    response
-        .json::<JwkSet>()
+    let too_large = || {
+        failed(format!(
+            "the response is larger than {JWKS_MAX_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > JWKS_MAX_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|error| failed(format!("not a JWKS: {error}")))
+        .map_err(|error| failed(error.to_string()))?
+    {
+        if body.len() + chunk.len() > JWKS_MAX_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|error| failed(format!("not a JWKS: {error}")))
 }
 
 /// Mints an HS256 token for local use (`posts-api token`).

@@ -62,8 +62,9 @@ impl PostBody {
     }
 }
 
-/// A client's file name, kept as metadata: 1 to 255 characters, no control characters;
-/// stored NFC-normalised.
+/// A client's file name, kept as metadata: 1 to 255 characters, no control characters and
+/// no invisible formatting characters (bidi overrides such as U+202E make `exe.txt` read
+/// as `txt.exe`); stored NFC-normalised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileName(String);
 
@@ -87,6 +88,13 @@ impl FileName {
                 "must not contain control characters",
             ));
         }
+        if name.chars().any(is_invisible_format) {
+            return Err(FieldError::new(
+                "filename",
+                "must not contain invisible formatting characters (bidi controls, zero-width \
+                 characters)",
+            ));
+        }
         Ok(Self(name))
     }
 
@@ -94,6 +102,15 @@ impl FileName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Unicode format characters (category Cf) that change how a name reads without showing:
+/// bidi embeddings, overrides and isolates, zero-width characters, and their kin. The
+/// OpenAPI document's filename pattern lists the same ranges.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// A page size: 1 to 100, 20 when absent.
@@ -157,6 +174,18 @@ mod tests {
     fn file_names_with_control_characters_are_invalid() {
         assert!(FileName::parse("a\nb.txt").is_err());
         assert!(FileName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn file_names_with_bidi_overrides_or_zero_width_characters_are_invalid() {
+        for name in [
+            "invoice\u{202E}fdp.exe",
+            "a\u{200B}b.txt",
+            "x\u{2066}y",
+            "\u{FEFF}z",
+        ] {
+            assert!(FileName::parse(name).is_err(), "{name:?}");
+        }
     }
 
     #[test]

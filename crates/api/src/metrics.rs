@@ -19,11 +19,13 @@ use prometheus_client::registry::Registry;
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Labels of a served request.
+/// Labels of a served request. Every value comes from a bounded set, whatever clients
+/// send: the route templates the service registers (or `unmatched`), the standard methods
+/// (or `OTHER`), and the statuses the service answers with.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -31,7 +33,25 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
-    method: String,
+    method: &'static str,
+}
+
+/// The method as a label: one of the standard methods, or `OTHER` for anything a client
+/// made up (which would otherwise add a series per request).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -98,11 +118,17 @@ impl Metrics {
     }
 
     /// Counts a served request.
-    pub fn observe_request(&self, route: String, method: String, status: u16, elapsed: Duration) {
+    pub fn observe_request(
+        &self,
+        route: String,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         self.latency
             .get_or_create(&RouteLabels {
                 route: route.clone(),
-                method: method.clone(),
+                method,
             })
             .observe(elapsed.as_secs_f64());
         self.requests
@@ -154,7 +180,7 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.call(request).await?;
     if let Some(metrics) = metrics {

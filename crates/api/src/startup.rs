@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::http::request_id;
 use crate::metrics::Metrics;
 use crate::routes;
+use crate::routes::ops::ReadinessCache;
 use crate::state::AppState;
 use crate::telemetry::AwsCallSpans;
 
@@ -58,6 +59,8 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
+    /// The management listener (`/readyz`, `/metrics`) and its port, when configured.
+    management: Option<(Server, u16)>,
     mongo: Mongo,
     reaper: Reaper,
     jwks_refresher: JoinHandle<()>,
@@ -75,8 +78,7 @@ impl Application {
     /// Connects every dependency and binds the listener. Fails, naming the dependency,
     /// when MongoDB, the credentials or the bucket cannot be used.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let authenticator =
-            Authenticator::from_settings(&settings.auth, settings.is_production()).await?;
+        let authenticator = Authenticator::from_settings(&settings.auth).await?;
         let state = connect(&settings).await?;
         let applied = storage::run_migrations(state.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
@@ -85,45 +87,79 @@ impl Application {
             Duration::from_secs(settings.uploads.reaper_interval_secs.get()),
         );
 
-        let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                address: address.clone(),
-                source,
-            })?
-            .port();
+        let (listener, port) = bind(&settings.server.host, settings.server.port)?;
+        let management_listener = match settings.server.management_port {
+            0 => None,
+            management_port => Some(bind(&settings.server.host, management_port)?),
+        };
         let mongo = state.mongo.clone();
         let metrics = web::Data::new(Metrics::new(state.credentials.clone()));
+        let readiness = web::Data::new(ReadinessCache::default());
         let data = web::Data::new(state);
         let shared_settings = web::Data::new(settings.clone());
         let jwks_refresher = refresh_jwks_periodically(authenticator.clone());
         let authenticator = web::Data::new(authenticator);
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(crate::metrics::record))
-                .wrap(from_fn(request_id::assign))
-                .app_data(data.clone())
-                .app_data(metrics.clone())
-                .app_data(shared_settings.clone())
-                .app_data(authenticator.clone())
-                .configure(routes::configure)
-        })
-        // Signals are ours: actix treats SIGINT as a forced stop, we want graceful.
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_grace_secs)
-        .client_request_timeout(Duration::from_secs(10))
-        .client_disconnect_timeout(Duration::from_secs(5))
-        .listen(listener)
-        .map_err(|source| StartupError::Bind { address, source })?
-        .run();
+        let separate_management = management_listener.is_some();
+        let server = HttpServer::new({
+            let (data, metrics, readiness) = (data.clone(), metrics.clone(), readiness.clone());
+            move || {
+                App::new()
+                    .wrap(from_fn(crate::metrics::record))
+                    .wrap(from_fn(request_id::assign))
+                    .app_data(data.clone())
+                    .app_data(metrics.clone())
+                    .app_data(readiness.clone())
+                    .app_data(shared_settings.clone())
+                    .app_data(authenticator.clone())
+                    .configure(if separate_management {
+                        routes::public
+                    } else {
+                        routes::configure
+                    })
+            }
+        });
+        let server = server
+            // Signals are ours: actix treats SIGINT as a forced stop, we want graceful.
+            .disable_signals()
+            .shutdown_timeout(settings.server.shutdown_grace_secs)
+            .client_request_timeout(Duration::from_secs(10))
+            .client_disconnect_timeout(Duration::from_secs(5))
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                address: format!("{}:{port}", settings.server.host),
+                source,
+            })?
+            .run();
+        let management = match management_listener {
+            None => None,
+            Some((listener, management_port)) => {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .wrap(from_fn(crate::metrics::record))
+                        .wrap(from_fn(request_id::assign))
+                        .app_data(data.clone())
+                        .app_data(metrics.clone())
+                        .app_data(readiness.clone())
+                        .configure(routes::management)
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(settings.server.shutdown_grace_secs)
+                .client_request_timeout(Duration::from_secs(10));
+                let server = server
+                    .listen(listener)
+                    .map_err(|source| StartupError::Bind {
+                        address: format!("{}:{management_port}", settings.server.host),
+                        source,
+                    })?
+                    .run();
+                Some((server, management_port))
+            }
+        };
         Ok(Self {
             server,
             port,
+            management,
             mongo,
             reaper,
             jwks_refresher,
@@ -135,11 +171,23 @@ impl Application {
         self.port
     }
 
+    /// The port of the management listener, when one is configured.
+    pub fn management_port(&self) -> Option<u16> {
+        self.management.as_ref().map(|(_, port)| *port)
+    }
+
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish within the
     /// grace period and closes MongoDB.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        tracing::info!(port = self.port, "listening");
+        tracing::info!(
+            port = self.port,
+            management_port = self.management_port(),
+            "listening"
+        );
         let handle = self.server.handle();
+        let management = self
+            .management
+            .map(|(server, _)| (server.handle(), tokio::spawn(server)));
         let mut server = tokio::spawn(self.server);
         let result = tokio::select! {
             result = &mut server => result,
@@ -149,12 +197,33 @@ impl Application {
                 server.await
             }
         };
+        // Readiness and metrics stay up until the public listener has drained.
+        if let Some((handle, task)) = management {
+            handle.stop(true).await;
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "the management listener ended abnormally");
+            }
+        }
         self.jwks_refresher.abort();
         self.reaper.stop().await;
         self.mongo.shutdown().await;
         tracing::info!("stopped");
         result.map_err(io::Error::other)?
     }
+}
+
+/// Binds `host:port`; returns the listener and the port it got (for port 0).
+fn bind(host: &str, port: u16) -> Result<(TcpListener, u16), StartupError> {
+    let address = format!("{host}:{port}");
+    let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+        address: address.clone(),
+        source,
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { address, source })?
+        .port();
+    Ok((listener, port))
 }
 
 /// Connects MongoDB and AWS at the same time; start-up takes the slower of the two.

@@ -20,7 +20,7 @@ use test_support::{ChaosProxy, socket_address_of};
 use crate::service::{Service, rss_bytes};
 
 const MIB: usize = 1024 * 1024;
-const SECRET: &str = "benchmark-secret";
+const SECRET: &str = "benchmark-secret-of-at-least-32-bytes";
 const BOUNDARY: &str = "posts-api-bench-boundary";
 
 #[derive(Debug, Parser)]

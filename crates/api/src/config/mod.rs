@@ -15,7 +15,9 @@ use storage::{MongoSettings, S3Settings, UploadSettings};
 
 mod sections;
 
-pub use self::sections::{AuthSettings, LogFormat, LogSettings, ServerSettings, TraceSettings};
+pub use self::sections::{
+    AuthSettings, LogFormat, LogSettings, MIN_HS256_SECRET_BYTES, ServerSettings, TraceSettings,
+};
 
 /// Built-in defaults, so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../../../../config/default.toml");
@@ -171,6 +173,7 @@ impl Settings {
         self.aws.validate()?;
         self.s3.validate()?;
         self.uploads.validate()?;
+        self.auth.validate(&self.environment)?;
         self.log.validate()?;
         self.traces.validate()?;
         if self.aws.refresh_lead_secs < self.s3.presign_ttl_secs.get() {
@@ -179,6 +182,16 @@ impl Settings {
                 format!(
                     "{} must be at least s3.presign_ttl_secs ({}), so a presigned URL never outlives its credentials",
                     self.aws.refresh_lead_secs, self.s3.presign_ttl_secs
+                ),
+            ));
+        }
+        if self.uploads.pending_ttl_secs < self.s3.presign_ttl_secs.get() {
+            return Err(SettingsError::new(
+                "uploads.pending_ttl_secs",
+                format!(
+                    "{} must be at least s3.presign_ttl_secs ({}): the reaper would remove a \
+                     direct upload while its presigned URL still works",
+                    self.uploads.pending_ttl_secs, self.s3.presign_ttl_secs
                 ),
             ));
         }
@@ -283,10 +296,12 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        // Authentication has tests of its own below; elsewhere it is off.
         let required = [
             ("MONGODB_URI", "mongodb://127.0.0.1:27017"),
             ("AWS_REGION", "eu-west-1"),
             ("AWS_S3_BUCKET_NAME", "attachments"),
+            ("APP__AUTH__DISABLED", "true"),
         ];
         required
             .iter()
@@ -413,7 +428,7 @@ mod tests {
     #[test]
     fn the_shipped_production_file_switches_logs_to_json() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let settings = Settings::load_from(&dir, &env(&[("APP_ENV", "production")]))
+        let settings = Settings::load_from(&dir, &env(&with(&JWKS, &[("APP_ENV", "production")])))
             .expect("valid configuration");
         assert_eq!(settings.log.format, LogFormat::Json);
     }
@@ -472,6 +487,79 @@ mod tests {
         );
     }
 
+    const JWKS: [(&str, &str); 4] = [
+        ("APP__AUTH__DISABLED", "false"),
+        (
+            "APP__AUTH__JWKS_URL",
+            "https://idp.example.com/.well-known/jwks.json",
+        ),
+        ("APP__AUTH__ISSUER", "https://idp.example.com/"),
+        ("APP__AUTH__AUDIENCE", "posts-api"),
+    ];
+
+    fn with(
+        base: &[(&'static str, &'static str)],
+        extra: &[(&'static str, &'static str)],
+    ) -> Vec<(&'static str, &'static str)> {
+        base.iter().chain(extra).copied().collect()
+    }
+
+    #[test]
+    fn without_a_way_to_verify_tokens_the_configuration_is_refused() {
+        assert_eq!(error_key(&[], &[("APP__AUTH__DISABLED", "false")]), "auth");
+    }
+
+    #[test]
+    fn authentication_is_off_only_when_disabled_explicitly() {
+        let settings = load_ok(&[], &[("APP_ENV", "production")]);
+        assert!(settings.auth.disabled);
+    }
+
+    #[test]
+    fn hs256_is_refused_in_production() {
+        let secret = (
+            "APP__AUTH__JWT_HS256_SECRET",
+            "a-secret-long-enough-for-hs256-but-shared",
+        );
+        assert_eq!(
+            error_key(&[], &with(&JWKS, &[("APP_ENV", "production"), secret])),
+            "auth.jwt_hs256_secret"
+        );
+    }
+
+    #[test]
+    fn an_hs256_secret_under_256_bits_is_refused() {
+        let short = [
+            ("APP__AUTH__DISABLED", "false"),
+            ("APP__AUTH__JWT_HS256_SECRET", "too-short"),
+        ];
+        assert_eq!(error_key(&[], &short), "auth.jwt_hs256_secret");
+    }
+
+    #[test]
+    fn jwks_in_production_needs_an_issuer_and_an_audience() {
+        let without_issuer = [JWKS[0], JWKS[1], JWKS[3], ("APP_ENV", "production")];
+        let without_audience = [JWKS[0], JWKS[1], JWKS[2], ("APP_ENV", "production")];
+        assert_eq!(error_key(&[], &without_issuer), "auth.issuer");
+        assert_eq!(error_key(&[], &without_audience), "auth.audience");
+        assert!(load(&[], &with(&JWKS, &[("APP_ENV", "production")])).is_ok());
+    }
+
+    #[test]
+    fn a_jwks_url_over_plain_http_is_refused_outside_local_development() {
+        let http = [
+            JWKS[0],
+            ("APP__AUTH__JWKS_URL", "http://idp.example.com/jwks.json"),
+            JWKS[2],
+            JWKS[3],
+        ];
+        assert_eq!(
+            error_key(&[], &with(&http, &[("APP_ENV", "staging")])),
+            "auth.jwks_url"
+        );
+        assert!(load(&[], &http).is_ok(), "local development may use http");
+    }
+
     #[test]
     fn an_unknown_key_is_rejected() {
         assert_eq!(error_key(&[], &[("APP__S3__BUKET", "typo")]), "s3");
@@ -488,6 +576,20 @@ mod tests {
                 ]
             ),
             "aws.refresh_lead_secs"
+        );
+    }
+
+    #[test]
+    fn pending_uploads_reaped_before_their_presigned_url_expires_are_rejected() {
+        assert_eq!(
+            error_key(
+                &[],
+                &[
+                    ("APP__UPLOADS__PENDING_TTL_SECS", "60"),
+                    ("APP__S3__PRESIGN_TTL_SECS", "120")
+                ]
+            ),
+            "uploads.pending_ttl_secs"
         );
     }
 

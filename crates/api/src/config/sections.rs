@@ -5,7 +5,7 @@ use std::num::NonZeroU64;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::SettingsError;
+use super::{Environment, SettingsError};
 
 /// `server.*`: where to listen and how long shutdown may take.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -19,6 +19,9 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// An upload whose body sends nothing for this long fails.
     pub request_body_timeout_secs: NonZeroU64,
+    /// Serve `/readyz` and `/metrics` on this port only, not on `port`; 0 keeps them on
+    /// `port`.
+    pub management_port: u16,
 }
 
 impl ServerSettings {
@@ -27,14 +30,23 @@ impl ServerSettings {
         if self.host.trim().is_empty() {
             return Err(SettingsError::new("server.host", "must not be empty"));
         }
+        if self.management_port != 0 && self.management_port == self.port {
+            return Err(SettingsError::new(
+                "server.management_port",
+                "must differ from server.port (0 serves readiness and metrics on server.port)",
+            ));
+        }
         Ok(())
     }
 }
 
-/// `auth.*`: bearer token validation.
+/// `auth.*`: bearer token validation. It fails closed: without a way to check tokens the
+/// service refuses to start, unless `disabled` says, explicitly, to run without.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
+    /// Run without authentication: anyone may write anything. For tests and demos only.
+    pub disabled: bool,
     /// HS256 secret for local development.
     #[serde(serialize_with = "serialize_redacted")]
     pub jwt_hs256_secret: SecretString,
@@ -46,6 +58,82 @@ pub struct AuthSettings {
     pub audience: String,
     /// Whether GET routes need no token.
     pub public_reads: bool,
+}
+
+/// The shortest HS256 secret accepted: 256 bits, the hash's size (RFC 7518, section 3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+impl AuthSettings {
+    /// The HS256 secret, if one is set.
+    pub fn hs256_secret(&self) -> Option<&str> {
+        Some(self.jwt_hs256_secret.expose_secret()).filter(|secret| !secret.is_empty())
+    }
+
+    /// The JWKS URL, if one is set.
+    pub fn jwks_url(&self) -> Option<&str> {
+        Some(self.jwks_url.trim()).filter(|url| !url.is_empty())
+    }
+
+    /// Checks that tokens can be verified, as strictly as `environment` requires: in
+    /// production only JWKS, with the issuer and audience every token must name.
+    pub fn validate(&self, environment: &Environment) -> Result<(), SettingsError> {
+        if self.disabled {
+            return Ok(());
+        }
+        let (secret, jwks) = (self.hs256_secret(), self.jwks_url());
+        if secret.is_none() && jwks.is_none() {
+            return Err(SettingsError::new(
+                "auth",
+                "no way to verify tokens: set auth.jwks_url (or auth.jwt_hs256_secret in local \
+                 development), or auth.disabled = true to run without authentication",
+            ));
+        }
+        let production = *environment == Environment::Production;
+        if let Some(secret) = secret {
+            if production {
+                return Err(SettingsError::new(
+                    "auth.jwt_hs256_secret",
+                    "HS256 is refused in production: anyone who reads the shared secret can \
+                     mint tokens for any user; use auth.jwks_url",
+                ));
+            }
+            if secret.len() < MIN_HS256_SECRET_BYTES {
+                return Err(SettingsError::new(
+                    "auth.jwt_hs256_secret",
+                    format!(
+                        "is {} bytes; HS256 needs at least {MIN_HS256_SECRET_BYTES} (256 bits) \
+                         to resist guessing",
+                        secret.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = jwks {
+            let local_http = *environment == Environment::Local && url.starts_with("http://");
+            if !(url.starts_with("https://") || local_http) {
+                return Err(SettingsError::new(
+                    "auth.jwks_url",
+                    "must be an https:// URL (http:// only in local development): keys fetched \
+                     in the clear can be replaced on the way",
+                ));
+            }
+            if production {
+                for (key, value) in [
+                    ("auth.issuer", &self.issuer),
+                    ("auth.audience", &self.audience),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(SettingsError::new(
+                            key,
+                            "is required with auth.jwks_url in production: an identity provider \
+                             shared with other applications issues tokens for them too",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `log.*`: log output.

@@ -14,6 +14,8 @@ use opentelemetry::trace::{TraceContextExt, TraceId};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::metrics::method_label;
+
 /// The header carrying the request id.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The trace header an AWS load balancer adds.
@@ -41,7 +43,7 @@ pub async fn assign(
         "request",
         otel.name = %format_args!(
             "{} {}",
-            request.method(),
+            method_label(request.method()),
             route.as_deref().unwrap_or("unmatched")
         ),
         otel.kind = "server",

@@ -33,11 +33,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
 /// What the client is about to upload.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BeginUpload {
-    /// The file name, kept as metadata: at most 255 bytes, no control characters.
+    /// The file name, kept as metadata: 1 to 255 characters, no control or invisible
+    /// formatting characters.
     #[schema(
         min_length = 1,
         max_length = 255,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB]+$"
     )]
     filename: String,
     /// The media type the PUT will carry; verified against the bytes on completion.

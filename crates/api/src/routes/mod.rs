@@ -18,8 +18,16 @@ pub mod posts;
 /// twelve-byte surrogate pair of `\uXXXX` escapes, with room to spare.
 const JSON_LIMIT: usize = 2 * 1024 * 1024;
 
-/// Registers every route, the extractors' error handlers and the 404 for the rest.
+/// Registers every route on one listener.
 pub fn configure(config: &mut web::ServiceConfig) {
+    public(config);
+    ops::management(config);
+}
+
+/// Registers what clients use (the API, its document and reference, `/healthz`), the
+/// extractors' error handlers and the 404 for the rest: everything but readiness and
+/// metrics, which [`management`] serves on a port of its own when one is configured.
+pub fn public(config: &mut web::ServiceConfig) {
     config
         .app_data(
             web::JsonConfig::default()
@@ -27,11 +35,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .error_handler(json_error),
         )
         .app_data(web::QueryConfig::default().error_handler(query_error))
-        .configure(ops::routes)
+        .configure(ops::liveness)
         .configure(openapi::routes)
         .configure(posts::routes)
         .configure(direct_uploads::routes)
         .configure(attachments::routes)
         .configure(content::routes)
+        .default_service(web::to(problem::not_found));
+}
+
+/// Registers the management listener's routes: `/healthz`, `/readyz`, `/metrics`.
+pub fn management(config: &mut web::ServiceConfig) {
+    config
+        .configure(ops::liveness)
+        .configure(ops::management)
         .default_service(web::to(problem::not_found));
 }

@@ -1,6 +1,8 @@
-//! Operations routes: liveness and readiness.
+//! Operations routes: liveness, readiness and metrics. With `server.management_port` set,
+//! readiness and metrics are served only there, away from the public listener.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, web};
@@ -14,10 +16,28 @@ use crate::state::AppState;
 /// How long each readiness check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a readiness answer is reused: probes from many load-balancer nodes cost one
+/// round of checks a second, not one each.
+const READINESS_TTL: Duration = Duration::from_secs(1);
+
 /// Registers `/healthz`, `/readyz` and `/metrics`.
 pub fn routes(config: &mut web::ServiceConfig) {
+    liveness(config);
+    management(config);
+}
+
+/// Registers `/healthz`, which every listener serves (the container health check).
+pub fn liveness(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource("/healthz")
+            .route(web::get().to(healthz))
+            .default_service(method_not_allowed("GET")),
+    );
+}
+
+/// Registers `/readyz` and `/metrics`.
+pub fn management(config: &mut web::ServiceConfig) {
     for (path, handler) in [
-        ("/healthz", web::get().to(healthz)),
         ("/readyz", web::get().to(readyz)),
         ("/metrics", web::get().to(metrics)),
     ] {
@@ -55,8 +75,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness of the service and each dependency.
-#[derive(Debug, Serialize, ToSchema)]
+/// Readiness of the service and each dependency. It says which check failed, never why:
+/// the causes (hosts, ARNs, bucket names) go to the log.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready` or `not_ready`.
     status: &'static str,
@@ -64,50 +85,44 @@ pub struct Readiness {
     checks: Checks,
 }
 
-/// The checks behind readiness.
-#[derive(Debug, Serialize, ToSchema)]
+/// The checks behind readiness, each `ok` or `failed`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Checks {
     /// MongoDB answers a ping.
-    mongodb: Check,
+    #[schema(pattern = "^(ok|failed)$")]
+    mongodb: &'static str,
     /// AWS credentials are present and not expired.
-    credentials: Check,
+    #[schema(pattern = "^(ok|failed)$")]
+    credentials: &'static str,
     /// The bucket answers HeadBucket.
-    bucket: Check,
+    #[schema(pattern = "^(ok|failed)$")]
+    bucket: &'static str,
 }
 
-/// One check.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Check {
-    /// `ok` or `failed`.
-    status: &'static str,
-    /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    error: Option<String>,
-    /// When the credentials expire (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    expires_at: Option<String>,
-}
-
-impl Check {
-    fn from_result<E: std::fmt::Display>(result: Result<(), E>) -> Self {
-        match result {
-            Ok(()) => Self {
-                status: "ok",
-                error: None,
-                expires_at: None,
-            },
-            Err(error) => Self {
-                status: "failed",
-                error: Some(error.to_string()),
-                expires_at: None,
-            },
-        }
+impl Readiness {
+    fn is_ready(&self) -> bool {
+        self.status == "ready"
     }
+}
 
-    fn is_ok(&self) -> bool {
-        self.status == "ok"
+/// The last readiness answer, shared by the workers: one round of checks at a time, reused
+/// for [`READINESS_TTL`].
+#[derive(Debug, Default)]
+pub struct ReadinessCache {
+    last: tokio::sync::Mutex<Option<(Instant, Arc<Readiness>)>>,
+}
+
+impl ReadinessCache {
+    async fn get(&self, state: &AppState) -> Arc<Readiness> {
+        let mut last = self.last.lock().await;
+        if let Some((at, readiness)) = last.as_ref()
+            && at.elapsed() < READINESS_TTL
+        {
+            return readiness.clone();
+        }
+        let readiness = Arc::new(check(state).await);
+        *last = Some((Instant::now(), readiness.clone()));
+        readiness
     }
 }
 
@@ -121,45 +136,50 @@ impl Check {
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     )
 )]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (mongodb, credentials, bucket) = tokio::join!(
-        state.mongo.ping_within(CHECK_TIMEOUT),
-        check_credentials(&state),
-        within(CHECK_TIMEOUT, state.storage.objects().check_bucket()),
-    );
-    let checks = Checks {
-        mongodb: Check::from_result(mongodb),
-        credentials,
-        bucket: Check::from_result(bucket),
-    };
-    let ready = checks.mongodb.is_ok() && checks.credentials.is_ok() && checks.bucket.is_ok();
-    let body = Readiness {
-        status: if ready { "ready" } else { "not_ready" },
-        checks,
-    };
-    if ready {
-        HttpResponse::Ok().json(body)
+pub async fn readyz(state: web::Data<AppState>, cache: web::Data<ReadinessCache>) -> HttpResponse {
+    let readiness = cache.get(&state).await;
+    if readiness.is_ready() {
+        HttpResponse::Ok().json(readiness.as_ref())
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header((RETRY_AFTER, "5"))
-            .json(body)
+            .json(readiness.as_ref())
     }
 }
 
-async fn check_credentials(state: &AppState) -> Check {
-    let result = within(CHECK_TIMEOUT, state.credentials.credentials()).await;
-    let expiry = match result {
-        Ok(credentials) => credentials.expiry(),
-        Err(error) => return Check::from_result(Err(error)),
-    };
-    let mut check = match expiry {
-        Some(expiry) if expiry <= SystemTime::now() => {
-            Check::from_result(Err("the credentials have expired"))
+/// Runs the three checks at once, logging the cause of each failure.
+async fn check(state: &AppState) -> Readiness {
+    let (mongodb, credentials, bucket) = tokio::join!(
+        state.mongo.ping_within(CHECK_TIMEOUT),
+        check_credentials(state),
+        within(CHECK_TIMEOUT, state.storage.objects().check_bucket()),
+    );
+    let mut ready = true;
+    let mut outcome = |name: &'static str, result: Result<(), String>| match result {
+        Ok(()) => "ok",
+        Err(cause) => {
+            ready = false;
+            tracing::warn!(check = name, %cause, "readiness check failed");
+            "failed"
         }
-        _ => Check::from_result(Ok::<(), String>(())),
     };
-    check.expires_at = expiry.map(|at| humantime::format_rfc3339_seconds(at).to_string());
-    check
+    let checks = Checks {
+        mongodb: outcome("mongodb", mongodb.map_err(|error| error.to_string())),
+        credentials: outcome("credentials", credentials),
+        bucket: outcome("bucket", bucket),
+    };
+    Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        checks,
+    }
+}
+
+async fn check_credentials(state: &AppState) -> Result<(), String> {
+    let credentials = within(CHECK_TIMEOUT, state.credentials.credentials()).await?;
+    match credentials.expiry() {
+        Some(expiry) if expiry <= SystemTime::now() => Err("the credentials have expired".into()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs `check` with a deadline; a timeout is reported as a failure.

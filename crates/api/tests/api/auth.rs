@@ -12,22 +12,22 @@ use test_support::{multipart, repository_root};
 
 use crate::helpers::{ServiceCommand, TestApp, spawn_app_with, test_settings};
 
-const SECRET: &str = "test-secret-of-the-auth-tests";
-const ISSUER: &str = "https://issuer.test";
-const AUDIENCE: &str = "posts-api";
+pub const SECRET: &str = "test-secret-of-the-auth-tests-32-bytes-at-least";
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "posts-api";
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
 
-fn claims(sub: &str) -> Value {
+pub fn claims(sub: &str) -> Value {
     json!({ "sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600 })
 }
 
-fn hs256(claims: &Value, secret: &str) -> String {
+pub fn hs256(claims: &Value, secret: &str) -> String {
     let key = EncodingKey::from_secret(secret.as_bytes()).expect("HMAC key");
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("token")
 }
@@ -36,8 +36,9 @@ fn token_for(sub: &str) -> String {
     hs256(&claims(sub), SECRET)
 }
 
-async fn app(public_reads: bool) -> TestApp {
+pub async fn app(public_reads: bool) -> TestApp {
     let mut settings = test_settings();
+    settings.auth.disabled = false;
     settings.auth.jwt_hs256_secret = secrecy::SecretString::from(SECRET);
     settings.auth.issuer = ISSUER.into();
     settings.auth.audience = AUDIENCE.into();
@@ -45,7 +46,7 @@ async fn app(public_reads: bool) -> TestApp {
     spawn_app_with(settings).await
 }
 
-async fn send(
+pub async fn send(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -62,7 +63,7 @@ async fn send(
     request.send().await.expect("request")
 }
 
-async fn create_post_as(app: &TestApp, token: &str) -> String {
+pub async fn create_post_as(app: &TestApp, token: &str) -> String {
     let response = send(
         app,
         Method::POST,
@@ -354,20 +355,40 @@ fn the_token_command_needs_only_the_auth_settings() {
 
 #[tokio::test]
 async fn production_without_authentication_refuses_to_start() {
-    let mut service = ServiceCommand::new().env("APP_ENV", "production").spawn();
+    let mut service = ServiceCommand::new()
+        .env("APP_ENV", "production")
+        .env("APP__AUTH__DISABLED", "false")
+        .spawn();
 
     let status = service.exit_within(Duration::from_secs(30)).await;
 
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(2), "{}", service.output());
     assert!(
-        service.output().contains("start-up failed: authentication"),
+        service
+            .output()
+            .contains("invalid configuration: auth: no way to verify tokens"),
         "{}",
         service.output()
     );
 }
 
 /// A JWKS endpoint whose key set the test can replace.
-async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>) {
+pub async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>) {
+    let (url, keys, _) = counting_jwks_server(initial).await;
+    (url, keys)
+}
+
+/// A JWKS endpoint whose key set (or, as a JSON string, an HTTP status to answer with) the
+/// test can replace, counting the fetches.
+pub async fn counting_jwks_server(
+    initial: Value,
+) -> (
+    String,
+    Arc<Mutex<Value>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = fetches.clone();
     let keys = Arc::new(Mutex::new(initial));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -379,26 +400,31 @@ async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>) {
     let served = keys.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let body = served.lock().expect("keys").to_string();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let current = served.lock().expect("keys").clone();
+            let (status, body) = match current {
+                Value::String(status) => (status, String::new()),
+                keys => ("200 OK".to_owned(), keys.to_string()),
+            };
             tokio::spawn(async move {
                 let mut request = [0u8; 2048];
                 let _ = socket.read(&mut request).await;
                 let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = socket.write_all(response.as_bytes()).await;
             });
         }
     });
-    (url, keys)
+    (url, keys, fetches)
 }
 
-fn fixture(name: &str) -> String {
+pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(repository_root().join("tests/fixtures").join(name)).expect("fixture")
 }
 
-fn rs256(claims: &Value, key: &str) -> String {
+pub fn rs256(claims: &Value, key: &str) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(format!("key-{key}"));
     let pem = fixture(&format!("rsa-{key}.pem"));
@@ -406,7 +432,7 @@ fn rs256(claims: &Value, key: &str) -> String {
     jsonwebtoken::encode(&header, claims, &key).expect("token")
 }
 
-fn jwk(key: &str) -> Value {
+pub fn jwk(key: &str) -> Value {
     serde_json::from_str(&fixture(&format!("rsa-{key}.jwk.json"))).expect("JWK")
 }
 
@@ -414,6 +440,7 @@ fn jwk(key: &str) -> Value {
 async fn rs256_tokens_are_checked_against_the_jwks_and_a_rotated_key_is_picked_up() {
     let (url, keys) = jwks_server(json!({ "keys": [jwk("a")] })).await;
     let mut settings = test_settings();
+    settings.auth.disabled = false;
     settings.auth.jwks_url = url;
     settings.auth.issuer = ISSUER.into();
     settings.auth.audience = AUDIENCE.into();

@@ -23,7 +23,7 @@ pub fn test_settings() -> Settings {
     settings.mongo.database = format!("test_{}", uuid::Uuid::new_v4().simple());
     settings.s3.key_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
     // Authentication has tests of its own; elsewhere the service runs open.
-    settings.auth.jwt_hs256_secret = secrecy::SecretString::from("");
+    settings.auth.disabled = true;
     settings
 }
 
@@ -34,6 +34,8 @@ pub struct TestApp {
     pub api: ApiClient,
     /// The port.
     pub port: u16,
+    /// The management listener's port, when the settings ask for one.
+    pub management_port: Option<u16>,
     /// Its bucket prefix and database, seen directly.
     pub stored: Inspector,
 }
@@ -57,6 +59,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .await
         .expect("the service starts against the testbed");
     let port = application.port();
+    let management_port = application.management_port();
     tokio::spawn(application.run_until_stopped());
     let database =
         mongodb::Client::with_uri_str(secrecy::ExposeSecret::expose_secret(&settings.mongo.uri))
@@ -67,6 +70,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     TestApp {
         api: ApiClient::new(format!("http://127.0.0.1:{port}")),
         port,
+        management_port,
         stored,
     }
 }
@@ -114,7 +118,6 @@ impl ServiceCommand {
             .current_dir(repository_root())
             .env("PORT", port.to_string())
             .env("APP__LOG__FORMAT", "json")
-            .env("APP__AUTH__JWT_HS256_SECRET", "")
             .env(
                 "APP__MONGO__DATABASE",
                 format!("test_{}", uuid::Uuid::new_v4().simple()),
@@ -126,6 +129,14 @@ impl ServiceCommand {
             .kill_on_drop(true);
         for name in &self.removed {
             command.env_remove(name);
+        }
+        // Authentication has tests of its own: unless a test configures it, run open.
+        if !self
+            .set
+            .iter()
+            .any(|(name, _)| name.starts_with("APP__AUTH__"))
+        {
+            command.env("APP__AUTH__DISABLED", "true");
         }
         for (name, value) in &self.set {
             command.env(name, value);

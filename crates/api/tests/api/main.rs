@@ -6,6 +6,7 @@ mod helpers;
 mod openapi;
 mod ops;
 mod posts;
+mod security;
 mod startup;
 mod telemetry;
 mod uploads;

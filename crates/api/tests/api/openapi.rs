@@ -91,7 +91,7 @@ async fn the_document_declares_bearer_security_and_its_401_and_403_responses() {
 /// means what the service accepts.
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_contradiction() {
-    const SECRET: &str = "schemathesis-secret";
+    const SECRET: &str = "schemathesis-secret-of-at-least-32-bytes";
     let mut service = ServiceCommand::new()
         .env("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*")
         .env("APP__AUTH__JWT_HS256_SECRET", SECRET)

@@ -59,18 +59,83 @@ fn serialize_redacted_uri<S: Serializer>(uri: &SecretString, s: S) -> Result<S::
     s.serialize_str(&redact_uri(uri.expose_secret()))
 }
 
+/// Connection-string options known to hold no secret; any other option's value is
+/// redacted (`authMechanismProperties` may carry an AWS session token,
+/// `tlsCertificateKeyFilePassword` a key's password, and options the driver learns later
+/// may carry anything).
+const PLAIN_OPTIONS: &[&str] = &[
+    "appname",
+    "authmechanism",
+    "authsource",
+    "compressors",
+    "connecttimeoutms",
+    "directconnection",
+    "heartbeatfrequencyms",
+    "journal",
+    "loadbalanced",
+    "localthresholdms",
+    "maxconnecting",
+    "maxidletimems",
+    "maxpoolsize",
+    "minpoolsize",
+    "proxyhost",
+    "proxyport",
+    "readconcernlevel",
+    "readpreference",
+    "readpreferencetags",
+    "replicaset",
+    "retryreads",
+    "retrywrites",
+    "serverselectiontimeoutms",
+    "sockettimeoutms",
+    "srvmaxhosts",
+    "srvservicename",
+    "ssl",
+    "timeoutms",
+    "tls",
+    "tlsallowinvalidcertificates",
+    "tlsallowinvalidhostnames",
+    "tlscafile",
+    "tlscertificatekeyfile",
+    "tlsinsecure",
+    "uuidrepresentation",
+    "w",
+    "waitqueuetimeoutms",
+    "wtimeoutms",
+    "zlibcompressionlevel",
+];
+
+/// The connection string without its password or secret options.
 fn redact_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return "[redacted]".into();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = address.find('/').unwrap_or(address.len());
+    let address = match address[..authority_end].rfind('@') {
         Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+            let user = address[..at].split(':').next().unwrap_or_default();
+            format!("{user}:***@{}", &address[at + 1..])
         }
-        None => uri.to_owned(),
-    }
+        None => address.to_owned(),
+    };
+    let Some(query) = query else {
+        return format!("{scheme}://{address}");
+    };
+    let options: Vec<String> = query
+        .split('&')
+        .map(|option| match option.split_once('=') {
+            Some((name, value)) if PLAIN_OPTIONS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}={value}")
+            }
+            Some((name, _)) => format!("{name}=***"),
+            None => option.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{address}?{}", options.join("&"))
 }
 
 /// Why MongoDB could not be used.
@@ -190,6 +255,20 @@ mod tests {
         assert_eq!(
             redact_uri("mongodb://127.0.0.1:27017/?directConnection=true"),
             "mongodb://127.0.0.1:27017/?directConnection=true"
+        );
+    }
+
+    #[test]
+    fn redacted_uri_hides_secret_options_and_any_it_does_not_know() {
+        assert_eq!(
+            redact_uri(
+                "mongodb+srv://cluster.example.net/?authMechanism=MONGODB-AWS\
+                 &authMechanismProperties=AWS_SESSION_TOKEN:FQoGZXIvYXdz\
+                 &tlsCertificateKeyFilePassword=hunter2&retryWrites=true&someFutureOption=x"
+            ),
+            "mongodb+srv://cluster.example.net/?authMechanism=MONGODB-AWS\
+             &authMechanismProperties=***&tlsCertificateKeyFilePassword=***&retryWrites=true\
+             &someFutureOption=***"
         );
     }
 

@@ -1,12 +1,14 @@
 """Seed a moto server with the IAM user, roles and bucket the testbed promises.
 
 Usage: testbed_seed.py ENDPOINT BUCKET
-Prints `ACCESS_KEY_ID SECRET_ACCESS_KEY` of the seeded user on stdout.
+Prints `ACCESS_KEY_ID SECRET_ACCESS_KEY` of the seeded user on stdout: a fresh key, the
+user's earlier ones deleted. Running it again against the same server is harmless.
 """
 import json
 import sys
 
 import boto3
+from botocore.exceptions import ClientError
 
 ACCOUNT = "123456789012"
 USER = "posts-api-dev"
@@ -27,13 +29,25 @@ def allow(actions, resources):
     })
 
 
+def unless_exists(call, **kwargs):
+    """Runs a create call, treating "it already exists" as done."""
+    try:
+        return call(**kwargs)
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("EntityAlreadyExists", "BucketAlreadyOwnedByYou"):
+            return None
+        raise
+
+
 def main():
     endpoint, bucket = sys.argv[1], sys.argv[2]
     session = boto3.session.Session(aws_access_key_id="seed", aws_secret_access_key="seed", region_name=REGION)
     iam = session.client("iam", endpoint_url=endpoint)
     s3 = session.client("s3", endpoint_url=endpoint)
 
-    iam.create_user(UserName=USER)
+    unless_exists(iam.create_user, UserName=USER)
+    for old in iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]:
+        iam.delete_access_key(UserName=USER, AccessKeyId=old["AccessKeyId"])
     key = iam.create_access_key(UserName=USER)["AccessKey"]
     iam.put_user_policy(
         UserName=USER,
@@ -61,10 +75,10 @@ def main():
         "posts-api-untrusted": ("arn:aws:iam::999999999999:root", allow(["s3:*"], "*")),
     }
     for name, (principal, policy) in roles.items():
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust(principal))
+        unless_exists(iam.create_role, RoleName=name, AssumeRolePolicyDocument=trust(principal))
         iam.put_role_policy(RoleName=name, PolicyName="s3", PolicyDocument=policy)
 
-    s3.create_bucket(Bucket=bucket)
+    unless_exists(s3.create_bucket, Bucket=bucket)
     print(key["AccessKeyId"], key["SecretAccessKey"])
 
 

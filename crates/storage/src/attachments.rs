@@ -17,13 +17,29 @@ use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, now};
 use crate::s3::{ByteRange, ObjectBody, PresignedUrl, StoredObject};
 use crate::store::Storage;
 
+/// An attachment whose bytes are stored and whose record is still `pending`. Publish it
+/// with [`Storage::publish`]; dropped unpublished, its object and record are removed.
+#[derive(Debug)]
+pub struct StagedAttachment {
+    attachment: Attachment,
+    guard: PendingGuard,
+}
+
+impl StagedAttachment {
+    /// What the attachment will be once published.
+    pub fn attachment(&self) -> &Attachment {
+        &self.attachment
+    }
+
+    /// Removes the object and the record now, rather than soon after a drop.
+    pub async fn discard(mut self) {
+        self.guard.discard().await;
+    }
+}
+
 impl Storage {
-    /// Streams one file into a new attachment of `post_id`.
-    ///
-    /// The first bytes are sniffed and checked against the allow-list before anything is
-    /// stored. The record is `pending` while bytes move and `ready` once they are complete;
-    /// on any failure — including this future being dropped — the object and the record
-    /// are removed.
+    /// Streams one file into a new, ready attachment of `post_id`: [`Storage::stage_attachment`]
+    /// then [`Storage::publish`].
     pub async fn upload_attachment<S, E>(
         &self,
         post_id: PostId,
@@ -31,6 +47,32 @@ impl Storage {
         declared_type: Option<&str>,
         stream: S,
     ) -> Result<Attachment, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let staged = self
+            .stage_attachment(post_id, filename, declared_type, stream)
+            .await?;
+        let mut published = self.publish(vec![staged]).await?;
+        published.pop().ok_or(StorageError::NotFound(Entity::Post))
+    }
+
+    /// Streams one file into a new attachment of `post_id` that stays `pending`, invisible
+    /// to readers, until [`Storage::publish`] turns it ready with the others of its
+    /// request.
+    ///
+    /// The first bytes are sniffed and checked against the allow-list before anything is
+    /// stored. On any failure, and if the returned [`StagedAttachment`] is dropped
+    /// unpublished (including this future being dropped), the object and the record are
+    /// removed.
+    pub async fn stage_attachment<S, E>(
+        &self,
+        post_id: PostId,
+        filename: &str,
+        declared_type: Option<&str>,
+        stream: S,
+    ) -> Result<StagedAttachment, StorageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
@@ -73,20 +115,78 @@ impl Storage {
                 return Err(error.into());
             }
         };
-        match self
-            .mark_ready(&document, &stored, &document.content_type, Entity::Post)
-            .await
-        {
-            Ok(attachment) => {
-                guard.disarm();
-                Ok(attachment)
+        let size = i64::try_from(stored.size).unwrap_or(i64::MAX);
+        let sha256 = hex::encode(stored.sha256);
+        let recorded = self
+            .attachments()
+            .update_one(
+                doc! { "_id": document.id, "status": AttachmentStatus::Pending.as_str() },
+                doc! { "$set": { "size": size, "sha256": &sha256, "updated_at": now() } },
+            )
+            .await;
+        match recorded {
+            Ok(result) if result.matched_count == 1 => {}
+            Ok(_) => {
+                guard.discard().await;
+                return Err(StorageError::NotFound(Entity::Post));
             }
             Err(error) => {
                 guard.discard().await;
-                Err(error)
+                return Err(error.into());
             }
         }
+        Ok(StagedAttachment {
+            attachment: Attachment {
+                id: AttachmentId(document.id),
+                post_id,
+                filename: document.filename,
+                content_type: document.content_type,
+                size: stored.size,
+                sha256,
+                created_at: created_at.to_system_time(),
+            },
+            guard,
+        })
     }
+
+    /// Turns staged attachments ready together, in one update: readers see all of them or
+    /// none. If any is no longer pending (its post was deleted, or the reaper expired it),
+    /// none is published and all are removed.
+    pub async fn publish(
+        &self,
+        staged: Vec<StagedAttachment>,
+    ) -> Result<Vec<Attachment>, StorageError> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<ObjectId> = staged.iter().map(|s| s.attachment.id.0).collect();
+        let published = self
+            .attachments()
+            .update_many(
+                doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Pending.as_str() },
+                doc! { "$set": { "status": AttachmentStatus::Ready.as_str(), "updated_at": now() } },
+            )
+            .await?;
+        if published.modified_count != ids.len() as u64 {
+            // Some went ready, some did not: take the ready ones back before the staged
+            // ones are dropped, which removes them all.
+            self.attachments()
+                .update_many(
+                    doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Ready.as_str() },
+                    doc! { "$set": { "status": AttachmentStatus::Pending.as_str() } },
+                )
+                .await?;
+            return Err(StorageError::NotFound(Entity::Post));
+        }
+        Ok(staged
+            .into_iter()
+            .map(|mut staged| {
+                staged.guard.disarm();
+                staged.attachment
+            })
+            .collect())
+    }
+
     /// Flips a pending record to ready with what was stored; `NotFound(missing)` if it is
     /// no longer pending (its post was deleted, or the reaper expired it).
     pub(crate) async fn mark_ready(
@@ -272,6 +372,7 @@ where
 
 /// Removes a pending upload unless disarmed: also when the upload future is dropped (the
 /// client went away, the request was cancelled), by spawning the clean-up.
+#[derive(Debug)]
 struct PendingGuard {
     storage: Option<Storage>,
     post_id: PostId,

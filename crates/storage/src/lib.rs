@@ -42,6 +42,7 @@ mod s3;
 mod settings;
 mod store;
 
+pub use crate::attachments::StagedAttachment;
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
 pub use crate::direct_uploads::DirectUploadTicket;
 pub use crate::error::{Entity, StorageError};

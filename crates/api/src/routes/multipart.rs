@@ -9,7 +9,7 @@ use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use storage::{Attachment, PostId};
+use storage::{PostId, StagedAttachment};
 use utoipa::ToSchema;
 
 use crate::config::Settings;
@@ -83,24 +83,38 @@ pub async fn upload_attachments(
         )));
     }
 
-    let outcome = match writer {
-        Ok(writer) => store_files(&state, &settings, &metrics, &writer, &path, &mut parts).await,
-        Err(error) => Err((error, Vec::new())),
+    // Every file stays pending, invisible, until the last one is stored; then all turn
+    // ready in one update. A failure, or a crash, leaves none of them visible.
+    let mut staged = Vec::new();
+    let stored = match writer {
+        Ok(writer) => {
+            store_files(
+                &state,
+                &settings,
+                &metrics,
+                &writer,
+                &path,
+                &mut parts,
+                &mut staged,
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    let outcome = match stored {
+        Ok(()) => state.storage.publish(staged).await.map_err(ApiError::from),
+        Err(error) => {
+            for file in staged {
+                file.discard().await;
+            }
+            Err(error)
+        }
     };
     match outcome {
-        Ok(stored) => HttpResponse::Created().json(AttachmentList {
-            items: stored.into_iter().map(AttachmentView::from).collect(),
+        Ok(published) => HttpResponse::Created().json(AttachmentList {
+            items: published.into_iter().map(AttachmentView::from).collect(),
         }),
-        Err((error, stored)) => {
-            for attachment in stored {
-                if let Err(cleanup) = state
-                    .storage
-                    .delete_attachment(attachment.post_id, attachment.id)
-                    .await
-                {
-                    tracing::warn!(attachment_id = %attachment.id, error = %cleanup, "could not undo a stored file; the reaper will");
-                }
-            }
+        Err(error) => {
             if drain(&mut parts).await {
                 error.error_response()
             } else {
@@ -110,7 +124,7 @@ pub async fn upload_attachments(
     }
 }
 
-/// Stores every `file` part in order; on failure returns the error and what was stored.
+/// Stages every `file` part in order into `staged`.
 async fn store_files(
     state: &AppState,
     settings: &Settings,
@@ -118,60 +132,47 @@ async fn store_files(
     writer: &Writer,
     post_id: &str,
     parts: &mut Parts,
-) -> Result<Vec<Attachment>, (ApiError, Vec<Attachment>)> {
-    let mut stored = Vec::new();
-    let post_id: PostId = match parse_id(post_id, "post") {
-        Ok(id) => id,
-        Err(error) => return Err((error, stored)),
-    };
-    if let Err(error) = state.authorize(writer, post_id).await {
-        return Err((error, stored));
-    }
+    staged: &mut Vec<StagedAttachment>,
+) -> Result<(), ApiError> {
+    let post_id: PostId = parse_id(post_id, "post")?;
+    state.authorize(writer, post_id).await?;
     let stall = Duration::from_secs(settings.server.request_body_timeout_secs.get());
     while let Some(field) = parts.next().await {
         let field = match field {
             Ok(field) => field,
-            Err(error) => return Err((multipart_error(error), stored)),
+            Err(error) => return Err(multipart_error(error)),
         };
         if field.name() != Some("file") {
-            return Err((
-                ApiError::BadRequest("the form may only have parts named `file`".into()),
-                stored,
+            return Err(ApiError::BadRequest(
+                "the form may only have parts named `file`".into(),
             ));
         }
-        if stored.len() >= settings.uploads.max_files_per_request.get() as usize {
-            return Err((
-                ApiError::TooLarge(format!(
-                    "at most {} files per request",
-                    settings.uploads.max_files_per_request
-                )),
-                stored,
-            ));
+        if staged.len() >= settings.uploads.max_files_per_request.get() as usize {
+            return Err(ApiError::TooLarge(format!(
+                "at most {} files per request",
+                settings.uploads.max_files_per_request
+            )));
         }
         let Some(filename) = field
             .content_disposition()
             .and_then(|disposition| disposition.get_filename())
             .map(str::to_owned)
         else {
-            return Err((
-                ApiError::BadRequest("each `file` part needs a filename".into()),
-                stored,
+            return Err(ApiError::BadRequest(
+                "each `file` part needs a filename".into(),
             ));
         };
         let filename = match FileName::parse(&filename) {
             Ok(name) => name,
             Err(error) => {
-                return Err((
-                    ApiError::BadRequest(format!("filename {}", error.message)),
-                    stored,
-                ));
+                return Err(ApiError::BadRequest(format!("filename {}", error.message)));
             }
         };
         let declared = field.content_type().map(ToString::to_string);
         let _in_flight = metrics.upload_started();
         let result = state
             .storage
-            .upload_attachment(
+            .stage_attachment(
                 post_id,
                 filename.as_str(),
                 declared.as_deref(),
@@ -179,26 +180,25 @@ async fn store_files(
             )
             .await;
         match result {
-            Ok(attachment) => {
-                metrics.add_uploaded(attachment.size);
-                stored.push(attachment);
+            Ok(file) => {
+                metrics.add_uploaded(file.attachment().size);
+                staged.push(file);
             }
             Err(error) => {
                 // A body that failed or stalled mid-file cannot be drained.
                 if matches!(error, storage::StorageError::Client(_)) {
                     parts.failed = true;
                 }
-                return Err((error.into(), stored));
+                return Err(error.into());
             }
         }
     }
-    if stored.is_empty() {
-        return Err((
-            ApiError::BadRequest("the form has no part named `file`".into()),
-            stored,
+    if staged.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the form has no part named `file`".into(),
         ));
     }
-    Ok(stored)
+    Ok(())
 }
 
 /// The parts of a form. It ends for good after the first error, since actix-multipart

@@ -521,3 +521,45 @@ async fn the_links_in_responses_lead_to_the_post_its_attachments_and_the_bytes()
     assert_eq!(read_attachment["id"], attachment["id"]);
     assert_eq!(content.bytes().await.expect("bytes").as_ref(), b"linked");
 }
+
+#[tokio::test]
+async fn the_files_of_a_request_become_visible_together_when_the_last_is_stored() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let first = format!("{}first file\r\n", part_header("one.txt"));
+    let second_head = part_header("two.txt");
+    let second_rest = format!("second file\r\n{}", closing_boundary());
+    let length = first.len() + second_head.len() + second_rest.len();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let request_head = format!(
+        "POST /v1/posts/{post}/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n"
+    );
+    socket
+        .write_all(format!("{request_head}{first}{second_head}").as_bytes())
+        .await
+        .expect("send the first file");
+    // The first file is stored while the second has not arrived.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let while_in_flight: Value = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
+    socket
+        .write_all(second_rest.as_bytes())
+        .await
+        .expect("send the second file");
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::io::AsyncReadExt::read(&mut socket, &mut answer)
+        .await
+        .expect("the answer");
+    let after: Value = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
+
+    assert_eq!(while_in_flight["items"], serde_json::json!([]));
+    assert!(
+        String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&answer[..read])
+    );
+    assert_eq!(after["items"].as_array().map(Vec::len), Some(2));
+}

@@ -6,6 +6,7 @@
 //! details, extractors, views, conditional requests); `state`, `auth`, `domain`,
 //! `metrics` and `config` below them. `ARCHITECTURE.md` draws the whole picture.
 
+pub mod admission;
 pub mod auth;
 pub mod background;
 pub mod cli;

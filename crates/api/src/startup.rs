@@ -13,6 +13,7 @@ use aws_creds::{CredentialsError, TemporaryCredentials};
 use storage::{MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError, Storage};
 use tokio::task::JoinHandle;
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::background::{Reaper, refresh_jwks_periodically};
 use crate::config::Settings;
@@ -95,6 +96,7 @@ impl Application {
         let mongo = state.mongo.clone();
         let metrics = web::Data::new(Metrics::new(state.credentials.clone()));
         let readiness = web::Data::new(ReadinessCache::default());
+        let admission = web::Data::new(Admission::new(&settings));
         let data = web::Data::new(state);
         let shared_settings = web::Data::new(settings.clone());
         let jwks_refresher = refresh_jwks_periodically(authenticator.clone());
@@ -109,6 +111,7 @@ impl Application {
                     .app_data(data.clone())
                     .app_data(metrics.clone())
                     .app_data(readiness.clone())
+                    .app_data(admission.clone())
                     .app_data(shared_settings.clone())
                     .app_data(authenticator.clone())
                     .configure(if separate_management {

@@ -16,7 +16,8 @@ use storage::{MongoSettings, S3Settings, UploadSettings};
 mod sections;
 
 pub use self::sections::{
-    AuthSettings, LogFormat, LogSettings, MIN_HS256_SECRET_BYTES, ServerSettings, TraceSettings,
+    AdmissionSettings, AuthSettings, LogFormat, LogSettings, MIN_HS256_SECRET_BYTES,
+    ServerSettings, TraceSettings,
 };
 
 /// Built-in defaults, so the binary runs from any directory.
@@ -45,6 +46,8 @@ pub struct Settings {
     pub s3: S3Settings,
     /// `uploads.*`
     pub uploads: UploadSettings,
+    /// `admission.*`
+    pub admission: AdmissionSettings,
     /// `auth.*`
     pub auth: AuthSettings,
     /// `log.*`
@@ -185,6 +188,17 @@ impl Settings {
                 ),
             ));
         }
+        let per_upload = self.upload_memory_per_request();
+        if self.admission.upload_memory_bytes.get() < per_upload {
+            return Err(SettingsError::new(
+                "admission.upload_memory_bytes",
+                format!(
+                    "{} is less than one upload holds ({per_upload} bytes: \
+                     (s3.max_parts_in_flight + 1) × s3.part_size_bytes), so no upload could start",
+                    self.admission.upload_memory_bytes
+                ),
+            ));
+        }
         if self.uploads.pending_ttl_secs < self.s3.presign_ttl_secs.get() {
             return Err(SettingsError::new(
                 "uploads.pending_ttl_secs",
@@ -196,6 +210,12 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The most memory one streamed upload request holds: its parts in flight and the one
+    /// filling.
+    pub fn upload_memory_per_request(&self) -> u64 {
+        (u64::from(self.s3.max_parts_in_flight.get()) + 1).saturating_mul(self.s3.part_size_bytes)
     }
 
     /// The effective configuration as TOML, secrets redacted.

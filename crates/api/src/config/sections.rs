@@ -1,6 +1,6 @@
 //! The sections the `api` crate owns (`server`, `auth`, `log`), each validating itself.
 
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -153,6 +153,22 @@ impl LogSettings {
             .map(|_| ())
             .map_err(|error| SettingsError::new("log.level", error.to_string()))
     }
+}
+
+/// `admission.*`: how much upload work the service takes on at once, so a burst is refused
+/// with 503 or 429 and `Retry-After` instead of exhausting the task's memory.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// Memory all streamed uploads may hold at once. Each holds up to
+    /// (`s3.max_parts_in_flight` + 1) × `s3.part_size_bytes`.
+    pub upload_memory_bytes: NonZeroU64,
+    /// Streamed uploads one user may have in flight at once.
+    pub uploads_per_user: NonZeroU32,
+    /// After its first 10 s, an upload body slower than this (bytes a second) is cut off.
+    pub min_upload_bytes_per_sec: u64,
+    /// No upload body may take longer than this.
+    pub upload_deadline_secs: NonZeroU64,
 }
 
 /// `traces.*`: OpenTelemetry traces, off unless an endpoint is set.

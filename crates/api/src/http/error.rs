@@ -53,6 +53,12 @@ pub enum ApiError {
     /// 422: well-formed but not acceptable.
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: this caller already has as many uploads in flight as one may.
+    #[error("you have as many uploads in flight as one may; retry when one is done")]
+    TooManyUploads,
+    /// 503: the service is at its configured upload capacity.
+    #[error("the service is at its upload capacity; retry shortly")]
+    AtCapacity,
     /// 503: a dependency is down; the cause goes to the logs only.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] StorageError),
@@ -80,6 +86,8 @@ impl ApiError {
             Self::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             Self::Validation(_) => "validation",
             Self::Unprocessable(_) => "unprocessable",
+            Self::TooManyUploads => "too-many-uploads",
+            Self::AtCapacity => "at-capacity",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -109,7 +117,8 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
+            Self::AtCapacity | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,7 +137,7 @@ impl ResponseError for ApiError {
         }
         let mut response = problem.builder();
         match self {
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::TooManyUploads | Self::AtCapacity => {
                 response.insert_header((RETRY_AFTER, "5"));
             }
             Self::Unauthorized { description } => {

@@ -2,6 +2,8 @@
 //! as it arrives. A rejected request stores nothing, and its unread rest is drained within
 //! a budget or the connection is closed.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_multipart::{Multipart, MultipartError};
@@ -12,6 +14,7 @@ use futures::{Stream, StreamExt};
 use storage::{PostId, StagedAttachment};
 use utoipa::ToSchema;
 
+use crate::admission::{Admission, Refusal};
 use crate::config::Settings;
 use crate::domain::{FileName, parse_id};
 use crate::http::error::ApiError;
@@ -47,12 +50,16 @@ pub struct UploadForm {
         (status = 400, description = "Malformed multipart body or file name", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "A file or the request is too large, or too many files", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "You have as many uploads in flight as one may; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The service is at its upload capacity, or a dependency is down; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart, or a file type that is not allowed", body = Problem, content_type = "application/problem+json"),
     )
 )]
+#[allow(clippy::too_many_arguments)]
 pub async fn upload_attachments(
     state: web::Data<AppState>,
     settings: web::Data<Settings>,
+    admission: web::Data<Admission>,
     metrics: web::Data<Metrics>,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
@@ -82,6 +89,19 @@ pub async fn upload_attachments(
             "the request body exceeds {max_body} bytes"
         )));
     }
+
+    // Admitted before a byte of the body is read; the ticket holds the memory until the
+    // response is sent.
+    let user = writer.as_ref().ok().and_then(Writer::subject);
+    let _ticket = match admission.admit(user) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            return closing(match refusal {
+                Refusal::UserBusy => ApiError::TooManyUploads,
+                Refusal::ServiceBusy => ApiError::AtCapacity,
+            });
+        }
+    };
 
     // Every file stays pending, invisible, until the last one is stored; then all turn
     // ready in one update. A failure, or a crash, leaves none of them visible.
@@ -136,7 +156,7 @@ async fn store_files(
 ) -> Result<(), ApiError> {
     let post_id: PostId = parse_id(post_id, "post")?;
     state.authorize(writer, post_id).await?;
-    let stall = Duration::from_secs(settings.server.request_body_timeout_secs.get());
+    let pace = BodyPace::new(settings);
     while let Some(field) = parts.next().await {
         let field = match field {
             Ok(field) => field,
@@ -176,7 +196,7 @@ async fn store_files(
                 post_id,
                 filename.as_str(),
                 declared.as_deref(),
-                with_stall_timeout(field, stall),
+                paced(field, pace.clone()),
             )
             .await;
         match result {
@@ -239,23 +259,87 @@ fn multipart_error(error: MultipartError) -> ApiError {
     }
 }
 
-/// The field's bytes, failing when no byte arrives for `stall`.
-fn with_stall_timeout(
-    field: actix_multipart::Field,
+/// How fast a request body must arrive: a byte at least every `stall`, all of it by
+/// `deadline`, and, after [`RATE_GRACE`], at least `min_rate` bytes a second on average. A
+/// client that sends one byte every few seconds would otherwise hold an upload, and its
+/// memory, for ever.
+#[derive(Clone, Debug)]
+struct BodyPace {
     stall: Duration,
+    started: Instant,
+    deadline: Instant,
+    min_rate: u64,
+    received: Rc<Cell<u64>>,
+}
+
+/// How long a body may start slowly before its average rate counts.
+const RATE_GRACE: Duration = Duration::from_secs(10);
+
+impl BodyPace {
+    fn new(settings: &Settings) -> Self {
+        let started = Instant::now();
+        Self {
+            stall: Duration::from_secs(settings.server.request_body_timeout_secs.get()),
+            started,
+            deadline: started + Duration::from_secs(settings.admission.upload_deadline_secs.get()),
+            min_rate: settings.admission.min_upload_bytes_per_sec,
+            received: Rc::default(),
+        }
+    }
+
+    /// Why the body is too slow, after `bytes` more arrived; `None` while it keeps pace.
+    fn check(&self, bytes: u64) -> Option<String> {
+        self.received.set(self.received.get() + bytes);
+        let elapsed = self.started.elapsed();
+        if Instant::now() > self.deadline {
+            return Some(format!(
+                "the body took longer than {} s",
+                (self.deadline - self.started).as_secs()
+            ));
+        }
+        if elapsed > RATE_GRACE
+            && (self.received.get() as f64 / elapsed.as_secs_f64()) < self.min_rate as f64
+        {
+            return Some(format!(
+                "the body arrives slower than {} bytes a second",
+                self.min_rate
+            ));
+        }
+        None
+    }
+
+    /// How long to wait for the next chunk.
+    fn wait(&self) -> Duration {
+        self.stall
+            .min(self.deadline.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// The field's bytes, failing when the body falls behind `pace`.
+fn paced(
+    field: actix_multipart::Field,
+    pace: BodyPace,
 ) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
-    Box::pin(futures::stream::unfold(
-        Some(field),
-        move |field| async move {
+    Box::pin(futures::stream::unfold(Some(field), move |field| {
+        let pace = pace.clone();
+        async move {
             let mut field = field?;
-            match tokio::time::timeout(stall, field.next()).await {
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(field))),
+            match tokio::time::timeout(pace.wait(), field.next()).await {
+                Ok(Some(Ok(chunk))) => match pace.check(chunk.len() as u64) {
+                    None => Some((Ok(chunk), Some(field))),
+                    Some(slow) => Some((Err(slow), None)),
+                },
                 Ok(Some(Err(error))) => Some((Err(error.to_string()), None)),
                 Ok(None) => None,
-                Err(_) => Some((Err(format!("no data for {} s", stall.as_secs())), None)),
+                Err(_) => Some((
+                    Err(pace
+                        .check(0)
+                        .unwrap_or_else(|| format!("no data for {} s", pace.stall.as_secs()))),
+                    None,
+                )),
             }
-        },
-    ))
+        }
+    }))
 }
 
 /// Reads and discards what is left of the body within a budget; whether all of it was
@@ -297,4 +381,45 @@ fn closing(error: ApiError) -> HttpResponse {
         .head_mut()
         .set_connection_type(actix_web::http::ConnectionType::Close);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(started_ago: Duration, deadline_in: Duration, min_rate: u64) -> BodyPace {
+        let now = Instant::now();
+        BodyPace {
+            stall: Duration::from_secs(30),
+            started: now - started_ago,
+            deadline: now + deadline_in,
+            min_rate,
+            received: Rc::default(),
+        }
+    }
+
+    #[test]
+    fn a_slow_start_is_allowed_within_the_grace() {
+        let pace = pace(Duration::from_secs(5), Duration::from_secs(60), 1024);
+        assert_eq!(pace.check(10), None);
+    }
+
+    #[test]
+    fn a_body_below_the_minimum_rate_after_the_grace_is_cut() {
+        let pace = pace(Duration::from_secs(20), Duration::from_secs(60), 1024);
+        assert!(
+            pace.check(10)
+                .is_some_and(|why| why.contains("slower than 1024"))
+        );
+    }
+
+    #[test]
+    fn a_body_past_its_deadline_is_cut_whatever_its_rate() {
+        let pace = pace(Duration::from_secs(5), Duration::ZERO, 0);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            pace.check(1 << 30)
+                .is_some_and(|why| why.contains("longer than"))
+        );
+    }
 }

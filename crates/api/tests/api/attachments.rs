@@ -563,3 +563,123 @@ async fn the_files_of_a_request_become_visible_together_when_the_last_is_stored(
     );
     assert_eq!(after["items"].as_array().map(Vec::len), Some(2));
 }
+
+/// An upload whose body is sent only in part, holding its admission until dropped.
+async fn upload_in_flight(app: &TestApp, post: &str, token: Option<&str>) -> tokio::net::TcpStream {
+    let head = part_header("slow.txt");
+    let length = head.len() + 1024 * 1024 + closing_boundary().len() + 2;
+    let authorization = token.map_or(String::new(), |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /v1/posts/{post}/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n{head}some text"
+    );
+    socket
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the start");
+    // Let the service admit it and start reading.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    socket
+}
+
+#[tokio::test]
+async fn uploads_beyond_the_memory_budget_are_refused_with_503_and_retry_after() {
+    let mut settings = test_settings();
+    settings.admission.upload_memory_bytes =
+        NonZero::new(settings.upload_memory_per_request()).expect("non-zero");
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+    let in_flight = upload_in_flight(&app, &post, None).await;
+
+    let refused = app.upload(&post, &[("a.txt", b"hello")]).await;
+    let retry_after = refused.headers().get("retry-after").cloned();
+    expect_problem(refused, 503).await;
+    drop(in_flight);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admitted = app.upload(&post, &[("a.txt", b"hello")]).await;
+
+    assert!(retry_after.is_some());
+    assert_eq!(
+        admitted.status(),
+        201,
+        "the memory came back when the first upload ended"
+    );
+}
+
+#[tokio::test]
+async fn a_user_beyond_their_share_of_uploads_is_refused_with_429_and_others_are_not() {
+    let (app, ann, bob) = crate::auth::app_with_users(|settings| {
+        settings.admission.uploads_per_user = NonZero::<u32>::MIN;
+    })
+    .await;
+    let post = crate::auth::create_post_as(&app, &ann).await;
+    let bobs_post = crate::auth::create_post_as(&app, &bob).await;
+    let _in_flight = upload_in_flight(&app, &post, Some(&ann)).await;
+
+    let (content_type, body) = multipart(&[("a.txt", b"hello")]);
+    let send_as = |token: &str, post: &str| {
+        app.client
+            .post(app.url(&format!("/v1/posts/{post}/attachments")))
+            .bearer_auth(token)
+            .header("content-type", content_type.clone())
+            .body(body.clone())
+            .send()
+    };
+    let anns_second = send_as(&ann, &post).await.expect("request");
+    let retry_after = anns_second.headers().get("retry-after").cloned();
+    let bobs_first = send_as(&bob, &bobs_post).await.expect("request");
+
+    expect_problem(anns_second, 429).await;
+    assert!(retry_after.is_some());
+    assert_eq!(bobs_first.status(), 201);
+}
+
+#[tokio::test]
+async fn an_upload_body_past_its_deadline_is_cut_and_leaves_nothing() {
+    let mut settings = test_settings();
+    settings.admission.upload_deadline_secs = NonZero::<u64>::MIN;
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+    let mut socket = upload_in_flight(&app, &post, None).await;
+
+    // A byte every 200 ms: never a stall, but never done either.
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    while started.elapsed() < Duration::from_secs(10) {
+        if socket.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buffer = [0u8; 1024];
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::io::AsyncReadExt::read(&mut socket, &mut buffer),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(read)) => {
+                answer.extend_from_slice(&buffer[..read]);
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut after about a second"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use api::Settings;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -37,13 +38,24 @@ fn token_for(sub: &str) -> String {
 }
 
 pub async fn app(public_reads: bool) -> TestApp {
+    app_with_users(|settings| settings.auth.public_reads = public_reads)
+        .await
+        .0
+}
+
+/// A service with authentication, `adjust`ed, and tokens of two users.
+pub async fn app_with_users(adjust: impl FnOnce(&mut Settings)) -> (TestApp, String, String) {
     let mut settings = test_settings();
     settings.auth.disabled = false;
     settings.auth.jwt_hs256_secret = secrecy::SecretString::from(SECRET);
     settings.auth.issuer = ISSUER.into();
     settings.auth.audience = AUDIENCE.into();
-    settings.auth.public_reads = public_reads;
-    spawn_app_with(settings).await
+    adjust(&mut settings);
+    (
+        spawn_app_with(settings).await,
+        token_for("ann"),
+        token_for("bob"),
+    )
 }
 
 pub async fn send(

@@ -1,0 +1,159 @@
+//! Admission of streamed uploads: a service-wide memory budget and a per-user limit, both
+//! checked before a byte of the body is read. A request that does not fit is refused with
+//! `Retry-After`, so a burst of uploads turns into retries instead of an out-of-memory
+//! kill of every request in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Settings;
+
+/// Why an upload was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The service's upload memory is taken: 503.
+    ServiceBusy,
+    /// This user already has their share of uploads in flight: 429.
+    UserBusy,
+}
+
+type InFlight = Arc<Mutex<HashMap<String, usize>>>;
+
+/// The budget, shared by every worker.
+#[derive(Debug)]
+pub struct Admission {
+    /// Budget in KiB, the unit the semaphore counts (it takes `u32` permits).
+    memory: Arc<Semaphore>,
+    per_request_kib: u32,
+    per_user: usize,
+    in_flight: InFlight,
+}
+
+/// An admitted upload; its memory and its user's slot are given back when dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    _memory: OwnedSemaphorePermit,
+    _slot: Option<UserSlot>,
+}
+
+/// One of a user's uploads in flight, counted until dropped.
+#[derive(Debug)]
+struct UserSlot {
+    user: String,
+    in_flight: InFlight,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = in_flight.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// The budget of `settings.admission`.
+    pub fn new(settings: &Settings) -> Self {
+        let kib = |bytes: u64| u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let budget = kib(settings.admission.upload_memory_bytes.get());
+        Self {
+            memory: Arc::new(Semaphore::new(budget as usize)),
+            per_request_kib: kib(settings.upload_memory_per_request()).min(budget),
+            per_user: settings.admission.uploads_per_user.get() as usize,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Admits one upload of `user` (`None` while authentication is off), or says why not.
+    pub fn admit(&self, user: Option<&str>) -> Result<Ticket, Refusal> {
+        let slot = user.map(|user| self.take_slot(user)).transpose()?;
+        let memory = self
+            .memory
+            .clone()
+            .try_acquire_many_owned(self.per_request_kib)
+            .map_err(|_| Refusal::ServiceBusy)?;
+        Ok(Ticket {
+            _memory: memory,
+            _slot: slot,
+        })
+    }
+
+    fn take_slot(&self, user: &str) -> Result<UserSlot, Refusal> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = in_flight.entry(user.to_owned()).or_default();
+        if *count >= self.per_user {
+            return Err(Refusal::UserBusy);
+        }
+        *count += 1;
+        Ok(UserSlot {
+            user: user.to_owned(),
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(budget_uploads: u64, per_user: u32) -> Admission {
+        let per_request_kib = 24 * 1024;
+        Admission {
+            memory: Arc::new(Semaphore::new((budget_uploads * per_request_kib) as usize)),
+            per_request_kib: per_request_kib as u32,
+            per_user: per_user as usize,
+            in_flight: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn uploads_beyond_the_memory_budget_are_refused_until_one_ends() {
+        let admission = admission(2, 10);
+        let first = admission.admit(None).expect("first");
+        let _second = admission.admit(None).expect("second");
+
+        assert_eq!(admission.admit(None).err(), Some(Refusal::ServiceBusy));
+        drop(first);
+        assert!(admission.admit(None).is_ok());
+    }
+
+    #[test]
+    fn a_user_beyond_their_share_is_refused_and_others_are_not() {
+        let admission = admission(10, 2);
+        let _one = admission.admit(Some("ann")).expect("one");
+        let two = admission.admit(Some("ann")).expect("two");
+
+        assert_eq!(admission.admit(Some("ann")).err(), Some(Refusal::UserBusy));
+        assert!(admission.admit(Some("bob")).is_ok());
+        drop(two);
+        assert!(admission.admit(Some("ann")).is_ok());
+    }
+
+    #[test]
+    fn a_refusal_for_memory_gives_the_users_slot_back() {
+        let admission = admission(1, 1);
+        let held = admission.admit(Some("ann")).expect("held");
+
+        assert_eq!(
+            admission.admit(Some("bob")).err(),
+            Some(Refusal::ServiceBusy)
+        );
+        drop(held);
+        assert!(
+            admission.admit(Some("bob")).is_ok(),
+            "bob's refused attempt left no slot taken"
+        );
+    }
+}

@@ -78,6 +78,7 @@ impl Storage {
         E: Display,
     {
         self.active_post(post_id).await?;
+        self.ensure_room_for_an_attachment(post_id).await?;
         // Fused: the stream is read again after the sniffing window, possibly at its end.
         let mut stream = stream.fuse();
         let (head, ended) = read_head(&mut stream, self.max_file_bytes).await?;
@@ -223,6 +224,28 @@ impl Storage {
             sha256,
             created_at: document.created_at.to_system_time(),
         })
+    }
+
+    /// Refuses one more attachment of a post that has `uploads.max_attachments_per_post`,
+    /// counting pending ones. Concurrent uploads can pass the same count, so a post may
+    /// exceed the cap by the uploads in flight at that moment, never by more.
+    pub(crate) async fn ensure_room_for_an_attachment(
+        &self,
+        post_id: PostId,
+    ) -> Result<(), StorageError> {
+        let count = self
+            .attachments()
+            .count_documents(doc! {
+                "post_id": post_id.0,
+                "status": { "$in": [AttachmentStatus::Pending.as_str(), AttachmentStatus::Ready.as_str()] },
+            })
+            .await?;
+        if count >= self.max_attachments_per_post {
+            return Err(StorageError::TooManyAttachments {
+                limit: self.max_attachments_per_post,
+            });
+        }
+        Ok(())
     }
 
     /// The ready attachments of a post, oldest first.

@@ -36,6 +36,7 @@ impl Storage {
         size: u64,
     ) -> Result<DirectUploadTicket, StorageError> {
         self.active_post(post_id).await?;
+        self.ensure_room_for_an_attachment(post_id).await?;
         if size > self.max_file_bytes {
             return Err(StorageError::TooLarge {
                 limit: self.max_file_bytes,

@@ -51,6 +51,12 @@ pub enum StorageError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The post has as many attachments as one may.
+    #[error("the post has {limit} attachments, as many as one may")]
+    TooManyAttachments {
+        /// The limit.
+        limit: u64,
+    },
     /// The sniffed content type is not allowed.
     #[error("content type {content_type} is not allowed")]
     UnsupportedType {

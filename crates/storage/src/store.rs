@@ -21,6 +21,8 @@ pub struct UploadSettings {
     pub max_file_bytes: NonZeroU64,
     /// Parts named `file` per request.
     pub max_files_per_request: NonZeroU32,
+    /// Attachments one post may have, pending ones included.
+    pub max_attachments_per_post: NonZeroU32,
     /// Sniffed types that may be stored; `*/*` allows all.
     pub allowed_content_types: Vec<String>,
     /// Age after which a pending upload is reaped.
@@ -52,6 +54,7 @@ pub struct Storage {
     pub(crate) objects: ObjectStore,
     pub(crate) policy: ContentPolicy,
     pub(crate) max_file_bytes: u64,
+    pub(crate) max_attachments_per_post: u64,
     pub(crate) pending_ttl: Duration,
     pub(crate) presign_ttl: Duration,
 }
@@ -69,6 +72,7 @@ impl Storage {
             objects,
             policy: ContentPolicy::new(&uploads.allowed_content_types),
             max_file_bytes: uploads.max_file_bytes.get(),
+            max_attachments_per_post: u64::from(uploads.max_attachments_per_post.get()),
             pending_ttl: Duration::from_secs(uploads.pending_ttl_secs),
             presign_ttl,
         }

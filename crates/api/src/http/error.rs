@@ -168,6 +168,7 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound(entity) => Self::NotFound(entity.as_str()),
             StorageError::InvalidCursor => Self::BadRequest("the cursor is not valid".into()),
             StorageError::Conflict(detail) => Self::Conflict(detail),
+            error @ StorageError::TooManyAttachments { .. } => Self::Conflict(error.to_string()),
             StorageError::TooLarge { limit } => {
                 Self::TooLarge(format!("a file exceeds the limit of {limit} bytes"))
             }

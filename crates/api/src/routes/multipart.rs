@@ -49,6 +49,7 @@ pub struct UploadForm {
         (status = 201, description = "Stored, in order", body = AttachmentList),
         (status = 400, description = "Malformed multipart body or file name", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The post has as many attachments as one may", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "A file or the request is too large, or too many files", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "You have as many uploads in flight as one may; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The service is at its upload capacity, or a dependency is down; see `Retry-After`", body = Problem, content_type = "application/problem+json"),

@@ -180,3 +180,38 @@ async fn an_unknown_upload_id_is_not_found() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_post_with_as_many_attachments_as_allowed_takes_no_more() {
+    let h = harness_with(Options {
+        max_attachments_per_post: 2,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    h.attach(post, "1.txt", None, b"one").await;
+    h.attach(post, "2.txt", None, b"two").await;
+
+    let streamed = h
+        .storage
+        .upload_attachment(
+            post,
+            "3.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"3")]),
+        )
+        .await;
+    let direct = h
+        .storage
+        .begin_direct_upload(post, "3.txt", "text/plain", 1)
+        .await;
+
+    assert!(
+        matches!(streamed, Err(StorageError::TooManyAttachments { limit: 2 })),
+        "{streamed:?}"
+    );
+    assert!(matches!(
+        direct,
+        Err(StorageError::TooManyAttachments { limit: 2 })
+    ));
+}

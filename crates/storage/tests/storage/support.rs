@@ -28,6 +28,7 @@ pub struct Options {
     pub pending_ttl_secs: u64,
     pub allowed: Vec<String>,
     pub endpoint: Option<String>,
+    pub max_attachments_per_post: u32,
 }
 
 impl Default for Options {
@@ -37,6 +38,7 @@ impl Default for Options {
             pending_ttl_secs: 3600,
             allowed: vec!["*/*".into()],
             endpoint: None,
+            max_attachments_per_post: 1000,
         }
     }
 }
@@ -102,6 +104,8 @@ pub async fn harness_with(options: Options) -> Harness {
         &UploadSettings {
             max_file_bytes: NonZero::new(options.max_file_bytes).expect("non-zero"),
             max_files_per_request: NonZero::new(10).expect("non-zero"),
+            max_attachments_per_post: NonZero::new(options.max_attachments_per_post)
+                .expect("non-zero"),
             allowed_content_types: options.allowed,
             pending_ttl_secs: options.pending_ttl_secs,
             reaper_interval_secs: NonZero::new(60).expect("non-zero"),

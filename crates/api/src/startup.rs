@@ -269,6 +269,7 @@ async fn connect_aws(
 ) -> Result<(TemporaryCredentials, ObjectStore), StartupError> {
     let sdk_config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.aws.region.clone()))
+        .timeout_config(settings.aws.timeout_config())
         .load()
         .await;
     let interceptors = if settings.traces.is_on() {

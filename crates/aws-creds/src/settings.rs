@@ -1,3 +1,7 @@
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use serde::{Deserialize, Serialize};
 
 /// The `aws.*` section of the service configuration (see `docs/configuration.md`).
@@ -16,6 +20,10 @@ pub struct AwsSettings {
     pub refresh_lead_secs: u64,
     /// Optional AssumeRole external id; empty means none.
     pub external_id: String,
+    /// Longest an AWS call (STS or S3) may take, retries included.
+    pub operation_timeout_secs: NonZeroU64,
+    /// Longest one attempt of an AWS call may take before it is retried.
+    pub attempt_timeout_secs: NonZeroU64,
 }
 
 /// A configuration value that cannot work, with the key it belongs to.
@@ -44,6 +52,16 @@ impl AwsSettings {
     /// The role to assume, if one is configured.
     pub fn role_arn(&self) -> Option<&str> {
         Some(self.role_arn.trim()).filter(|arn| !arn.is_empty())
+    }
+
+    /// The timeouts every AWS client of the service uses: a stalled STS or S3 fails the
+    /// call within `operation_timeout_secs` instead of hanging it.
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(self.attempt_timeout_secs.get()))
+            .operation_timeout(Duration::from_secs(self.operation_timeout_secs.get()))
+            .build()
     }
 
     /// The external id to send with AssumeRole, if one is configured.
@@ -85,6 +103,15 @@ impl AwsSettings {
                 ),
             ));
         }
+        if self.attempt_timeout_secs > self.operation_timeout_secs {
+            return Err(InvalidSetting::new(
+                "aws.attempt_timeout_secs",
+                format!(
+                    "{} must not exceed aws.operation_timeout_secs ({})",
+                    self.attempt_timeout_secs, self.operation_timeout_secs
+                ),
+            ));
+        }
         let prefix = &self.session_name_prefix;
         if prefix.is_empty() || prefix.len() > 32 || !prefix.chars().all(is_session_name_char) {
             return Err(InvalidSetting::new(
@@ -121,6 +148,8 @@ mod tests {
             session_duration_secs: 3600,
             refresh_lead_secs: 300,
             external_id: String::new(),
+            operation_timeout_secs: std::num::NonZeroU64::new(30).expect("non-zero"),
+            attempt_timeout_secs: std::num::NonZeroU64::new(10).expect("non-zero"),
         }
     }
 

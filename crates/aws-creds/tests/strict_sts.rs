@@ -41,6 +41,8 @@ fn settings(role_arn: String, duration_secs: u64, lead_secs: u64) -> AwsSettings
         session_duration_secs: duration_secs,
         refresh_lead_secs: lead_secs,
         external_id: String::new(),
+        operation_timeout_secs: std::num::NonZeroU64::new(30).expect("non-zero"),
+        attempt_timeout_secs: std::num::NonZeroU64::new(10).expect("non-zero"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod attachments;
 mod auth;
+mod faults;
 mod helpers;
 mod openapi;
 mod ops;

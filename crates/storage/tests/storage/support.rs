@@ -80,6 +80,8 @@ pub async fn harness_with(options: Options) -> Harness {
             session_duration_secs: 3600,
             refresh_lead_secs: 300,
             external_id: String::new(),
+            operation_timeout_secs: std::num::NonZeroU64::new(30).expect("non-zero"),
+            attempt_timeout_secs: std::num::NonZeroU64::new(10).expect("non-zero"),
         },
         &config,
     )

@@ -253,6 +253,19 @@ fn incomplete_multipart_uploads_expire_after_a_day() {
 }
 
 #[test]
+fn staged_direct_uploads_expire_after_a_day() {
+    let rules = json("deploy/ecs/bucket-lifecycle.json")["Rules"].clone();
+    let staging = rules
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|rule| rule["Filter"]["Prefix"] == "${PREFIX}/staging/")
+        .expect("a rule for the staging prefix");
+    assert_eq!(staging["Expiration"]["Days"], 1);
+    assert_eq!(staging["Status"], "Enabled");
+}
+
+#[test]
 fn the_task_trust_policy_names_ecs_tasks_with_source_conditions() {
     let statement = &json("deploy/ecs/iam/task-role-trust.json")["Statement"][0];
     assert_eq!(statement["Principal"]["Service"], "ecs-tasks.amazonaws.com");

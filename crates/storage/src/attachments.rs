@@ -341,10 +341,13 @@ impl Storage {
         let mut removed = 0;
         let mut cursor = self.attachments().find(filter).await?;
         while let Some(document) = cursor.try_next().await? {
-            let key = self
-                .objects
-                .key_for(PostId(document.post_id), document.id.to_hex());
+            let post_id = PostId(document.post_id);
+            let key = self.objects.key_for(post_id, document.id.to_hex());
             self.objects.delete(&key).await?;
+            if document.direct_upload.is_some() {
+                let staging = self.objects.staging_key_for(post_id, document.id.to_hex());
+                self.objects.delete(&staging).await?;
+            }
             self.attachments()
                 .delete_one(
                     doc! { "_id": document.id, "status": AttachmentStatus::Deleting.as_str() },

@@ -65,7 +65,7 @@ impl Storage {
             }),
         };
         self.attachments().insert_one(&document).await?;
-        let key = self.objects.key_for(post_id, document.id.to_hex());
+        let key = self.objects.staging_key_for(post_id, document.id.to_hex());
         match self
             .objects
             .presign_put(&key, self.presign_ttl, &content_type, size)
@@ -84,8 +84,10 @@ impl Storage {
         }
     }
 
-    /// Verifies a direct upload — the object exists with the declared size and allowed
-    /// bytes — and makes it a ready attachment. Completing twice returns the attachment.
+    /// Verifies a direct upload and makes it a ready attachment: the staged object is
+    /// copied to the attachment's key, which no client can write, and verified there (the
+    /// declared size, allowed bytes); so the verified bytes are the served ones. Completing
+    /// twice returns the attachment.
     pub async fn complete_direct_upload(
         &self,
         post_id: PostId,
@@ -106,8 +108,8 @@ impl Storage {
             _ => return Err(StorageError::NotFound(Entity::Upload)),
         };
         self.active_post(post_id).await?;
-        let key = self.objects.key_for(post_id, document.id.to_hex());
-        let info = match self.objects.head(&key).await {
+        let staging = self.objects.staging_key_for(post_id, document.id.to_hex());
+        let info = match self.objects.head(&staging).await {
             Ok(info) => info,
             Err(crate::ObjectStoreError::NotFound) => {
                 return Err(StorageError::UploadMismatch(
@@ -117,21 +119,27 @@ impl Storage {
             Err(error) => return Err(error.into()),
         };
         let declared_size = u64::try_from(declared.declared_size).unwrap_or_default();
+        let mismatch = |detail: String| StorageError::UploadMismatch(detail);
         if info.size != declared_size {
-            self.objects.delete(&key).await?;
-            return Err(StorageError::UploadMismatch(format!(
+            self.objects.delete(&staging).await?;
+            return Err(mismatch(format!(
                 "{} bytes were uploaded but {declared_size} were declared",
                 info.size
             )));
+        }
+        // The bytes are copied to a key no client can write, then verified there: what is
+        // verified is exactly what will be served, whatever is PUT to the staging key later.
+        let key = self.objects.key_for(post_id, document.id.to_hex());
+        self.objects.copy(&staging, &key).await?;
+        if let Err(error) = self.objects.delete(&staging).await {
+            tracing::warn!(%staging, %error, "could not delete a staged upload; the reaper will");
         }
         let (stored, content_type) = self
             .digest_object(&key, &declared.declared_content_type)
             .await?;
         if stored.size != declared_size {
             self.objects.delete(&key).await?;
-            return Err(StorageError::UploadMismatch(
-                "the object changed while it was verified".into(),
-            ));
+            return Err(mismatch("the object changed before it was verified".into()));
         }
         if !self.policy.allows(&content_type) {
             self.objects.delete(&key).await?;

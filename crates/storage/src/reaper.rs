@@ -23,7 +23,13 @@ pub struct ReapReport {
     pub removed_posts: usize,
     /// Incomplete multipart uploads that were aborted.
     pub aborted_multipart_uploads: usize,
+    /// Staged direct uploads no completion will copy (PUT again after completion, or
+    /// after their upload was removed) that were deleted.
+    pub removed_staged_objects: usize,
 }
+
+/// Staged objects one pass deletes at most; the next pass takes the rest.
+const STAGING_SWEEP_LIMIT: usize = 1000;
 
 impl Storage {
     /// One reaper pass, if this instance gets the reaper lease (held for `lease_ttl`);
@@ -43,7 +49,9 @@ impl Storage {
     /// 1. pending uploads older than the pending TTL become `deleting`;
     /// 2. posts left `deleting` get their attachments removed, then themselves;
     /// 3. attachments left `deleting` lose their object, then their record;
-    /// 4. multipart uploads under the key prefix older than the pending TTL are aborted.
+    /// 4. multipart uploads under the key prefix older than the pending TTL are aborted;
+    /// 5. staged direct-upload objects older than the pending TTL are deleted: by then no
+    ///    completion can copy them (a PUT after completion or after a delete lands there).
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.pending_ttl)
@@ -80,6 +88,15 @@ impl Storage {
         for upload in self.objects.incomplete_uploads(cutoff).await? {
             self.objects.abort_upload(&upload).await?;
             report.aborted_multipart_uploads += 1;
+        }
+
+        let staged = self
+            .objects
+            .keys_older_than(&self.objects.staging_prefix(), cutoff, STAGING_SWEEP_LIMIT)
+            .await?;
+        for key in staged {
+            self.objects.delete(&key).await?;
+            report.removed_staged_objects += 1;
         }
         Ok(report)
     }

@@ -38,18 +38,30 @@ pub const IAM_ACTIONS: &[(&str, &[&str])] = &[
             "CreateMultipartUpload",
             "UploadPart",
             "CompleteMultipartUpload",
+            "CopyObject (destination)",
             "presigned PUT",
         ],
     ),
     (
         "s3:GetObject",
-        &["GetObject", "HeadObject", "presigned GET"],
+        &[
+            "GetObject",
+            "HeadObject",
+            "CopyObject (source)",
+            "presigned GET",
+        ],
     ),
     ("s3:DeleteObject", &["DeleteObject"]),
     ("s3:AbortMultipartUpload", &["AbortMultipartUpload"]),
-    ("s3:ListBucket", &["HeadBucket"]),
+    (
+        "s3:ListBucket",
+        &["HeadBucket", "ListObjectsV2 (staging sweep)"],
+    ),
     ("s3:ListBucketMultipartUploads", &["ListMultipartUploads"]),
 ];
+
+/// The folder of direct uploads not yet verified, under the key prefix.
+const STAGING: &str = "staging";
 
 /// S3 rejects multipart parts smaller than this (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -172,5 +184,17 @@ impl ObjectStore {
     /// The key of an attachment's bytes: built from ids only, never from user input.
     pub fn key_for(&self, post_id: impl Display, attachment_id: impl Display) -> String {
         format!("{}/{post_id}/{attachment_id}", self.key_prefix)
+    }
+
+    /// Where a direct upload's client PUTs the bytes. Completion copies them, verified, to
+    /// [`ObjectStore::key_for`], so a PUT after completion (or after a delete) can never
+    /// change what is served; `staging` cannot be a post id.
+    pub fn staging_key_for(&self, post_id: impl Display, upload_id: impl Display) -> String {
+        format!("{}/{STAGING}/{post_id}/{upload_id}", self.key_prefix)
+    }
+
+    /// The prefix of every staging key, with its trailing `/`.
+    pub fn staging_prefix(&self) -> String {
+        format!("{}/{STAGING}/", self.key_prefix)
     }
 }

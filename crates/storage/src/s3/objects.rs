@@ -138,6 +138,54 @@ impl ObjectStore {
     }
 }
 
+impl ObjectStore {
+    /// Copies `source` to `destination` within the bucket.
+    pub async fn copy(&self, source: &str, destination: &str) -> Result<(), ObjectStoreError> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(format!("{}/{source}", self.bucket))
+            .key(destination)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|error| self.classify_object(error))
+    }
+
+    /// Keys under `prefix` last written before `older_than`, at most `limit` of them.
+    pub async fn keys_older_than(
+        &self,
+        prefix: &str,
+        older_than: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<String>, ObjectStoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| self.classify(error))?;
+            for object in page.contents.unwrap_or_default() {
+                let old = object
+                    .last_modified
+                    .and_then(|at| std::time::SystemTime::try_from(at).ok())
+                    .is_some_and(|at| at < older_than);
+                if old && let Some(key) = object.key {
+                    keys.push(key);
+                    if keys.len() >= limit {
+                        return Ok(keys);
+                    }
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
 /// `bytes START-END/TOTAL` → `(START, END, TOTAL)`.
 fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
     let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;

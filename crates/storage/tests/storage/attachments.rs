@@ -81,6 +81,96 @@ async fn deleting_an_attachment_removes_its_object_and_record() {
     assert!(matches!(again, Err(StorageError::NotFound(_))));
 }
 
+/// PUTs `bytes` to a direct upload's presigned URL, as a client does.
+async fn put_presigned(ticket: &storage::DirectUploadTicket, bytes: &'static [u8]) {
+    let mut request = reqwest::Client::new().put(&ticket.url.url);
+    for (name, value) in &ticket.url.headers {
+        request = request.header(name, value);
+    }
+    let response = request.body(bytes).send().await.expect("PUT presigned");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// A completed direct upload of `PNG`.
+async fn completed_direct_upload(
+    h: &crate::support::Harness,
+    post: storage::PostId,
+) -> (storage::DirectUploadTicket, storage::Attachment) {
+    let ticket = h
+        .storage
+        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
+        .await
+        .expect("begin");
+    put_presigned(&ticket, PNG).await;
+    let attachment = h
+        .storage
+        .complete_direct_upload(post, ticket.upload_id)
+        .await
+        .expect("complete");
+    (ticket, attachment)
+}
+
+/// The bytes and digest a download of `attachment` serves.
+async fn served(h: &crate::support::Harness, attachment: &storage::Attachment) -> Vec<u8> {
+    use futures::TryStreamExt;
+    let body = h
+        .storage
+        .open_attachment(attachment, None)
+        .await
+        .expect("open");
+    let chunks: Vec<Bytes> = body.stream.try_collect().await.expect("download");
+    chunks.concat()
+}
+
+/// Bytes of `PNG`'s length that are not a PNG.
+const NOT_A_PNG: &[u8] = b"<html><b>not a png</b></html>";
+
+#[tokio::test]
+async fn a_put_after_completion_cannot_change_the_served_bytes() {
+    let h = harness().await;
+    let post = h.post().await;
+    let (ticket, attachment) = completed_direct_upload(&h, post).await;
+    assert_eq!(NOT_A_PNG.len(), PNG.len());
+
+    put_presigned(&ticket, NOT_A_PNG).await;
+
+    assert_eq!(served(&h, &attachment).await, PNG);
+    let again = h
+        .storage
+        .complete_direct_upload(post, ticket.upload_id)
+        .await
+        .expect("completing twice returns the attachment");
+    assert_eq!(again.sha256, attachment.sha256);
+    assert_eq!(served(&h, &again).await, PNG);
+}
+
+#[tokio::test]
+async fn a_put_after_the_attachment_was_deleted_is_swept_by_the_reaper() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (ticket, attachment) = completed_direct_upload(&h, post).await;
+    h.storage
+        .delete_attachment(post, attachment.id)
+        .await
+        .expect("delete");
+
+    put_presigned(&ticket, NOT_A_PNG).await;
+    assert_eq!(
+        h.stored.object_keys().await.len(),
+        1,
+        "the PUT landed in staging"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = h.storage.reap().await.expect("reap");
+
+    assert_eq!(report.removed_staged_objects, 1);
+    h.stored.assert_nothing_stored().await;
+}
+
 #[tokio::test]
 async fn a_direct_upload_becomes_ready_after_verification() {
     let h = harness().await;
@@ -142,7 +232,7 @@ async fn a_direct_upload_of_the_wrong_size_is_a_mismatch_and_its_object_is_delet
         .begin_direct_upload(post, "short.png", "image/png", 1000)
         .await
         .expect("begin");
-    let key = format!("{}/{post}/{}", h.stored.prefix, ticket.upload_id);
+    let key = h.storage.objects().staging_key_for(post, ticket.upload_id);
     h.stored
         .s3
         .put_object()

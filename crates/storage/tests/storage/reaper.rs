@@ -43,7 +43,7 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
         .s3
         .put_object()
         .bucket(&h.stored.bucket)
-        .key(format!("{}/{post}/{}", h.stored.prefix, ticket.upload_id))
+        .key(h.storage.objects().staging_key_for(post, ticket.upload_id))
         .body(aws_sdk_s3::primitives::ByteStream::from(
             Bytes::from_static(b"bytes"),
         ))

@@ -168,15 +168,29 @@ impl Storage {
                 doc! { "$set": { "status": AttachmentStatus::Ready.as_str(), "updated_at": now() } },
             )
             .await?;
-        if published.modified_count != ids.len() as u64 {
-            // Some went ready, some did not: take the ready ones back before the staged
-            // ones are dropped, which removes them all.
+        // A post deleted while its files were staged (its deletion marked its attachments
+        // before these records existed) must not end up with ready attachments: checked
+        // after the update, so a deletion that starts later removes them as usual.
+        let mut posts: Vec<PostId> = staged.iter().map(|s| s.attachment.post_id).collect();
+        posts.dedup();
+        let mut all_active = true;
+        for post in posts {
+            if self.active_post(post).await.is_err() {
+                all_active = false;
+            }
+        }
+        if published.modified_count != ids.len() as u64 || !all_active {
+            // Take back what went ready before the staged files are dropped, which
+            // removes them all.
             self.attachments()
                 .update_many(
                     doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Ready.as_str() },
                     doc! { "$set": { "status": AttachmentStatus::Pending.as_str() } },
                 )
                 .await?;
+            for file in staged {
+                file.discard().await;
+            }
             return Err(StorageError::NotFound(Entity::Post));
         }
         Ok(staged

@@ -305,3 +305,39 @@ async fn a_post_with_as_many_attachments_as_allowed_takes_no_more() {
         Err(StorageError::TooManyAttachments { limit: 2 })
     ));
 }
+
+#[tokio::test]
+async fn files_staged_while_their_post_was_deleted_are_not_published() {
+    let h = harness().await;
+    let post = h.post().await;
+    let staged = h
+        .storage
+        .stage_attachment(
+            post,
+            "late.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"late")]),
+        )
+        .await
+        .expect("stage");
+    // A deletion that started before the record existed: the post is marked deleting,
+    // and its attachments were marked before this one was inserted.
+    h.stored
+        .database
+        .collection::<mongodb::bson::Document>("posts")
+        .update_one(
+            mongodb::bson::doc! { "_id": mongodb::bson::oid::ObjectId::parse_str(post.to_string()).expect("id") },
+            mongodb::bson::doc! { "$set": { "status": "deleting" } },
+        )
+        .await
+        .expect("mark the post deleting");
+
+    let published = h.storage.publish(vec![staged]).await;
+
+    assert!(
+        matches!(published, Err(StorageError::NotFound(_))),
+        "{published:?}"
+    );
+    assert_eq!(h.stored.attachment_records().await, 0);
+    assert!(h.stored.object_keys().await.is_empty());
+}

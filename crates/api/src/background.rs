@@ -1,5 +1,6 @@
 //! Work that runs beside the requests: the reaper and the periodic JWKS refresh.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use storage::{ReapReport, Storage};
@@ -7,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, JWKS_REFRESH};
+use crate::metrics::Metrics;
 
 /// The periodic reaper of this instance; at most one instance reaps at a time (a lease).
 #[derive(Debug)]
@@ -16,8 +18,9 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    /// Starts a pass every `interval`, the first one now.
-    pub fn start(storage: Storage, interval: Duration) -> Self {
+    /// Starts a pass every `interval`, the first one now; `metrics` counts what the
+    /// passes find out of place.
+    pub fn start(storage: Storage, interval: Duration, metrics: Arc<Metrics>) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let holder = Storage::reaper_holder();
         let task = tokio::spawn(async move {
@@ -32,6 +35,7 @@ impl Reaper {
                 // dropped mid-flight.
                 match storage.reap_exclusively(&holder, interval * 3).await {
                     Ok(Some(report)) if report != ReapReport::default() => {
+                        metrics.add_reconciled(&report);
                         tracing::info!(?report, "reaper cleaned up");
                     }
                     Ok(_) => {}

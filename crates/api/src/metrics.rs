@@ -68,6 +68,8 @@ pub struct Metrics {
     bytes_uploaded: Counter,
     bytes_downloaded: Counter,
     uploads_in_flight: Gauge,
+    orphan_objects_removed: Counter,
+    records_missing_objects: Counter,
 }
 
 impl Metrics {
@@ -106,6 +108,18 @@ impl Metrics {
             "Attachment uploads streaming right now",
             uploads_in_flight.clone(),
         );
+        let orphan_objects_removed = Counter::default();
+        registry.register(
+            "posts_api_reaper_orphan_objects_removed",
+            "Objects under the key prefix that no record named, deleted by the reaper",
+            orphan_objects_removed.clone(),
+        );
+        let records_missing_objects = Counter::default();
+        registry.register(
+            "posts_api_reaper_records_missing_objects",
+            "Ready attachment records found without their object (marked, not removed)",
+            records_missing_objects.clone(),
+        );
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
         Self {
             registry,
@@ -114,7 +128,17 @@ impl Metrics {
             bytes_uploaded,
             bytes_downloaded,
             uploads_in_flight,
+            orphan_objects_removed,
+            records_missing_objects,
         }
+    }
+
+    /// Counts what a reaper pass found out of place.
+    pub fn add_reconciled(&self, report: &storage::ReapReport) {
+        self.orphan_objects_removed
+            .inc_by(report.removed_orphan_objects as u64);
+        self.records_missing_objects
+            .inc_by(report.records_missing_objects as u64);
     }
 
     /// Counts a served request.

@@ -83,9 +83,11 @@ impl Application {
         let state = connect(&settings).await?;
         let applied = storage::run_migrations(state.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
+        let metrics = web::Data::new(Metrics::new(state.credentials.clone()));
         let reaper = Reaper::start(
             state.storage.clone(),
             Duration::from_secs(settings.uploads.reaper_interval_secs.get()),
+            metrics.clone().into_inner(),
         );
 
         let (listener, port) = bind(&settings.server.host, settings.server.port)?;
@@ -94,7 +96,6 @@ impl Application {
             management_port => Some(bind(&settings.server.host, management_port)?),
         };
         let mongo = state.mongo.clone();
-        let metrics = web::Data::new(Metrics::new(state.credentials.clone()));
         let readiness = web::Data::new(ReadinessCache::default());
         let admission = web::Data::new(Admission::new(&settings));
         let data = web::Data::new(state);

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::collections::HashSet;
+
 use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
 
 use crate::error::StorageError;
@@ -26,7 +29,15 @@ pub struct ReapReport {
     /// Staged direct uploads no completion will copy (PUT again after completion, or
     /// after their upload was removed) that were deleted.
     pub removed_staged_objects: usize,
+    /// Objects under the key prefix that no record names, deleted.
+    pub removed_orphan_objects: usize,
+    /// Ready records whose object is missing, newly marked `object_missing_since`.
+    pub records_missing_objects: usize,
 }
+
+/// Objects one pass reconciles at most; a larger bucket prefix is reconciled in part, and
+/// records are checked against it only when it was listed whole.
+const RECONCILE_LIMIT: usize = 10_000;
 
 /// Staged objects one pass deletes at most; the next pass takes the rest.
 const STAGING_SWEEP_LIMIT: usize = 1000;
@@ -51,7 +62,9 @@ impl Storage {
     /// 3. attachments left `deleting` lose their object, then their record;
     /// 4. multipart uploads under the key prefix older than the pending TTL are aborted;
     /// 5. staged direct-upload objects older than the pending TTL are deleted: by then no
-    ///    completion can copy them (a PUT after completion or after a delete lands there).
+    ///    completion can copy them (a PUT after completion or after a delete lands there);
+    /// 6. reconciliation: objects older than the pending TTL that no record names are
+    ///    deleted, and ready records whose object is missing are marked and reported.
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.pending_ttl)
@@ -92,17 +105,104 @@ impl Storage {
 
         let staged = self
             .objects
-            .keys_older_than(&self.objects.staging_prefix(), cutoff, STAGING_SWEEP_LIMIT)
+            .list(&self.objects.staging_prefix(), STAGING_SWEEP_LIMIT)
             .await?;
-        for key in staged {
-            self.objects.delete(&key).await?;
-            report.removed_staged_objects += 1;
+        for (key, written) in staged {
+            if written < cutoff {
+                self.objects.delete(&key).await?;
+                report.removed_staged_objects += 1;
+            }
         }
+
+        self.reconcile(cutoff, &mut report).await?;
         Ok(report)
+    }
+
+    /// Objects without a record and records without an object, as the consistency
+    /// protocol should never leave them (a bug, an operator's hand, a restored backup).
+    async fn reconcile(
+        &self,
+        cutoff: SystemTime,
+        report: &mut ReapReport,
+    ) -> Result<(), StorageError> {
+        let staging = self.objects.staging_prefix();
+        let listed = self
+            .objects
+            .list(&self.objects.key_prefix(), RECONCILE_LIMIT)
+            .await?;
+        let complete = listed.len() < RECONCILE_LIMIT;
+        let listed: Vec<(String, SystemTime)> = listed
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with(&staging))
+            .collect();
+        let old: Vec<String> = listed
+            .iter()
+            .filter(|(_, written)| *written < cutoff)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for chunk in old.chunks(500) {
+            let ids: Vec<ObjectId> = chunk
+                .iter()
+                .filter_map(|key| attachment_id_of(key))
+                .collect();
+            let known: HashSet<ObjectId> = self
+                .attachments()
+                .find(doc! { "_id": { "$in": &ids } })
+                .await?
+                .map_ok(|document| document.id)
+                .try_collect()
+                .await?;
+            for key in chunk {
+                if attachment_id_of(key).is_none_or(|id| !known.contains(&id)) {
+                    tracing::warn!(%key, "deleting an object no attachment record names");
+                    self.objects.delete(key).await?;
+                    report.removed_orphan_objects += 1;
+                }
+            }
+        }
+        if !complete {
+            return Ok(());
+        }
+        let present: HashSet<&str> = listed.iter().map(|(key, _)| key.as_str()).collect();
+        let mut ready = self
+            .attachments()
+            .find(doc! {
+                "status": AttachmentStatus::Ready.as_str(),
+                "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+                "object_missing_since": { "$exists": false },
+            })
+            .await?;
+        while let Some(document) = ready.try_next().await? {
+            let key = self
+                .objects
+                .key_for(document.post_id.to_hex(), document.id.to_hex());
+            if !present.contains(key.as_str()) {
+                tracing::error!(
+                    %key,
+                    attachment_id = %document.id,
+                    "a ready attachment's object is missing; marked object_missing_since"
+                );
+                self.attachments()
+                    .update_one(
+                        doc! { "_id": document.id },
+                        doc! { "$set": { "object_missing_since": now() } },
+                    )
+                    .await?;
+                report.records_missing_objects += 1;
+            }
+        }
+        Ok(())
     }
 
     /// A holder name for this process's reaper lease.
     pub fn reaper_holder() -> String {
         lease::holder_name(LEASE)
     }
+}
+
+/// The attachment id of an object key, its last segment.
+fn attachment_id_of(key: &str) -> Option<ObjectId> {
+    key.rsplit('/')
+        .next()
+        .and_then(|id| ObjectId::parse_str(id).ok())
 }

@@ -193,6 +193,11 @@ impl ObjectStore {
         format!("{}/{STAGING}/{post_id}/{upload_id}", self.key_prefix)
     }
 
+    /// The prefix of every key, with its trailing `/`.
+    pub fn key_prefix(&self) -> String {
+        format!("{}/", self.key_prefix)
+    }
+
     /// The prefix of every staging key, with its trailing `/`.
     pub fn staging_prefix(&self) -> String {
         format!("{}/{STAGING}/", self.key_prefix)

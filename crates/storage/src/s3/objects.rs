@@ -1,5 +1,7 @@
 //! Reading and removing objects: existence of the bucket, ranged streams, sizes, deletes.
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -152,14 +154,13 @@ impl ObjectStore {
             .map_err(|error| self.classify_object(error))
     }
 
-    /// Keys under `prefix` last written before `older_than`, at most `limit` of them.
-    pub async fn keys_older_than(
+    /// Keys under `prefix` with when they were last written, at most `limit` of them.
+    pub async fn list(
         &self,
         prefix: &str,
-        older_than: std::time::SystemTime,
         limit: usize,
-    ) -> Result<Vec<String>, ObjectStoreError> {
-        let mut keys = Vec::new();
+    ) -> Result<Vec<(String, SystemTime)>, ObjectStoreError> {
+        let mut listed = Vec::new();
         let mut pages = self
             .client
             .list_objects_v2()
@@ -170,19 +171,19 @@ impl ObjectStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| self.classify(error))?;
             for object in page.contents.unwrap_or_default() {
-                let old = object
+                let written = object
                     .last_modified
-                    .and_then(|at| std::time::SystemTime::try_from(at).ok())
-                    .is_some_and(|at| at < older_than);
-                if old && let Some(key) = object.key {
-                    keys.push(key);
-                    if keys.len() >= limit {
-                        return Ok(keys);
+                    .and_then(|at| SystemTime::try_from(at).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                if let Some(key) = object.key {
+                    listed.push((key, written));
+                    if listed.len() >= limit {
+                        return Ok(listed);
                     }
                 }
             }
         }
-        Ok(keys)
+        Ok(listed)
     }
 }
 

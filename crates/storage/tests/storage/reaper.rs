@@ -89,3 +89,66 @@ async fn only_one_instance_reaps_at_a_time() {
     assert!(first.is_some());
     assert!(second.is_none());
 }
+
+#[tokio::test]
+async fn an_object_no_record_names_is_deleted_once_older_than_the_pending_ttl() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let stray = h
+        .storage
+        .objects()
+        .key_for(post, mongodb::bson::oid::ObjectId::new().to_hex());
+    h.stored
+        .s3
+        .put_object()
+        .bucket(&h.stored.bucket)
+        .key(&stray)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"nobody's"))
+        .send()
+        .await
+        .expect("put");
+    let young = h.storage.reap().await.expect("reap");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let old = h.storage.reap().await.expect("reap");
+
+    assert_eq!(
+        young.removed_orphan_objects, 0,
+        "within the grace, it is left alone"
+    );
+    assert_eq!(old.removed_orphan_objects, 1);
+    h.stored.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn a_ready_record_whose_object_is_missing_is_reported_once() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let attachment = h.attach(post, "lost.txt", None, b"lost").await;
+    h.stored
+        .s3
+        .delete_object()
+        .bucket(&h.stored.bucket)
+        .key(h.storage.objects().key_for(post, attachment.id))
+        .send()
+        .await
+        .expect("delete behind the service's back");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let first = h.storage.reap().await.expect("reap");
+    let second = h.storage.reap().await.expect("reap");
+
+    assert_eq!(first.records_missing_objects, 1);
+    assert_eq!(
+        second.records_missing_objects, 0,
+        "marked, so reported once"
+    );
+}

@@ -257,6 +257,7 @@ async fn connect(settings: &Settings) -> Result<AppState, StartupError> {
             ),
             mongo,
             credentials,
+            storage_timeout: Duration::from_secs(settings.server.storage_timeout_secs.get()),
         }),
         (Err(mongo), Err(aws)) => Err(StartupError::Both(Box::new(mongo), Box::new(aws))),
         (Err(error), Ok(_)) | (Ok(_), Err(error)) => Err(error),

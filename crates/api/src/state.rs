@@ -2,7 +2,9 @@
 //! worker. Handlers import it from here, and start-up builds it, so neither depends on
 //! the other.
 
-use storage::{Mongo, PostId, Storage};
+use std::time::Duration;
+
+use storage::{Mongo, PostId, Storage, StorageError};
 
 use crate::http::error::ApiError;
 use crate::http::extractors::Writer;
@@ -16,12 +18,27 @@ pub struct AppState {
     pub storage: Storage,
     /// The temporary credentials every AWS client signs with.
     pub credentials: aws_creds::TemporaryCredentials,
+    /// Longest a request's metadata work may take (`server.storage_timeout_secs`).
+    pub storage_timeout: Duration,
 }
 
 impl AppState {
     /// Checks that the post exists and the writer is its author.
     pub async fn authorize(&self, writer: &Writer, post_id: PostId) -> Result<(), ApiError> {
-        let author = self.storage.post_author(post_id).await?;
+        let author = self.bounded(self.storage.post_author(post_id)).await?;
         writer.ensure_author(author.as_deref())
+    }
+
+    /// Runs storage work within `storage_timeout`: a stalled MongoDB fails the request with
+    /// 503 instead of hanging it. (The driver closes a connection whose operation is
+    /// abandoned, rather than reusing it.) Transfers are bounded by their own limits.
+    pub async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.storage_timeout, work).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(_) => Err(ApiError::from(StorageError::TimedOut(self.storage_timeout))),
+        }
     }
 }

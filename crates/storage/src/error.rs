@@ -72,6 +72,9 @@ pub enum StorageError {
     /// A range outside the object was asked for.
     #[error("range not satisfiable")]
     RangeNotSatisfiable,
+    /// The work did not finish in its time (a dependency stalled).
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
     /// MongoDB failed.
     #[error("MongoDB: {0}")]
     Database(#[source] mongodb::error::Error),
@@ -83,7 +86,10 @@ pub enum StorageError {
 impl StorageError {
     /// Whether the failure is a dependency being unavailable (worth a retry later).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Database(_) | Self::Objects(_))
+        matches!(
+            self,
+            Self::Database(_) | Self::Objects(_) | Self::TimedOut(_)
+        )
     }
 }
 

@@ -180,9 +180,9 @@ impl From<StorageError> for ApiError {
                 Self::BadRequest(format!("the request body could not be read: {detail}"))
             }
             StorageError::RangeNotSatisfiable => Self::RangeNotSatisfiable { size: None },
-            error @ (StorageError::Database(_) | StorageError::Objects(_)) => {
-                Self::Unavailable(error)
-            }
+            error @ (StorageError::Database(_)
+            | StorageError::Objects(_)
+            | StorageError::TimedOut(_)) => Self::Unavailable(error),
         }
     }
 }

@@ -42,10 +42,8 @@ pub async fn find_attachment(
 ) -> Result<Attachment, ApiError> {
     let (post_id, attachment_id) = ids(path)?;
     state
-        .storage
-        .attachment(post_id, attachment_id)
+        .bounded(state.storage.attachment(post_id, attachment_id))
         .await
-        .map_err(ApiError::from)
 }
 
 fn ids(path: &(String, String)) -> Result<(PostId, AttachmentId), ApiError> {
@@ -67,7 +65,9 @@ pub async fn list_attachments(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
-    let attachments = state.storage.list_attachments(post_id).await?;
+    let attachments = state
+        .bounded(state.storage.list_attachments(post_id))
+        .await?;
     Ok(HttpResponse::Ok().json(AttachmentList {
         items: attachments.into_iter().map(AttachmentView::from).collect(),
     }))
@@ -112,11 +112,10 @@ pub async fn attachment_url(
 ) -> Result<HttpResponse, ApiError> {
     let attachment = find_attachment(&state, &path).await?;
     let url = state
-        .storage
-        .presign_download(
+        .bounded(state.storage.presign_download(
             &attachment,
             &content_disposition(&attachment.filename).to_string(),
-        )
+        ))
         .await?;
     Ok(HttpResponse::Ok().json(DownloadUrl {
         url: url.url,
@@ -144,8 +143,7 @@ pub async fn delete_attachment(
     let (post_id, attachment_id) = ids(&path)?;
     state.authorize(&writer, post_id).await?;
     state
-        .storage
-        .delete_attachment(post_id, attachment_id)
+        .bounded(state.storage.delete_attachment(post_id, attachment_id))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

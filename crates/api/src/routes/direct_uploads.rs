@@ -119,13 +119,12 @@ pub async fn begin_upload(
         )]));
     }
     let ticket = state
-        .storage
-        .begin_direct_upload(
+        .bounded(state.storage.begin_direct_upload(
             post_id,
             filename.as_str(),
             &storage::essence(&content_type),
             size,
-        )
+        ))
         .await?;
     Ok(HttpResponse::Created().json(DirectUploadView {
         upload_id: ticket.upload_id.to_string(),

@@ -123,7 +123,7 @@ pub async fn upload_attachments(
         Err(error) => Err(error),
     };
     let outcome = match stored {
-        Ok(()) => state.storage.publish(staged).await.map_err(ApiError::from),
+        Ok(()) => state.bounded(state.storage.publish(staged)).await,
         Err(error) => {
             for file in staged {
                 file.discard().await;

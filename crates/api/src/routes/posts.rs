@@ -116,12 +116,11 @@ pub async fn create_post(
         }
     };
     let post = state
-        .storage
-        .create_post(NewPost {
+        .bounded(state.storage.create_post(NewPost {
             title: title.into_inner(),
             body: body.into_inner(),
             author: writer.subject().map(str::to_owned),
-        })
+        }))
         .await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/v1/posts/{}", post.id)))
@@ -144,11 +143,10 @@ pub async fn list_posts(
 ) -> Result<HttpResponse, ApiError> {
     let limit = PageLimit::parse(query.limit)?;
     let page = state
-        .storage
-        .list_posts(
+        .bounded(state.storage.list_posts(
             limit.get(),
             query.cursor.as_deref().filter(|c| !c.is_empty()),
-        )
+        ))
         .await?;
     Ok(HttpResponse::Ok().json(PostPage {
         items: page.items.into_iter().map(PostView::from).collect(),
@@ -171,7 +169,7 @@ pub async fn get_post(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
-    let post = state.storage.post(post_id).await?;
+    let post = state.bounded(state.storage.post(post_id)).await?;
     Ok(HttpResponse::Ok().json(PostView::from(post)))
 }
 
@@ -207,7 +205,9 @@ pub async fn update_post(
         title: title.ok().flatten().map(PostTitle::into_inner),
         body: body.ok().flatten().map(PostBody::into_inner),
     };
-    let post = state.storage.update_post(post_id, changes, None).await?;
+    let post = state
+        .bounded(state.storage.update_post(post_id, changes, None))
+        .await?;
     Ok(HttpResponse::Ok().json(PostView::from(post)))
 }
 
@@ -227,6 +227,6 @@ pub async fn delete_post(
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
     state.authorize(&writer, post_id).await?;
-    state.storage.delete_post(post_id).await?;
+    state.bounded(state.storage.delete_post(post_id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

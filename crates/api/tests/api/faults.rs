@@ -1,10 +1,11 @@
 //! Dependencies that stall: each request fails within its budget instead of hanging.
 
+use std::num::NonZero;
 use std::time::{Duration, Instant};
 
 use test_support::{ApiClient, ChaosProxy, expect_problem, socket_address_of, testbed};
 
-use crate::helpers::ServiceCommand;
+use crate::helpers::{ServiceCommand, spawn_app_with, test_settings};
 
 #[tokio::test]
 async fn a_stalled_s3_fails_the_request_with_503_within_the_operation_timeout() {
@@ -32,4 +33,23 @@ async fn a_stalled_s3_fails_the_request_with_503_within_the_operation_timeout() 
     let retry_after = download.headers().get("retry-after").cloned();
     expect_problem(download, 503).await;
     assert!(retry_after.is_some());
+}
+
+#[tokio::test]
+async fn a_stalled_mongodb_fails_the_request_with_503_within_the_storage_timeout() {
+    let mongo = ChaosProxy::start(socket_address_of(&testbed("MONGODB_URI"))).await;
+    let mut settings = test_settings();
+    settings.mongo.uri = mongo.url("mongodb", "/?directConnection=true").into();
+    settings.server.storage_timeout_secs = NonZero::<u64>::MIN;
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+
+    mongo.stall();
+    let started = Instant::now();
+    let read = app.get(&format!("/v1/posts/{post}")).await;
+    let waited = started.elapsed();
+    mongo.restore();
+
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    expect_problem(read, 503).await;
 }

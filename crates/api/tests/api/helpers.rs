@@ -211,13 +211,35 @@ impl ServiceProcess {
         panic!("not ready after {limit:?}; output:\n{}", self.output());
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("a running process has a pid")
+    }
+
+    /// The resident memory of the process now, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_of(self.pid())
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let pid = self.child.id().expect("running process has a pid");
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
     }
+}
+
+/// The resident memory of process `pid`, in bytes (Linux's /proc; 0 if unreadable).
+pub fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
 }

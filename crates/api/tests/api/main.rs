@@ -4,6 +4,7 @@ mod attachments;
 mod auth;
 mod faults;
 mod helpers;
+mod load;
 mod openapi;
 mod ops;
 mod posts;

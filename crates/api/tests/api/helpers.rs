@@ -221,6 +221,11 @@ impl ServiceProcess {
         rss_of(self.pid())
     }
 
+    /// Kills the process at once (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = std::process::Command::new("kill")

@@ -1,5 +1,6 @@
 //! One TCP proxy for every fault test: it can delay each new connection, stall traffic,
-//! cut every connection (and refuse new ones), and be restored.
+//! cut every connection (and refuse new ones), be restored, and spread connections over
+//! several upstreams as a load balancer does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,17 +47,38 @@ impl ChaosProxy {
         Self::spawn(upstream, delay, true).await
     }
 
+    /// A load balancer in front of `upstreams`: each new connection goes to the next one,
+    /// skipping those that refuse connections (a dead instance), as a load balancer's
+    /// health checks would.
+    pub async fn round_robin(upstreams: Vec<SocketAddr>) -> Arc<Self> {
+        Self::spawn_over(upstreams, Duration::ZERO, false).await
+    }
+
     async fn spawn(upstream: SocketAddr, delay: Duration, first_only: bool) -> Arc<Self> {
+        Self::spawn_over(vec![upstream], delay, first_only).await
+    }
+
+    async fn spawn_over(
+        upstreams: Vec<SocketAddr>,
+        delay: Duration,
+        first_only: bool,
+    ) -> Arc<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let address = listener.local_addr().expect("proxy address");
         let (mode, watcher) = watch::channel(Mode::Up);
+        let upstreams = Arc::new(upstreams);
         tokio::spawn(async move {
             let mut delay = delay;
+            let mut next = 0;
             while let Ok((client, _)) = listener.accept().await {
                 if *watcher.borrow() == Mode::Cut {
                     continue;
                 }
-                tokio::spawn(relay(client, upstream, delay, watcher.clone()));
+                let order: Vec<SocketAddr> = (0..upstreams.len())
+                    .map(|offset| upstreams[(next + offset) % upstreams.len()])
+                    .collect();
+                next += 1;
+                tokio::spawn(relay(client, order, delay, watcher.clone()));
                 if first_only {
                     delay = Duration::ZERO;
                 }
@@ -86,16 +108,24 @@ impl ChaosProxy {
     }
 }
 
+/// Relays `client` to the first of `upstreams` that accepts a connection.
 async fn relay(
     client: TcpStream,
-    upstream: SocketAddr,
+    upstreams: Vec<SocketAddr>,
     delay: Duration,
     mode: watch::Receiver<Mode>,
 ) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let Ok(server) = TcpStream::connect(upstream).await else {
+    let mut server = None;
+    for upstream in upstreams {
+        if let Ok(connected) = TcpStream::connect(upstream).await {
+            server = Some(connected);
+            break;
+        }
+    }
+    let Some(server) = server else {
         return;
     };
     let (client_read, client_write) = client.into_split();

@@ -60,8 +60,9 @@ async fn a_stalled_mongodb_fails_the_request_with_503_within_the_storage_timeout
     expect_problem(read, 503).await;
 }
 
-/// Three instances on one database and one bucket prefix, MongoDB and S3 behind proxies
-/// that the test stalls and cuts, one instance killed mid-upload. After recovery and the
+/// Three instances behind a round-robin balancer, on one database and one bucket prefix,
+/// MongoDB and S3 behind proxies that the test stalls and cuts, one instance killed
+/// mid-upload. After recovery and the
 /// reaper's passes: no object without a ready record, no ready record without its object,
 /// nothing pending, no open multipart upload, and every upload answered 201 downloads with
 /// its digest.
@@ -99,17 +100,32 @@ async fn several_instances_keep_mongodb_and_s3_consistent_through_kills_stalls_a
             .ready_within(Instant::now(), Duration::from_secs(30))
             .await;
     }
-    let clients: Vec<ApiClient> = instances
-        .iter()
-        .map(|instance| ApiClient::new(format!("http://127.0.0.1:{}", instance.port)))
-        .collect();
+    // Clients reach the instances through a round-robin balancer; the victim directly.
+    let balancer = ChaosProxy::round_robin(
+        instances
+            .iter()
+            .map(|instance| std::net::SocketAddr::from(([127, 0, 0, 1], instance.port)))
+            .collect(),
+    )
+    .await;
+    let through_balancer = || {
+        let mut client = ApiClient::new(balancer.url("http", ""));
+        // A connection per request, so each one is balanced.
+        client.client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        client
+    };
+    let clients = [through_balancer(), through_balancer()];
+    let victim = ApiClient::new(format!("http://127.0.0.1:{}", instances[2].port));
     let mut posts = Vec::new();
     for n in 0..6 {
-        posts.push(clients[n % 3].create_post().await);
+        posts.push(clients[n % 2].create_post().await);
     }
 
     // A slow upload to instance 2, which is killed in the middle of it.
-    let victim = clients[2].clone();
     let victim_post = posts[2].clone();
     let slow = tokio::spawn(async move {
         let chunk = Bytes::from(vec![7u8; 256 * 1024]);
@@ -149,7 +165,7 @@ async fn several_instances_keep_mongodb_and_s3_consistent_through_kills_stalls_a
             _ => {}
         }
         let uploads = futures::future::join_all((0..4).map(|n| {
-            let client = clients[(round + n) % 2].clone();
+            let client = clients[n % 2].clone();
             let post = posts[(round * 4 + n) % posts.len()].clone();
             async move {
                 let bytes: Vec<u8> = (0..(512 * 1024 + round * 4096 + n))
@@ -238,7 +254,7 @@ async fn several_instances_keep_mongodb_and_s3_consistent_through_kills_stalls_a
     let not_ready = records.len() - ready_keys.len();
     let multipart_uploads = inspector.multipart_uploads().await.len();
     eprintln!(
-        "fault suite: 3 instances, 1 killed mid-upload, S3 stalled, MongoDB cut: \
+        "fault suite: 3 instances behind a balancer, 1 killed mid-upload, S3 stalled, MongoDB cut: \
          {stored_ok} uploads answered 201 and verified, {refused} refused, {deleted} deleted; \
          after recovery: {orphans} objects without a ready record, {dangling} ready records \
          without an object, {not_ready} records not ready, {multipart_uploads} open multipart \

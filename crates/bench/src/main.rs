@@ -15,9 +15,9 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::Value;
 
-use test_support::{ChaosProxy, socket_address_of};
+use test_support::{ChaosProxy, rss_of, socket_address_of};
 
-use crate::service::{Service, rss_bytes};
+use crate::service::Service;
 
 const MIB: usize = 1024 * 1024;
 const SECRET: &str = "benchmark-secret-of-at-least-32-bytes";
@@ -404,7 +404,7 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
     let post = api.create_post().await?;
     let pid = service.pid().context("service pid")?;
     // Idle is the fresh service; later samples include what the allocator kept.
-    let idle = rss_bytes(pid);
+    let idle = rss_of(pid);
     let sizes: &[usize] = if args.quick {
         &[256 * MIB]
     } else {
@@ -437,7 +437,7 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
                 let peak = peak.clone();
                 tokio::spawn(async move {
                     loop {
-                        peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                        peak.fetch_max(rss_of(pid), std::sync::atomic::Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 })

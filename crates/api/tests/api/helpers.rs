@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::{Application, Settings};
-use test_support::{ApiClient, Inspector, free_port, repository_root};
+use test_support::{ApiClient, Inspector, free_port, repository_root, rss_of};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
@@ -234,17 +234,4 @@ impl ServiceProcess {
             .expect("kill runs");
         assert!(status.success());
     }
-}
-
-/// The resident memory of process `pid`, in bytes (Linux's /proc; 0 if unreadable).
-pub fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }

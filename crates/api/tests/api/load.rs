@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use test_support::{ApiClient, BOUNDARY, closing_boundary, part_header};
+use test_support::{ApiClient, BOUNDARY, closing_boundary, part_header, rss_of};
 
-use crate::helpers::{ServiceCommand, rss_of};
+use crate::helpers::ServiceCommand;
 
 const MIB: u64 = 1024 * 1024;
 const UPLOADS: usize = 100;

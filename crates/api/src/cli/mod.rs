@@ -107,7 +107,6 @@ fn config_error(error: &crate::config::SettingsError) -> ExitCode {
 }
 
 /// Sets up logging and the runtime, runs `work`, and turns its outcome into the exit code.
-#[allow(clippy::print_stderr)]
 fn run(settings: &Settings, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     let telemetry = telemetry::init(&settings.log, &settings.traces);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -116,7 +115,8 @@ fn run(settings: &Settings, work: impl Future<Output = anyhow::Result<()>>) -> E
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("posts-api: cannot start the async runtime: {error}");
+            tracing::error!("cannot start the async runtime: {error}");
+            telemetry.shutdown();
             return ExitCode::FAILURE;
         }
     };

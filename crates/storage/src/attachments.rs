@@ -171,17 +171,20 @@ impl Storage {
         // A post deleted while its files were staged (its deletion marked its attachments
         // before these records existed) must not end up with ready attachments: checked
         // after the update, so a deletion that starts later removes them as usual.
+        let mut refusal = (published.modified_count != ids.len() as u64)
+            .then_some(StorageError::NotFound(Entity::Post));
         let mut posts: Vec<PostId> = staged.iter().map(|s| s.attachment.post_id).collect();
         posts.dedup();
-        let mut all_active = true;
         for post in posts {
-            if self.active_post(post).await.is_err() {
-                all_active = false;
+            if refusal.is_some() {
+                break;
             }
+            refusal = self.active_post(post).await.err();
         }
-        if published.modified_count != ids.len() as u64 || !all_active {
+        if let Some(error) = refusal {
             // Take back what went ready before the staged files are dropped, which
-            // removes them all.
+            // removes them all. A failed check (MongoDB down) is reported as itself,
+            // not as a missing post.
             self.attachments()
                 .update_many(
                     doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Ready.as_str() },
@@ -191,7 +194,7 @@ impl Storage {
             for file in staged {
                 file.discard().await;
             }
-            return Err(StorageError::NotFound(Entity::Post));
+            return Err(error);
         }
         Ok(staged
             .into_iter()

@@ -119,10 +119,9 @@ impl Storage {
             Err(error) => return Err(error.into()),
         };
         let declared_size = u64::try_from(declared.declared_size).unwrap_or_default();
-        let mismatch = |detail: String| StorageError::UploadMismatch(detail);
         if info.size != declared_size {
             self.objects.delete(&staging).await?;
-            return Err(mismatch(format!(
+            return Err(StorageError::UploadMismatch(format!(
                 "{} bytes were uploaded but {declared_size} were declared",
                 info.size
             )));
@@ -139,7 +138,9 @@ impl Storage {
             .await?;
         if stored.size != declared_size {
             self.objects.delete(&key).await?;
-            return Err(mismatch("the object changed before it was verified".into()));
+            return Err(StorageError::UploadMismatch(
+                "the object changed before it was verified".into(),
+            ));
         }
         if !self.policy.allows(&content_type) {
             self.objects.delete(&key).await?;

@@ -5,7 +5,7 @@
 //! refreshed periodically and when a token names an unknown key. The configuration refuses
 //! to load without one of them unless `auth.disabled` is set (see `AuthSettings::validate`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,9 @@ struct Inner {
 struct Jwks {
     url: String,
     client: reqwest::Client,
-    keys: RwLock<JwkSet>,
+    /// The set's keys by id, decoded once per fetch. The first key of an id wins, as in
+    /// [`JwkSet::find`]; `None` where it cannot be decoded.
+    keys: RwLock<HashMap<String, Option<DecodingKey>>>,
     /// Key ids that the current set lacks: a token naming one is refused without a fetch.
     misses: RwLock<HashSet<String>>,
     /// When the last fetch was tried, whether it worked or not. Held during a fetch, so
@@ -237,7 +239,7 @@ impl Jwks {
         Ok(Self {
             url: url.to_owned(),
             client,
-            keys: RwLock::new(keys),
+            keys: RwLock::new(decode_keys(&keys)),
             misses: RwLock::default(),
             last_attempt: tokio::sync::Mutex::new(Instant::now()),
         })
@@ -255,7 +257,7 @@ impl Jwks {
         *self
             .keys
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = decode_keys(&keys);
         self.misses
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -263,12 +265,12 @@ impl Jwks {
     }
 
     fn find(&self, kid: &str) -> Option<DecodingKey> {
-        let keys = self
-            .keys
+        self.keys
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        keys.find(kid)
-            .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(kid)
+            .cloned()
+            .flatten()
     }
 
     fn is_known_miss(&self, kid: &str) -> bool {
@@ -321,6 +323,18 @@ impl Jwks {
         }
         key.ok_or_else(unknown)
     }
+}
+
+/// The keys of `set` that have an id, decoded.
+fn decode_keys(set: &JwkSet) -> HashMap<String, Option<DecodingKey>> {
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        if let Some(kid) = &jwk.common.key_id {
+            keys.entry(kid.clone())
+                .or_insert_with(|| DecodingKey::from_jwk(jwk).ok());
+        }
+    }
+    keys
 }
 
 /// Fetches and parses a JWKS, refusing one larger than [`JWKS_MAX_BYTES`].

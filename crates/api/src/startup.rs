@@ -79,8 +79,11 @@ impl Application {
     /// Connects every dependency and binds the listener. Fails, naming the dependency,
     /// when MongoDB, the credentials or the bucket cannot be used.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let authenticator = Authenticator::from_settings(&settings.auth).await?;
-        let state = connect(&settings).await?;
+        // The JWKS is fetched while MongoDB and AWS are reached, not before them.
+        let (authenticator, state) = tokio::try_join!(
+            async { Ok(Authenticator::from_settings(&settings.auth).await?) },
+            connect(&settings),
+        )?;
         let applied = storage::run_migrations(state.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
         let metrics = web::Data::new(Metrics::new(state.credentials.clone()));

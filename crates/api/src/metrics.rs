@@ -70,6 +70,7 @@ pub struct Metrics {
     uploads_in_flight: Gauge,
     orphan_objects_removed: Counter,
     records_missing_objects: Counter,
+    attachments_restored: Counter,
 }
 
 impl Metrics {
@@ -120,6 +121,12 @@ impl Metrics {
             "Ready attachment records found without their object (marked, not removed)",
             records_missing_objects.clone(),
         );
+        let attachments_restored = Counter::default();
+        registry.register(
+            "posts_api_reaper_attachments_restored",
+            "Ready attachments their post did not list, listed again by the reaper",
+            attachments_restored.clone(),
+        );
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
         Self {
             registry,
@@ -130,6 +137,7 @@ impl Metrics {
             uploads_in_flight,
             orphan_objects_removed,
             records_missing_objects,
+            attachments_restored,
         }
     }
 
@@ -139,6 +147,8 @@ impl Metrics {
             .inc_by(report.removed_orphan_objects as u64);
         self.records_missing_objects
             .inc_by(report.records_missing_objects as u64);
+        self.attachments_restored
+            .inc_by(report.restored_attachments as u64);
     }
 
     /// Counts a served request.

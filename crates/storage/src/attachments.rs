@@ -169,22 +169,29 @@ impl Storage {
             )
             .await?;
         // A post deleted while its files were staged (its deletion marked its attachments
-        // before these records existed) must not end up with ready attachments: checked
-        // after the update, so a deletion that starts later removes them as usual.
+        // before these records existed) must not end up with ready attachments: the
+        // summaries are pushed only onto an active post, after the records went ready, so
+        // a deletion that starts later removes them as usual.
         let mut refusal = (published.modified_count != ids.len() as u64)
             .then_some(StorageError::NotFound(Entity::Post));
-        let mut posts: Vec<PostId> = staged.iter().map(|s| s.attachment.post_id).collect();
-        posts.dedup();
-        for post in posts {
+        let mut by_post: Vec<(PostId, Vec<Attachment>)> = Vec::new();
+        for file in &staged {
+            let post_id = file.attachment.post_id;
+            match by_post.iter_mut().find(|(post, _)| *post == post_id) {
+                Some((_, files)) => files.push(file.attachment.clone()),
+                None => by_post.push((post_id, vec![file.attachment.clone()])),
+            }
+        }
+        for (post_id, attachments) in &by_post {
             if refusal.is_some() {
                 break;
             }
-            refusal = self.active_post(post).await.err();
+            refusal = self.show_attachments(*post_id, attachments).await.err();
         }
         if let Some(error) = refusal {
-            // Take back what went ready before the staged files are dropped, which
-            // removes them all. A failed check (MongoDB down) is reported as itself,
-            // not as a missing post.
+            // Take back what went ready before the staged files are discarded, which
+            // hides and removes them all. A failed write (MongoDB down) is reported as
+            // itself, not as a missing post.
             self.attachments()
                 .update_many(
                     doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Ready.as_str() },
@@ -205,8 +212,9 @@ impl Storage {
             .collect())
     }
 
-    /// Flips a pending record to ready with what was stored; `NotFound(missing)` if it is
-    /// no longer pending (its post was deleted, or the reaper expired it).
+    /// Flips a pending record to ready with what was stored, then shows it to readers;
+    /// `NotFound(missing)` if it is no longer pending (its post was deleted, or the reaper
+    /// expired it), `NotFound(Post)` if its post is no longer active.
     pub(crate) async fn mark_ready(
         &self,
         document: &AttachmentDocument,
@@ -232,7 +240,7 @@ impl Storage {
         if result.matched_count == 0 {
             return Err(StorageError::NotFound(missing));
         }
-        Ok(Attachment {
+        let attachment = Attachment {
             id: AttachmentId(document.id),
             post_id: PostId(document.post_id),
             filename: document.filename.clone(),
@@ -240,7 +248,11 @@ impl Storage {
             size: stored.size,
             sha256,
             created_at: document.created_at.to_system_time(),
-        })
+        };
+        // A post no longer active is being deleted, which removes this record too.
+        self.show_attachments(attachment.post_id, std::slice::from_ref(&attachment))
+            .await?;
+        Ok(attachment)
     }
 
     /// Refuses one more attachment of a post that has `uploads.max_attachments_per_post`,
@@ -267,9 +279,7 @@ impl Storage {
 
     /// The ready attachments of a post, oldest first.
     pub async fn list_attachments(&self, post_id: PostId) -> Result<Vec<Attachment>, StorageError> {
-        self.active_post(post_id).await?;
-        let mut grouped = self.ready_attachments_of(&[post_id.0]).await?;
-        Ok(grouped.remove(&post_id.0).unwrap_or_default())
+        Ok(self.active_post(post_id).await?.into_post().attachments)
     }
 
     /// One ready attachment of a post.
@@ -278,15 +288,9 @@ impl Storage {
         post_id: PostId,
         attachment_id: AttachmentId,
     ) -> Result<Attachment, StorageError> {
-        self.active_post(post_id).await?;
-        self.attachments()
-            .find_one(doc! {
-                "_id": attachment_id.0,
-                "post_id": post_id.0,
-                "status": AttachmentStatus::Ready.as_str(),
-            })
+        self.active_post(post_id)
             .await?
-            .map(Attachment::from)
+            .attachment(attachment_id.0)
             .ok_or(StorageError::NotFound(Entity::Attachment))
     }
 
@@ -318,21 +322,30 @@ impl Storage {
             .await?)
     }
 
-    /// Deletes an attachment: marked `deleting` (invisible from then on), then its object,
-    /// then its record. If that stops half-way the reaper finishes it.
+    /// Deletes an attachment: its record is marked `deleting`, then it is hidden from
+    /// readers, then its object and its record are removed. Once this returns `Ok` no
+    /// reader sees it; if the removal stops half-way the reaper finishes it. Asked again
+    /// while a deletion is unfinished, it carries the deletion on.
     pub async fn delete_attachment(
         &self,
         post_id: PostId,
         attachment_id: AttachmentId,
     ) -> Result<(), StorageError> {
-        self.active_post(post_id).await?;
+        if self
+            .active_post(post_id)
+            .await?
+            .attachment(attachment_id.0)
+            .is_none()
+        {
+            return Err(StorageError::NotFound(Entity::Attachment));
+        }
         let marked = self
             .attachments()
             .update_one(
                 doc! {
                     "_id": attachment_id.0,
                     "post_id": post_id.0,
-                    "status": AttachmentStatus::Ready.as_str(),
+                    "status": { "$in": [AttachmentStatus::Ready.as_str(), AttachmentStatus::Deleting.as_str()] },
                 },
                 doc! { "$set": { "status": AttachmentStatus::Deleting.as_str(), "updated_at": now() } },
             )
@@ -340,6 +353,7 @@ impl Storage {
         if marked.matched_count == 0 {
             return Err(StorageError::NotFound(Entity::Attachment));
         }
+        self.hide_attachments(post_id.0, &[attachment_id.0]).await?;
         if let Err(error) = self
             .remove_deleting_attachments(doc! { "_id": attachment_id.0 })
             .await
@@ -349,7 +363,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Removes the objects, then the records, of `deleting` attachments matching `filter`.
+    /// Hides, then removes the objects, then the records, of `deleting` attachments
+    /// matching `filter`.
     pub(crate) async fn remove_deleting_attachments(
         &self,
         mut filter: Document,
@@ -358,6 +373,8 @@ impl Storage {
         let mut removed = 0;
         let mut cursor = self.attachments().find(filter).await?;
         while let Some(document) = cursor.try_next().await? {
+            self.hide_attachments(document.post_id, &[document.id])
+                .await?;
             let post_id = PostId(document.post_id);
             let key = self.objects.key_for(post_id, document.id.to_hex());
             self.objects.delete(&key).await?;
@@ -375,8 +392,13 @@ impl Storage {
         Ok(removed)
     }
 
-    /// Removes a pending upload's object (if any was written) and its record.
+    /// Hides a failed upload (a publish may have shown it before failing), then removes
+    /// its object (if any was written) and its record.
     async fn discard_pending(&self, post_id: PostId, attachment_id: ObjectId) {
+        if let Err(error) = self.hide_attachments(post_id.0, &[attachment_id]).await {
+            tracing::warn!(%attachment_id, %error, "could not hide a failed upload; the reaper will remove it");
+            return;
+        }
         let key = self.objects.key_for(post_id, attachment_id.to_hex());
         if let Err(error) = self.objects.delete(&key).await {
             tracing::warn!(%key, %error, "could not delete the object of a failed upload; the reaper will");

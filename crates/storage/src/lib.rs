@@ -4,12 +4,13 @@
 //! given; the service gives it the shared, refreshing temporary credentials.
 //!
 //! # Data model
-//! Posts and attachments are two collections. Attachments are not embedded in their post
-//! because they have a life of their own — `pending` while bytes move, `ready`, `deleting`
-//! — that the reaper queries across all posts by status and age; because concurrent
-//! uploads to one post would otherwise contend on one document; and because a post with
-//! many attachments would approach the 16 MiB document limit. Reading a post costs one more
-//! indexed query (`post_id`, `status`), batched for a whole page of posts.
+//! Posts and attachments are two collections. An attachment's record carries its life —
+//! `pending` while bytes move, `ready`, `deleting` — which the reaper queries across all
+//! posts by status and age. What readers see of a ready attachment (id, file name, type,
+//! size, SHA-256, creation time) is also listed in its post's document, so that a post, a
+//! page of posts or a post's attachments is one query; the list is bounded by
+//! `uploads.max_attachments_per_post`, far below the 16 MiB document limit. Every change
+//! to the list bumps the post's `version`, its entity tag.
 //!
 //! Posts list newest first on (`created_at`, `_id`) with an opaque cursor naming the last
 //! item seen, so inserts never shift later pages.
@@ -22,12 +23,16 @@
 //!    complete does the record become `ready`, with size, SHA-256 and the sniffed type. On
 //!    any failure — a too-large or disallowed file, the client going away, S3 or MongoDB
 //!    failing, the request future being dropped — the multipart upload is aborted and the
-//!    object and the record are removed. Readers only ever see `ready` records.
-//! 2. **Delete**: the post or attachment is marked `deleting` (invisible from then on),
-//!    then objects are deleted, then records.
+//!    object and the record are removed. Once ready, the attachment is listed in its
+//!    post, which only an active post accepts: readers only ever see `ready` attachments.
+//! 2. **Delete**: the post or attachment is marked `deleting`; an attachment is then
+//!    taken off its post's list (a post marked `deleting` is invisible already); then
+//!    objects are deleted, then records. Nothing listed ever lacks its object.
 //! 3. **Reaper** (one instance at a time, by a lease document): removes `pending` records
 //!    older than `uploads.pending_ttl_secs` with their objects, finishes interrupted
-//!    deletions, and aborts multipart uploads under the key prefix older than that TTL.
+//!    deletions, aborts multipart uploads under the key prefix older than that TTL, and
+//!    lists again ready attachments their post does not list (a crash between the two
+//!    writes of a publish).
 //!    A process killed at any point therefore leaves nothing behind once the reaper ran.
 
 mod attachments;
@@ -41,6 +46,7 @@ mod reaper;
 mod s3;
 mod settings;
 mod store;
+mod summaries;
 
 pub use crate::attachments::StagedAttachment;
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};

@@ -1,14 +1,12 @@
 //! Posts: create, read, list newest first, update, delete (with their attachments).
 
-use std::collections::HashMap;
-
 use futures::TryStreamExt;
+use mongodb::bson::doc;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{Document, doc};
 use mongodb::options::ReturnDocument;
 
 use crate::error::{Entity, StorageError};
-use crate::model::{Attachment, NewPost, Page, Post, PostChanges, PostId};
+use crate::model::{NewPost, Page, Post, PostChanges, PostId};
 use crate::mongo::cursor::Cursor;
 use crate::mongo::documents::{AttachmentStatus, PostDocument, PostStatus, now};
 use crate::store::Storage;
@@ -26,16 +24,15 @@ impl Storage {
             created_at: now,
             updated_at: now,
             version: 1,
+            attachments: Vec::new(),
         };
         self.posts().insert_one(&document).await?;
-        Ok(document.into_post(Vec::new()))
+        Ok(document.into_post())
     }
 
-    /// The post with its ready attachments.
+    /// The post with its ready attachments, in one point read.
     pub async fn post(&self, id: PostId) -> Result<Post, StorageError> {
-        let document = self.active_post(id).await?;
-        let mut attachments = self.ready_attachments_of(&[id.0]).await?;
-        Ok(document.into_post(attachments.remove(&id.0).unwrap_or_default()))
+        Ok(self.active_post(id).await?.into_post())
     }
 
     /// The author of a post, without reading its attachments (for ownership checks).
@@ -75,15 +72,7 @@ impl Storage {
         } else {
             None
         };
-        let ids: Vec<ObjectId> = documents.iter().map(|post| post.id).collect();
-        let mut attachments = self.ready_attachments_of(&ids).await?;
-        let items = documents
-            .into_iter()
-            .map(|document| {
-                let own = attachments.remove(&document.id).unwrap_or_default();
-                document.into_post(own)
-            })
-            .collect();
+        let items = documents.into_iter().map(PostDocument::into_post).collect();
         Ok(Page { items, next_cursor })
     }
 
@@ -112,10 +101,7 @@ impl Storage {
             .return_document(ReturnDocument::After)
             .await?;
         match updated {
-            Some(document) => {
-                let mut attachments = self.ready_attachments_of(&[id.0]).await?;
-                Ok(document.into_post(attachments.remove(&id.0).unwrap_or_default()))
-            }
+            Some(document) => Ok(document.into_post()),
             None => {
                 // Tell a missing post from a stale version.
                 self.active_post(id).await?;
@@ -164,37 +150,13 @@ impl Storage {
         Ok(())
     }
 
+    /// The post if it is active. Read by `_id` alone, the cheapest query there is, and its
+    /// status checked here.
     pub(crate) async fn active_post(&self, id: PostId) -> Result<PostDocument, StorageError> {
         self.posts()
-            .find_one(doc! { "_id": id.0, "status": PostStatus::Active.as_str() })
+            .find_one(doc! { "_id": id.0 })
             .await?
+            .filter(|post| post.status == PostStatus::Active)
             .ok_or(StorageError::NotFound(Entity::Post))
-    }
-
-    /// Ready attachments of the given posts, oldest first, grouped by post.
-    pub(crate) async fn ready_attachments_of(
-        &self,
-        post_ids: &[ObjectId],
-    ) -> Result<HashMap<ObjectId, Vec<Attachment>>, StorageError> {
-        let mut grouped: HashMap<ObjectId, Vec<Attachment>> = HashMap::new();
-        if post_ids.is_empty() {
-            return Ok(grouped);
-        }
-        let filter: Document = doc! {
-            "post_id": { "$in": post_ids },
-            "status": AttachmentStatus::Ready.as_str(),
-        };
-        let mut cursor = self
-            .attachments()
-            .find(filter)
-            .sort(doc! { "created_at": 1, "_id": 1 })
-            .await?;
-        while let Some(document) = cursor.try_next().await? {
-            grouped
-                .entry(document.post_id)
-                .or_default()
-                .push(document.into());
-        }
-        Ok(grouped)
     }
 }

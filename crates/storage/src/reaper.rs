@@ -33,6 +33,9 @@ pub struct ReapReport {
     pub removed_orphan_objects: usize,
     /// Ready records whose object is missing, newly marked `object_missing_since`.
     pub records_missing_objects: usize,
+    /// Ready attachments their post did not list (a crash between the two writes that
+    /// publish one, or an older instance during a rolling deploy), listed again.
+    pub restored_attachments: usize,
 }
 
 /// Objects one pass reconciles at most; a larger bucket prefix is reconciled in part, and
@@ -64,7 +67,9 @@ impl Storage {
     /// 5. staged direct-upload objects older than the pending TTL are deleted: by then no
     ///    completion can copy them (a PUT after completion or after a delete lands there);
     /// 6. reconciliation: objects older than the pending TTL that no record names are
-    ///    deleted, and ready records whose object is missing are marked and reported.
+    ///    deleted, and ready records whose object is missing are marked and reported;
+    /// 7. ready attachments older than the pending TTL that their active post does not
+    ///    list are listed again.
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.pending_ttl)
@@ -115,6 +120,7 @@ impl Storage {
         }
 
         self.reconcile(cutoff, &mut report).await?;
+        report.restored_attachments = self.restore_missing_summaries(cutoff).await?;
         Ok(report)
     }
 

@@ -59,6 +59,22 @@ pub(crate) struct PostDocument {
     pub(crate) created_at: DateTime,
     pub(crate) updated_at: DateTime,
     pub(crate) version: i64,
+    /// The ready attachments readers see, oldest first: pushed once an attachment's bytes
+    /// are verified in place, pulled before its object is deleted.
+    #[serde(default)]
+    pub(crate) attachments: Vec<AttachmentSummary>,
+}
+
+/// What a post document keeps of each of its ready attachments: all a reader is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct AttachmentSummary {
+    #[serde(rename = "_id")]
+    pub(crate) id: ObjectId,
+    pub(crate) filename: String,
+    pub(crate) content_type: String,
+    pub(crate) size: i64,
+    pub(crate) sha256: String,
+    pub(crate) created_at: DateTime,
 }
 
 /// What a direct (presigned) upload promised.
@@ -86,7 +102,20 @@ pub(crate) struct AttachmentDocument {
 }
 
 impl PostDocument {
-    pub(crate) fn into_post(self, attachments: Vec<Attachment>) -> Post {
+    /// The summary of attachment `id`, if it is one of the post's ready attachments.
+    pub(crate) fn attachment(&self, id: ObjectId) -> Option<Attachment> {
+        self.attachments
+            .iter()
+            .find(|summary| summary.id == id)
+            .map(|summary| summary.clone().into_attachment(self.id))
+    }
+
+    pub(crate) fn into_post(self) -> Post {
+        let attachments = self
+            .attachments
+            .into_iter()
+            .map(|summary| summary.into_attachment(self.id))
+            .collect();
         Post {
             id: PostId(self.id),
             title: self.title,
@@ -96,6 +125,31 @@ impl PostDocument {
             updated_at: self.updated_at.to_system_time(),
             version: self.version,
             attachments,
+        }
+    }
+}
+
+impl AttachmentSummary {
+    pub(crate) fn of(attachment: &Attachment) -> Self {
+        Self {
+            id: attachment.id.0,
+            filename: attachment.filename.clone(),
+            content_type: attachment.content_type.clone(),
+            size: i64::try_from(attachment.size).unwrap_or(i64::MAX),
+            sha256: attachment.sha256.clone(),
+            created_at: DateTime::from_system_time(attachment.created_at),
+        }
+    }
+
+    fn into_attachment(self, post_id: ObjectId) -> Attachment {
+        Attachment {
+            id: AttachmentId(self.id),
+            post_id: PostId(post_id),
+            filename: self.filename,
+            content_type: self.content_type,
+            size: u64::try_from(self.size).unwrap_or_default(),
+            sha256: self.sha256,
+            created_at: self.created_at.to_system_time(),
         }
     }
 }

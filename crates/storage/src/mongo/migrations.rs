@@ -24,6 +24,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_validators",
         include_str!("../../../../migrations/0003_validators.json"),
     ),
+    (
+        "0004_attachment_summaries",
+        include_str!("../../../../migrations/0004_attachment_summaries.json"),
+    ),
 ];
 
 const RECORDS: &str = "_migrations";

@@ -341,3 +341,76 @@ async fn files_staged_while_their_post_was_deleted_are_not_published() {
     assert_eq!(h.stored.attachment_records().await, 0);
     assert!(h.stored.object_keys().await.is_empty());
 }
+
+#[tokio::test]
+async fn adding_or_deleting_an_attachment_changes_the_post_version() {
+    let h = harness().await;
+    let post = h.post().await;
+    let created = h.storage.post(post).await.expect("read").version;
+
+    let attachment = h.attach(post, "a.txt", None, b"a").await;
+    let with_attachment = h.storage.post(post).await.expect("read").version;
+    h.storage
+        .delete_attachment(post, attachment.id)
+        .await
+        .expect("delete");
+    let without = h.storage.post(post).await.expect("read").version;
+
+    assert!(with_attachment > created);
+    assert!(without > with_attachment);
+}
+
+#[tokio::test]
+async fn attachments_list_oldest_first_whatever_order_they_are_published_in() {
+    let h = harness().await;
+    let post = h.post().await;
+    let stage = |name: &'static str| {
+        h.storage
+            .stage_attachment(post, name, None, stream_of(vec![Bytes::from_static(b"x")]))
+    };
+    let older = stage("older.txt").await.expect("stage");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let newer = stage("newer.txt").await.expect("stage");
+
+    h.storage.publish(vec![newer]).await.expect("publish");
+    h.storage.publish(vec![older]).await.expect("publish");
+
+    let names: Vec<String> = h
+        .storage
+        .list_attachments(post)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|attachment| attachment.filename)
+        .collect();
+    assert_eq!(names, ["older.txt", "newer.txt"]);
+}
+
+#[tokio::test]
+async fn a_deleted_attachment_is_not_listed_even_when_its_removal_is_left_to_the_reaper() {
+    let h = harness().await;
+    let post = h.post().await;
+    let attachment = h.attach(post, "gone.txt", None, b"gone").await;
+    // A deletion interrupted after marking the record: the object is still there.
+    h.stored
+        .database
+        .collection::<mongodb::bson::Document>("attachments")
+        .update_one(
+            mongodb::bson::doc! {},
+            mongodb::bson::doc! { "$set": { "status": "deleting" } },
+        )
+        .await
+        .expect("mark deleting");
+
+    let again = h.storage.delete_attachment(post, attachment.id).await;
+
+    assert!(again.is_ok(), "{again:?}");
+    assert!(
+        h.storage
+            .list_attachments(post)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    h.stored.assert_nothing_stored().await;
+}

@@ -93,3 +93,67 @@ async fn documents_of_the_wrong_shape_are_rejected_by_the_validators() {
 
     assert!(result.is_err());
 }
+
+#[tokio::test]
+async fn posts_stored_before_attachment_lists_get_their_ready_attachments_listed() {
+    let mongo = fresh_database().await;
+    storage::run_migrations(mongo.database())
+        .await
+        .expect("migrate");
+    let database = mongo.database();
+    let post_id = mongodb::bson::oid::ObjectId::new();
+    let now = mongodb::bson::DateTime::now();
+    let later = mongodb::bson::DateTime::from_millis(now.timestamp_millis() + 1000);
+    database
+        .collection::<Document>("posts")
+        .insert_one(doc! {
+            "_id": post_id, "title": "old", "body": "", "author": null, "status": "active",
+            "created_at": now, "updated_at": now, "version": 1_i64,
+        })
+        .await
+        .expect("an old post");
+    let record = |id, status: &str, created_at| {
+        doc! {
+            "_id": id, "post_id": post_id, "filename": "a.txt", "content_type": "text/plain",
+            "size": 1_i64, "sha256": "00", "status": status,
+            "created_at": created_at, "updated_at": created_at,
+        }
+    };
+    let (first, second, pending) = (
+        mongodb::bson::oid::ObjectId::new(),
+        mongodb::bson::oid::ObjectId::new(),
+        mongodb::bson::oid::ObjectId::new(),
+    );
+    database
+        .collection::<Document>("attachments")
+        .insert_many([
+            record(second, "ready", later),
+            record(pending, "pending", now),
+            record(first, "ready", now),
+        ])
+        .await
+        .expect("its attachments");
+    database
+        .collection::<Document>("_migrations")
+        .delete_one(doc! { "_id": "0004_attachment_summaries" })
+        .await
+        .expect("forget the migration");
+
+    storage::run_migrations(database)
+        .await
+        .expect("migrate again");
+
+    let post = database
+        .collection::<Document>("posts")
+        .find_one(doc! { "_id": post_id })
+        .await
+        .expect("find")
+        .expect("the post");
+    let listed: Vec<_> = post
+        .get_array("attachments")
+        .expect("a list")
+        .iter()
+        .filter_map(|summary| summary.as_document()?.get_object_id("_id").ok())
+        .collect();
+    assert_eq!(listed, vec![first, second], "ready ones, oldest first");
+}

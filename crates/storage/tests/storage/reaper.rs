@@ -152,3 +152,43 @@ async fn a_ready_record_whose_object_is_missing_is_reported_once() {
         "marked, so reported once"
     );
 }
+
+#[tokio::test]
+async fn a_ready_attachment_its_post_does_not_list_is_listed_again() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let attachment = h.attach(post, "kept.txt", None, b"kept").await;
+    // A crash between the record turning ready and the post listing it.
+    h.stored
+        .database
+        .collection::<mongodb::bson::Document>("posts")
+        .update_one(
+            mongodb::bson::doc! {},
+            mongodb::bson::doc! { "$set": { "attachments": [] } },
+        )
+        .await
+        .expect("unlist");
+    assert!(
+        h.storage
+            .post(post)
+            .await
+            .expect("read")
+            .attachments
+            .is_empty()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let first = h.storage.reap().await.expect("reap");
+    let second = h.storage.reap().await.expect("reap");
+
+    assert_eq!(first.restored_attachments, 1);
+    assert_eq!(second.restored_attachments, 0);
+    assert_eq!(
+        h.storage.post(post).await.expect("read").attachments,
+        vec![attachment]
+    );
+}

@@ -1,0 +1,144 @@
+//! The readers' view of attachments: a summary of each ready attachment kept in its post's
+//! document, so that one post, a page of posts or a post's attachments is one query.
+//!
+//! A summary is pushed only after the attachment's record turned `ready` (its bytes are
+//! complete and verified at their final key), and pulled before its object is deleted: a
+//! reader never sees an attachment without its bytes. Both bump the post's `version`, the
+//! post's entity tag. A ready record whose summary is missing (a crash between the two
+//! writes, or an older instance during a rolling deploy) is restored by the reaper.
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{self, DateTime, Document, doc};
+
+use crate::error::{Entity, StorageError};
+use crate::model::{Attachment, PostId};
+use crate::mongo::documents::{AttachmentStatus, AttachmentSummary, PostStatus};
+use crate::store::Storage;
+
+/// Ready records one reaper pass checks against their posts' summaries at a time.
+const RESTORE_BATCH: usize = 500;
+
+impl Storage {
+    /// Shows ready attachments of one post to readers, in creation order among the others;
+    /// `NotFound(Post)` unless the post is active.
+    pub(crate) async fn show_attachments(
+        &self,
+        post_id: PostId,
+        attachments: &[Attachment],
+    ) -> Result<(), StorageError> {
+        let summaries: Vec<AttachmentSummary> =
+            attachments.iter().map(AttachmentSummary::of).collect();
+        let ids: Vec<ObjectId> = summaries.iter().map(|summary| summary.id).collect();
+        let summaries = bson::to_bson(&summaries).map_err(mongodb::error::Error::from)?;
+        let shown = self
+            .posts()
+            .update_one(
+                doc! {
+                    "_id": post_id.0,
+                    "status": PostStatus::Active.as_str(),
+                    "attachments._id": { "$nin": &ids },
+                },
+                doc! {
+                    "$push": { "attachments": {
+                        "$each": summaries,
+                        "$sort": { "created_at": 1, "_id": 1 },
+                    } },
+                    "$inc": { "version": 1 },
+                },
+            )
+            .await?;
+        if shown.matched_count == 0 {
+            return Err(StorageError::NotFound(Entity::Post));
+        }
+        Ok(())
+    }
+
+    /// Hides attachments of a post from readers; done before their objects are deleted.
+    pub(crate) async fn hide_attachments(
+        &self,
+        post_id: ObjectId,
+        ids: &[ObjectId],
+    ) -> Result<(), StorageError> {
+        self.posts()
+            .update_one(
+                doc! { "_id": post_id, "attachments._id": { "$in": ids } },
+                doc! {
+                    "$pull": { "attachments": { "_id": { "$in": ids } } },
+                    "$inc": { "version": 1 },
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Shows again the ready attachments created before `cutoff` whose active post does
+    /// not list them; returns how many.
+    pub(crate) async fn restore_missing_summaries(
+        &self,
+        cutoff: SystemTime,
+    ) -> Result<usize, StorageError> {
+        let mut ready = self
+            .attachments()
+            .find(doc! {
+                "status": AttachmentStatus::Ready.as_str(),
+                "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+            })
+            .await?;
+        let mut restored = 0;
+        let mut batch = Vec::with_capacity(RESTORE_BATCH);
+        loop {
+            let next = ready.try_next().await?;
+            let end = next.is_none();
+            batch.extend(next.map(Attachment::from));
+            if batch.len() == RESTORE_BATCH || (end && !batch.is_empty()) {
+                restored += self.restore_batch(std::mem::take(&mut batch)).await?;
+            }
+            if end {
+                return Ok(restored);
+            }
+        }
+    }
+
+    async fn restore_batch(&self, attachments: Vec<Attachment>) -> Result<usize, StorageError> {
+        let post_ids: HashSet<ObjectId> = attachments.iter().map(|a| a.post_id.0).collect();
+        let post_ids: Vec<ObjectId> = post_ids.into_iter().collect();
+        let listed: HashSet<ObjectId> = self
+            .posts()
+            .clone_with_type::<Document>()
+            .find(doc! { "_id": { "$in": post_ids }, "status": PostStatus::Active.as_str() })
+            .projection(doc! { "attachments._id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .iter()
+            .filter_map(|post| post.get_array("attachments").ok())
+            .flatten()
+            .filter_map(|summary| summary.as_document()?.get_object_id("_id").ok())
+            .collect();
+        let mut missing: HashMap<PostId, Vec<Attachment>> = HashMap::new();
+        for attachment in attachments {
+            if !listed.contains(&attachment.id.0) {
+                missing
+                    .entry(attachment.post_id)
+                    .or_default()
+                    .push(attachment);
+            }
+        }
+        let mut restored = 0;
+        for (post_id, attachments) in missing {
+            match self.show_attachments(post_id, &attachments).await {
+                Ok(()) => {
+                    tracing::warn!(%post_id, count = attachments.len(), "restored attachments missing from their post");
+                    restored += attachments.len();
+                }
+                Err(StorageError::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(restored)
+    }
+}

@@ -277,11 +277,6 @@ impl Storage {
         Ok(())
     }
 
-    /// The ready attachments of a post, oldest first.
-    pub async fn list_attachments(&self, post_id: PostId) -> Result<Vec<Attachment>, StorageError> {
-        Ok(self.active_post(post_id).await?.into_post().attachments)
-    }
-
     /// One ready attachment of a post.
     pub async fn attachment(
         &self,

@@ -45,6 +45,9 @@ pub enum StorageError {
     /// The change conflicts with the stored state (a duplicate key, a stale version).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The post is no longer at the version the change was made against.
+    #[error("the post changed since that version")]
+    StaleVersion,
     /// The content exceeds the configured limit.
     #[error("the file exceeds the limit of {limit} bytes")]
     TooLarge {

@@ -76,13 +76,13 @@ impl Storage {
         Ok(Page { items, next_cursor })
     }
 
-    /// Applies `changes`; with `expected_version`, only if the post is still at it
-    /// (otherwise `Conflict`).
+    /// Applies `changes`; with `expected_versions`, only if the post is still at one of
+    /// them (otherwise `StaleVersion`).
     pub async fn update_post(
         &self,
         id: PostId,
         changes: PostChanges,
-        expected_version: Option<i64>,
+        expected_versions: Option<&[i64]>,
     ) -> Result<Post, StorageError> {
         let mut set = doc! { "updated_at": now() };
         if let Some(title) = changes.title {
@@ -92,8 +92,8 @@ impl Storage {
             set.insert("body", body);
         }
         let mut filter = doc! { "_id": id.0, "status": PostStatus::Active.as_str() };
-        if let Some(version) = expected_version {
-            filter.insert("version", version);
+        if let Some(versions) = expected_versions {
+            filter.insert("version", doc! { "$in": versions });
         }
         let updated = self
             .posts()
@@ -105,9 +105,7 @@ impl Storage {
             None => {
                 // Tell a missing post from a stale version.
                 self.active_post(id).await?;
-                Err(StorageError::Conflict(
-                    "the post changed since that version".into(),
-                ))
+                Err(StorageError::StaleVersion)
             }
         }
     }

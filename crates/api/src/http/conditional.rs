@@ -1,10 +1,13 @@
 //! Conditional and ranged requests, on actix-web's typed headers: what to answer for a
-//! `Range` and an `If-None-Match`, and the `Content-Disposition` of a download.
+//! `Range`, an `If-None-Match` and an `If-Match`, and the `Content-Disposition` of a
+//! download.
 
+use actix_web::HttpResponse;
 use actix_web::http::header::{
-    Charset, ContentDisposition, DispositionParam, DispositionType, EntityTag, ExtendedValue,
-    IfNoneMatch, Range,
+    CacheControl, Charset, ContentDisposition, DispositionParam, DispositionType, ETag, EntityTag,
+    ExtendedValue, IfMatch, IfNoneMatch, Range,
 };
+use serde::Serialize;
 
 /// What to answer for a `Range` header against content of `size` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +42,48 @@ pub fn none_match(header: Option<&IfNoneMatch>, etag: &EntityTag) -> bool {
         Some(IfNoneMatch::Items(tags)) => tags.iter().any(|tag| tag.weak_eq(etag)),
         None => false,
     }
+}
+
+/// The entity tag of a post, and of its list of attachments, at `version`: every change
+/// to either bumps the version.
+pub fn post_etag(version: i64) -> EntityTag {
+    EntityTag::new_strong(version.to_string())
+}
+
+/// The post versions an `If-Match` accepts: `None` without the header (which the typed
+/// header reads as an empty list) or with `*` (any version of a post that exists). Weak
+/// tags and tags that are not versions match none, as the strong comparison RFC 9110
+/// requires for this header.
+pub fn if_match_versions(header: Option<&IfMatch>) -> Option<Vec<i64>> {
+    match header {
+        Some(IfMatch::Items(tags)) if !tags.is_empty() => Some(
+            tags.iter()
+                .filter(|tag| !tag.weak)
+                .filter_map(|tag| tag.tag().parse().ok())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// A read's response: 304 when `If-None-Match` matches `etag`, else 200 with `body` as
+/// JSON; both with the entity tag and `cache_control`.
+pub fn conditional_json<T: Serialize>(
+    if_none_match: Option<&IfNoneMatch>,
+    etag: EntityTag,
+    cache_control: CacheControl,
+    body: impl FnOnce() -> T,
+) -> HttpResponse {
+    if none_match(if_none_match, &etag) {
+        return HttpResponse::NotModified()
+            .insert_header(ETag(etag))
+            .insert_header(cache_control)
+            .finish();
+    }
+    HttpResponse::Ok()
+        .insert_header(ETag(etag))
+        .insert_header(cache_control)
+        .json(body())
 }
 
 /// `attachment; filename="ascii fallback"; filename*=UTF-8''percent-encoded`.
@@ -132,6 +177,31 @@ mod tests {
         assert!(matches("*", &etag));
         assert!(!matches("\"x\"", &etag));
         assert!(!none_match(None, &etag));
+    }
+
+    fn versions(header: &str) -> Option<Vec<i64>> {
+        use actix_web::http::header::{Header, HeaderValue, IF_MATCH};
+        use actix_web::test::TestRequest;
+        let request = TestRequest::default()
+            .insert_header((IF_MATCH, HeaderValue::from_str(header).expect("ascii")))
+            .to_http_request();
+        if_match_versions(IfMatch::parse(&request).ok().as_ref())
+    }
+
+    #[test]
+    fn if_match_names_versions_by_strong_tags_only() {
+        assert_eq!(versions("\"3\""), Some(vec![3]));
+        assert_eq!(versions("\"3\", \"5\""), Some(vec![3, 5]));
+        assert_eq!(versions("W/\"3\""), Some(vec![]));
+        assert_eq!(versions("\"abc\""), Some(vec![]));
+        assert_eq!(versions("*"), None);
+        assert_eq!(if_match_versions(Some(&IfMatch::Items(Vec::new()))), None);
+        assert_eq!(if_match_versions(None), None);
+    }
+
+    #[test]
+    fn a_post_etag_is_its_version() {
+        assert_eq!(post_etag(7).to_string(), "\"7\"");
     }
 
     #[test]

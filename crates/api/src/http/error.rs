@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 409: the change conflicts with the stored state.
     #[error("{0}")]
     Conflict(String),
+    /// 412: the resource is no longer at the version `If-Match` names.
+    #[error("the post changed since the version If-Match names; read it again")]
+    PreconditionFailed,
     /// 413: the body or a file is too large, or there are too many files.
     #[error("{0}")]
     TooLarge(String),
@@ -81,6 +84,7 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Conflict(_) => "conflict",
+            Self::PreconditionFailed => "precondition-failed",
             Self::TooLarge(_) => "too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::RangeNotSatisfiable { .. } => "range-not-satisfiable",
@@ -113,6 +117,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -168,6 +173,7 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound(entity) => Self::NotFound(entity.as_str()),
             StorageError::InvalidCursor => Self::BadRequest("the cursor is not valid".into()),
             StorageError::Conflict(detail) => Self::Conflict(detail),
+            StorageError::StaleVersion => Self::PreconditionFailed,
             error @ StorageError::TooManyAttachments { .. } => Self::Conflict(error.to_string()),
             StorageError::TooLarge { limit } => {
                 Self::TooLarge(format!("a file exceeds the limit of {limit} bytes"))

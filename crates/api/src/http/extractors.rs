@@ -1,7 +1,8 @@
 //! Extractors of the caller: [`Reader`] and [`Writer`] decide from the bearer token (and
 //! `auth.public_reads`) whether a request may go on, and who makes it.
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header::AUTHORIZATION, web};
+use actix_web::http::header::{AUTHORIZATION, CacheControl, CacheDirective};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures::future::LocalBoxFuture;
 
 use crate::auth::{Authenticator, TokenRejected};
@@ -33,6 +34,13 @@ fn bearer(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
+fn authenticator(request: &HttpRequest) -> Result<&Authenticator, ApiError> {
+    request
+        .app_data::<web::Data<Authenticator>>()
+        .map(|data| data.get_ref())
+        .ok_or(ApiError::Internal("no authenticator configured"))
+}
+
 /// What a caller means to do, which decides whether a token is required.
 #[derive(Clone, Copy, Debug)]
 enum Access {
@@ -43,10 +51,7 @@ enum Access {
 /// The caller's subject, if it sent a valid token; `Unauthorized` when `access` needs a
 /// token and none was sent.
 async fn identify(request: &HttpRequest, access: Access) -> Result<Option<String>, ApiError> {
-    let authenticator = request
-        .app_data::<web::Data<Authenticator>>()
-        .map(|data| data.get_ref().clone())
-        .ok_or_else(|| ApiError::Internal("no authenticator configured"))?;
+    let authenticator = authenticator(request)?.clone();
     if !authenticator.is_enabled() {
         return Ok(None);
     }
@@ -66,7 +71,22 @@ async fn identify(request: &HttpRequest, access: Access) -> Result<Option<String
 
 /// A caller allowed to read: anyone while `auth.public_reads` is on, else a valid token.
 #[derive(Debug)]
-pub struct Reader;
+pub struct Reader {
+    public: bool,
+}
+
+impl Reader {
+    /// How caches may keep what this caller reads: shared caches only when anyone may
+    /// read it, and always revalidated (by entity tag) before it is used again.
+    pub fn cache_control(&self) -> CacheControl {
+        let audience = if self.public {
+            CacheDirective::Public
+        } else {
+            CacheDirective::Private
+        };
+        CacheControl(vec![audience, CacheDirective::NoCache])
+    }
+}
 
 impl FromRequest for Reader {
     type Error = ApiError;
@@ -74,7 +94,12 @@ impl FromRequest for Reader {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
-        Box::pin(async move { identify(&request, Access::Read).await.map(|_| Reader) })
+        Box::pin(async move {
+            let public = authenticator(&request)?.public_reads();
+            identify(&request, Access::Read)
+                .await
+                .map(|_| Reader { public })
+        })
     }
 }
 

@@ -1,11 +1,12 @@
 //! `/v1/posts/{post_id}/attachments`: list, read, presigned download URL, delete. The
 //! upload itself is in `multipart.rs`, the bytes in `content.rs`.
 
+use actix_web::http::header::IfNoneMatch;
 use actix_web::{HttpResponse, web};
 use storage::{Attachment, AttachmentId, PostId};
 
 use crate::domain::parse_id;
-use crate::http::conditional::content_disposition;
+use crate::http::conditional::{conditional_json, content_disposition, post_etag};
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
 use crate::http::problem::Problem;
@@ -50,27 +51,43 @@ fn ids(path: &(String, String)) -> Result<(PostId, AttachmentId), ApiError> {
     Ok((parse_id(&path.0, "post")?, parse_id(&path.1, "attachment")?))
 }
 
-/// List a post's attachments.
+/// List a post's attachments. The `ETag` is the post's version, which every added or
+/// deleted attachment changes; with `If-None-Match` naming it, the answer is 304.
 #[utoipa::path(
     get, path = "/v1/posts/{post_id}/attachments", tag = "attachments",
-    params(("post_id" = String, Path, description = "Post id")),
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` of this list seen before"),
+    ),
     responses(
-        (status = 200, description = "The attachments, oldest first", body = AttachmentList),
+        (status = 200, description = "The attachments, oldest first", body = AttachmentList, headers(
+            ("ETag" = String, description = "The post's version"),
+            ("Cache-Control" = String, description = "`public, no-cache` when reads need no token, else `private, no-cache`"),
+        )),
+        (status = 304, description = "Not modified since the `ETag` in `If-None-Match`"),
         (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_attachments(
     state: web::Data<AppState>,
-    _reader: Reader,
+    reader: Reader,
     path: web::Path<String>,
+    if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
-    let attachments = state
-        .bounded(state.storage.list_attachments(post_id))
-        .await?;
-    Ok(HttpResponse::Ok().json(AttachmentList {
-        items: attachments.into_iter().map(AttachmentView::from).collect(),
-    }))
+    let post = state.bounded(state.storage.post(post_id)).await?;
+    Ok(conditional_json(
+        if_none_match.as_deref(),
+        post_etag(post.version),
+        reader.cache_control(),
+        || AttachmentList {
+            items: post
+                .attachments
+                .into_iter()
+                .map(AttachmentView::from)
+                .collect(),
+        },
+    ))
 }
 
 /// Read an attachment's metadata.

@@ -1,12 +1,13 @@
 //! `/v1/posts`: create, list, read, update, delete.
 
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{ETag, IfMatch, IfNoneMatch, LOCATION};
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use storage::{NewPost, PostChanges, PostId};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::{PageLimit, PostBody, PostTitle, parse_id};
+use crate::http::conditional::{conditional_json, if_match_versions, post_etag};
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
 use crate::http::json::Object;
@@ -96,7 +97,10 @@ fn validate_all(errors: Vec<FieldError>) -> Result<(), ApiError> {
     request_body = CreatePost,
     responses(
         (status = 201, description = "Created", body = PostView,
-            headers(("Location" = String, description = "URL of the new post"))),
+            headers(
+                ("Location" = String, description = "URL of the new post"),
+                ("ETag" = String, description = "The post's version, for `If-Match` and `If-None-Match`"),
+            )),
     )
 )]
 pub async fn create_post(
@@ -124,6 +128,7 @@ pub async fn create_post(
         .await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/v1/posts/{}", post.id)))
+        .insert_header(ETag(post_etag(post.version)))
         .json(PostView::from(post)))
 }
 
@@ -154,39 +159,60 @@ pub async fn list_posts(
     }))
 }
 
-/// Read a post.
+/// Read a post. Its `ETag` is its version; with `If-None-Match` naming it, the answer is
+/// 304 without a body.
 #[utoipa::path(
     get, path = "/v1/posts/{post_id}", tag = "posts",
-    params(("post_id" = String, Path, description = "Post id")),
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` of this post seen before"),
+    ),
     responses(
-        (status = 200, description = "The post", body = PostView),
+        (status = 200, description = "The post", body = PostView, headers(
+            ("ETag" = String, description = "The post's version"),
+            ("Cache-Control" = String, description = "`public, no-cache` when reads need no token, else `private, no-cache`"),
+        )),
+        (status = 304, description = "Not modified since the `ETag` in `If-None-Match`"),
         (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_post(
     state: web::Data<AppState>,
-    _reader: Reader,
+    reader: Reader,
     path: web::Path<String>,
+    if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
     let post = state.bounded(state.storage.post(post_id)).await?;
-    Ok(HttpResponse::Ok().json(PostView::from(post)))
+    Ok(conditional_json(
+        if_none_match.as_deref(),
+        post_etag(post.version),
+        reader.cache_control(),
+        || PostView::from(post),
+    ))
 }
 
-/// Change a post's title or body.
+/// Change a post's title or body. With `If-Match`, only if the post is still at a version
+/// it names (otherwise 412), so that concurrent editors do not overwrite each other.
 #[utoipa::path(
     patch, path = "/v1/posts/{post_id}", tag = "posts",
-    params(("post_id" = String, Path, description = "Post id")),
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` of the version the change was made against"),
+    ),
     request_body = UpdatePost,
     responses(
-        (status = 200, description = "The updated post", body = PostView),
+        (status = 200, description = "The updated post", body = PostView,
+            headers(("ETag" = String, description = "The post's new version"))),
         (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The post changed since the version `If-Match` names", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update_post(
     state: web::Data<AppState>,
     writer: Writer,
     path: web::Path<String>,
+    if_match: Option<web::Header<IfMatch>>,
     body: web::Json<Object<UpdatePost>>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(&path, "post")?;
@@ -205,10 +231,17 @@ pub async fn update_post(
         title: title.ok().flatten().map(PostTitle::into_inner),
         body: body.ok().flatten().map(PostBody::into_inner),
     };
+    let expected_versions = if_match_versions(if_match.as_deref());
     let post = state
-        .bounded(state.storage.update_post(post_id, changes, None))
+        .bounded(
+            state
+                .storage
+                .update_post(post_id, changes, expected_versions.as_deref()),
+        )
         .await?;
-    Ok(HttpResponse::Ok().json(PostView::from(post)))
+    Ok(HttpResponse::Ok()
+        .insert_header(ETag(post_etag(post.version)))
+        .json(PostView::from(post)))
 }
 
 /// Delete a post and its attachments.

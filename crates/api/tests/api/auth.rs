@@ -33,7 +33,7 @@ pub fn hs256(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("token")
 }
 
-fn token_for(sub: &str) -> String {
+pub fn token_for(sub: &str) -> String {
     hs256(&claims(sub), SECRET)
 }
 

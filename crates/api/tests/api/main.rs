@@ -2,6 +2,7 @@
 
 mod attachments;
 mod auth;
+mod conditional;
 mod faults;
 mod helpers;
 mod load;

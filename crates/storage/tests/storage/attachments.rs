@@ -197,7 +197,7 @@ async fn a_direct_upload_becomes_ready_after_verification() {
     assert_eq!(attachment.content_type, "image/png");
     assert_eq!(attachment.size, PNG.len() as u64);
     assert_eq!(
-        h.storage.list_attachments(post).await.expect("list").len(),
+        h.storage.post(post).await.expect("read").attachments.len(),
         1
     );
 }
@@ -377,9 +377,10 @@ async fn attachments_list_oldest_first_whatever_order_they_are_published_in() {
 
     let names: Vec<String> = h
         .storage
-        .list_attachments(post)
+        .post(post)
         .await
-        .expect("list")
+        .expect("read")
+        .attachments
         .into_iter()
         .map(|attachment| attachment.filename)
         .collect();
@@ -407,9 +408,10 @@ async fn a_deleted_attachment_is_not_listed_even_when_its_removal_is_left_to_the
     assert!(again.is_ok(), "{again:?}");
     assert!(
         h.storage
-            .list_attachments(post)
+            .post(post)
             .await
-            .expect("list")
+            .expect("read")
+            .attachments
             .is_empty()
     );
     h.stored.assert_nothing_stored().await;

@@ -46,7 +46,7 @@ async fn an_update_changes_fields_and_bumps_the_version() {
                 title: Some("after".into()),
                 body: None,
             },
-            Some(1),
+            Some(&[1]),
         )
         .await
         .expect("update");
@@ -57,20 +57,23 @@ async fn an_update_changes_fields_and_bumps_the_version() {
 }
 
 #[tokio::test]
-async fn an_update_at_a_stale_version_is_a_conflict() {
+async fn an_update_at_a_stale_version_is_refused() {
     let h = harness().await;
     let created = h.storage.create_post(new_post("p")).await.expect("create");
     h.storage
-        .update_post(created.id, PostChanges::default(), Some(1))
+        .update_post(created.id, PostChanges::default(), Some(&[1]))
         .await
         .expect("first update");
 
     let stale = h
         .storage
-        .update_post(created.id, PostChanges::default(), Some(1))
+        .update_post(created.id, PostChanges::default(), Some(&[1]))
         .await;
 
-    assert!(matches!(stale, Err(StorageError::Conflict(_))), "{stale:?}");
+    assert!(
+        matches!(stale, Err(StorageError::StaleVersion)),
+        "{stale:?}"
+    );
 }
 
 #[tokio::test]

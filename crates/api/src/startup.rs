@@ -112,7 +112,7 @@ impl Application {
                 App::new()
                     .wrap(from_fn(crate::metrics::record))
                     .wrap(from_fn(request_id::assign))
-                    .app_data(data.clone())
+                    .app_data(web::Data::new(data.for_this_worker()))
                     .app_data(metrics.clone())
                     .app_data(readiness.clone())
                     .app_data(admission.clone())

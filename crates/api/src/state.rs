@@ -23,6 +23,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state for one HTTP worker: the same, over a MongoDB client of the worker's own
+    /// runtime, so that its queries never cross threads. Falls back to the shared client.
+    pub fn for_this_worker(&self) -> Self {
+        match self.mongo.on_this_runtime() {
+            Ok(mongo) => Self {
+                storage: self.storage.with_mongo(&mongo),
+                mongo,
+                ..self.clone()
+            },
+            Err(error) => {
+                tracing::warn!(%error, "no MongoDB client of its own for an HTTP worker; sharing one");
+                self.clone()
+            }
+        }
+    }
+
     /// Checks that the post exists and the writer is its author.
     pub async fn authorize(&self, writer: &Writer, post_id: PostId) -> Result<(), ApiError> {
         let author = self.bounded(self.storage.post_author(post_id)).await?;

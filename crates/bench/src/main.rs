@@ -15,7 +15,7 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::Value;
 
-use test_support::{ChaosProxy, rss_of, socket_address_of};
+use test_support::{ChaosProxy, cpu_seconds_of, rss_of, socket_address_of};
 
 use crate::service::Service;
 
@@ -44,6 +44,25 @@ struct Args {
     /// A reduced set that finishes in a few minutes.
     #[arg(long)]
     quick: bool,
+    /// The MongoDB server's process id, to report its CPU time per request.
+    #[arg(long)]
+    database_pid: Option<u32>,
+    /// Only these measurements (all when absent).
+    #[arg(long, value_enum)]
+    only: Vec<Section>,
+}
+
+/// The measurements, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// Uploads and downloads against direct S3 calls.
+    Transfers,
+    /// `GET /v1/posts/{id}` under load.
+    Reads,
+    /// AssumeRole calls of a burst at the refresh point.
+    Refresh,
+    /// Start-up time.
+    Startup,
 }
 
 fn testbed(name: &str) -> anyhow::Result<String> {
@@ -61,7 +80,9 @@ fn summary(mut values: Vec<f64>) -> (f64, f64, f64) {
 
 fn row(what: &str, unit: &str, values: Vec<f64>, note: &str) {
     let (median, min, max) = summary(values);
-    println!("| {what} | {median:.1} {unit} | {min:.1}–{max:.1} | {note} |");
+    // Small figures (CPU per request in ms, ratios) need more digits than rates.
+    let digits = if median.abs() < 10.0 { 3 } else { 1 };
+    println!("| {what} | {median:.digits$} {unit} | {min:.digits$}–{max:.digits$} | {note} |");
 }
 
 /// Pseudo-random bytes (sniffed as application/octet-stream).
@@ -386,12 +407,21 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("creating the s3s-fs bucket")?;
 
+    let runs = |section| args.only.is_empty() || args.only.contains(&section);
     println!("| measurement | median | min–max | note |");
     println!("| --- | --- | --- | --- |");
-    throughput(&args, &s3, &bucket).await?;
-    get_latency(&args, &bucket).await?;
-    refresh_burst(&args).await?;
-    startup(&args).await?;
+    if runs(Section::Transfers) {
+        throughput(&args, &s3, &bucket).await?;
+    }
+    if runs(Section::Reads) {
+        get_latency(&args, &bucket).await?;
+    }
+    if runs(Section::Refresh) {
+        refresh_burst(&args).await?;
+    }
+    if runs(Section::Startup) {
+        startup(&args).await?;
+    }
     Ok(())
 }
 
@@ -559,16 +589,25 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
     Ok(())
 }
 
-/// `GET /v1/posts/{id}` from 64 concurrent connections.
+/// `GET /v1/posts/{id}` of a post with one attachment from 64 concurrent connections: the
+/// rate, latency, the service's and the database's CPU time per request, and the database
+/// operations per request (MongoDB's `opcounters`, which include the driver's heartbeats).
 async fn get_latency(args: &Args, bucket: &str) -> anyhow::Result<()> {
     let env = s3s_env(args, bucket)?;
     let service = Service::start(&args.service, &env).await?;
+    let service_pid = service.pid().context("service pid")?;
     let api = Api::new(&service, &args.service, &env).await?;
     let post = api.create_post().await?;
+    api.upload(&post, data(4096)).await?;
+    let database = mongodb::Client::with_uri_str(testbed("MONGODB_URI")?).await?;
     let url = format!("{}/v1/posts/{post}", api.base);
-    let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
+    let duration = Duration::from_secs(if args.quick { 5 } else { 20 });
     let (mut rates, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut service_cpu, mut database_cpu, mut operations) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
+        let operations_before = database_operations(&database).await?;
+        let service_before = cpu_seconds_of(service_pid);
+        let database_before = args.database_pid.map(cpu_seconds_of);
         let started = Instant::now();
         let workers = (0..64).map(|_| {
             let client = api.client.clone();
@@ -593,6 +632,15 @@ async fn get_latency(args: &Args, bucket: &str) -> anyhow::Result<()> {
         for worker in futures::future::join_all(workers).await {
             latencies.extend(worker?);
         }
+        let elapsed = started.elapsed();
+        let count = latencies.len().max(1) as f64;
+        service_cpu.push((cpu_seconds_of(service_pid) - service_before) * 1e3 / count);
+        if let (Some(pid), Some(before)) = (args.database_pid, database_before) {
+            database_cpu.push((cpu_seconds_of(pid) - before) * 1e3 / count);
+        }
+        // One operation is the serverStatus that reads the counters.
+        let operations_after = database_operations(&database).await? - 1.0;
+        operations.push((operations_after - operations_before) / count);
         latencies.sort();
         let at = |q: f64| {
             latencies
@@ -600,14 +648,57 @@ async fn get_latency(args: &Args, bucket: &str) -> anyhow::Result<()> {
                 .copied()
                 .unwrap_or_default()
         };
-        rates.push(latencies.len() as f64 / started.elapsed().as_secs_f64());
+        rates.push(latencies.len() as f64 / elapsed.as_secs_f64());
         p50s.push(at(0.50).as_secs_f64() * 1e3);
         p99s.push(at(0.99).as_secs_f64() * 1e3);
     }
-    row("GET /v1/posts/{id}, 64 connections", "req/s", rates, "");
+    row(
+        "GET /v1/posts/{id}, 64 connections",
+        "req/s",
+        rates,
+        "target ≥ 2,800 (the Express service on this testbed)",
+    );
     row("GET /v1/posts/{id}, p50", "ms", p50s, "");
-    row("GET /v1/posts/{id}, p99", "ms", p99s, "");
+    row("GET /v1/posts/{id}, p99", "ms", p99s, "target ≤ 60 ms");
+    row(
+        "GET /v1/posts/{id}, service CPU per request",
+        "ms",
+        service_cpu,
+        "target ≤ 0.1 ms",
+    );
+    if !database_cpu.is_empty() {
+        row(
+            "GET /v1/posts/{id}, database CPU per request",
+            "ms",
+            database_cpu,
+            "the Express service: 0.25 ms",
+        );
+    }
+    row(
+        "GET /v1/posts/{id}, database operations per request",
+        "",
+        operations,
+        "target 1",
+    );
     Ok(())
+}
+
+/// Operations MongoDB has counted since it started, of every kind.
+async fn database_operations(client: &mongodb::Client) -> anyhow::Result<f64> {
+    let status = client
+        .database("admin")
+        .run_command(mongodb::bson::doc! { "serverStatus": 1 })
+        .await?;
+    let counters = status.get_document("opcounters")?;
+    Ok(counters
+        .values()
+        .filter_map(|count| match count {
+            mongodb::bson::Bson::Int32(n) => Some(f64::from(*n)),
+            mongodb::bson::Bson::Int64(n) => Some(*n as f64),
+            mongodb::bson::Bson::Double(n) => Some(*n),
+            _ => None,
+        })
+        .sum())
 }
 
 /// 500 requests that need credentials, sent together right at the refresh point: how

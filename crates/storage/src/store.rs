@@ -78,6 +78,15 @@ impl Storage {
         }
     }
 
+    /// The same storage over another MongoDB client of the same database (see
+    /// [`Mongo::on_this_runtime`]).
+    pub fn with_mongo(&self, mongo: &Mongo) -> Self {
+        Self {
+            database: mongo.database().clone(),
+            ..self.clone()
+        }
+    }
+
     /// The attachments bucket.
     pub fn objects(&self) -> &ObjectStore {
         &self.objects

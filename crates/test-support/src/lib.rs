@@ -54,6 +54,22 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The CPU time process `pid` has used, user and system, in seconds (Linux's /proc, at
+/// the usual 100 ticks per second; 0 if unreadable).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces:
+            // utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+            Some((ticks(11)? + ticks(12)?) as f64 / TICKS_PER_SECOND)
+        })
+        .unwrap_or(0.0)
+}
+
 /// The resident memory of process `pid`, in bytes (Linux's /proc; 0 if unreadable).
 pub fn rss_of(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -164,6 +164,7 @@ pub struct Mongo {
     client: Client,
     database: Database,
     redacted_uri: String,
+    options: ClientOptions,
 }
 
 impl Mongo {
@@ -190,14 +191,28 @@ impl Mongo {
         options.server_selection_timeout =
             Some(Duration::from_millis(settings.server_selection_timeout_ms));
         options.app_name = Some("posts-api".into());
-        let client = Client::with_options(options).map_err(MongoError::InvalidUri)?;
+        let client = Client::with_options(options.clone()).map_err(MongoError::InvalidUri)?;
         let mongo = Self {
             database: client.database(&settings.database),
             client,
             redacted_uri: settings.redacted_uri(),
+            options,
         };
         mongo.ping().await?;
         Ok(mongo)
+    }
+
+    /// Another client with the same options whose connection pool and monitors run on the
+    /// calling thread's runtime: a request served by a single-threaded runtime (an HTTP
+    /// worker) then never wakes another thread to reach MongoDB. Connects lazily.
+    pub fn on_this_runtime(&self) -> Result<Self, MongoError> {
+        let client = Client::with_options(self.options.clone()).map_err(MongoError::InvalidUri)?;
+        Ok(Self {
+            database: client.database(self.database.name()),
+            client,
+            redacted_uri: self.redacted_uri.clone(),
+            options: self.options.clone(),
+        })
     }
 
     /// The service's database.

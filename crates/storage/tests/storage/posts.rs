@@ -176,3 +176,30 @@ async fn a_duplicate_key_is_a_conflict() {
         StorageError::Conflict(_)
     ));
 }
+
+#[tokio::test]
+async fn a_client_on_another_runtime_reads_what_the_shared_one_wrote() {
+    let h = harness().await;
+    let created = h
+        .storage
+        .create_post(new_post("shared"))
+        .await
+        .expect("create");
+    let (storage, mongo) = (h.storage.clone(), h.mongo.clone());
+
+    // An HTTP worker: a thread with a single-threaded runtime of its own.
+    let read = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                let local = storage.with_mongo(&mongo.on_this_runtime().expect("client"));
+                local.post(created.id).await
+            })
+    })
+    .join()
+    .expect("worker thread");
+
+    assert_eq!(read.expect("read").title, "shared");
+}

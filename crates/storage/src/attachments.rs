@@ -14,7 +14,7 @@ use crate::content::{SNIFF_BYTES, sniff};
 use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, now};
-use crate::s3::{ByteRange, ObjectBody, PresignedUrl, StoredObject};
+use crate::s3::{ByteRange, MAX_SINGLE_PUT_BYTES, ObjectBody, PresignedUrl, StoredObject};
 use crate::store::Storage;
 
 /// An attachment whose bytes are stored and whose record is still `pending`. Publish it
@@ -77,6 +77,47 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        self.stage(post_id, filename, declared_type, None, stream)
+            .await
+    }
+
+    /// Like [`Storage::stage_attachment`] for a stream of exactly `size` bytes (a body
+    /// with a `Content-Length`): up to the largest single PutObject, the bytes go to S3 as
+    /// they arrive, in one PutObject, without filling parts; a stream of another length
+    /// fails and stores nothing.
+    pub async fn stage_sized_attachment<S, E>(
+        &self,
+        post_id: PostId,
+        filename: &str,
+        declared_type: Option<&str>,
+        size: u64,
+        stream: S,
+    ) -> Result<StagedAttachment, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        if size > self.max_file_bytes {
+            return Err(StorageError::TooLarge {
+                limit: self.max_file_bytes,
+            });
+        }
+        self.stage(post_id, filename, declared_type, Some(size), stream)
+            .await
+    }
+
+    async fn stage<S, E>(
+        &self,
+        post_id: PostId,
+        filename: &str,
+        declared_type: Option<&str>,
+        size: Option<u64>,
+        stream: S,
+    ) -> Result<StagedAttachment, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
         self.active_post(post_id).await?;
         self.ensure_room_for_an_attachment(post_id).await?;
         // Fused: the stream is read again after the sniffing window, possibly at its end.
@@ -105,11 +146,19 @@ impl Storage {
 
         let key = self.objects.key_for(post_id, document.id.to_hex());
         let bytes = futures::stream::iter([Ok(head.freeze())]).chain(stream);
-        let stored = match self
-            .objects
-            .put_stream(&key, &document.content_type, bytes, self.max_file_bytes)
-            .await
-        {
+        let put = match size {
+            Some(size) if size <= MAX_SINGLE_PUT_BYTES => {
+                self.objects
+                    .put_sized_stream(&key, &document.content_type, bytes, size)
+                    .await
+            }
+            _ => {
+                self.objects
+                    .put_stream(&key, &document.content_type, bytes, self.max_file_bytes)
+                    .await
+            }
+        };
+        let stored = match put {
             Ok(stored) => stored,
             Err(error) => {
                 guard.discard().await;

@@ -59,8 +59,8 @@ pub use crate::mongo::migrations::{MigrationError, run_migrations};
 pub use crate::mongo::{Mongo, MongoError, MongoSettings};
 pub use crate::reaper::ReapReport;
 pub use crate::s3::{
-    ByteRange, IAM_ACTIONS, IncompleteUpload, MIN_PART_SIZE, ObjectBody, ObjectInfo, ObjectStore,
-    ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
+    ByteRange, IAM_ACTIONS, IncompleteUpload, MAX_SINGLE_PUT_BYTES, MIN_PART_SIZE, ObjectBody,
+    ObjectInfo, ObjectStore, ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
 };
 pub use crate::settings::InvalidSetting;
 pub use crate::store::{Storage, UploadSettings};

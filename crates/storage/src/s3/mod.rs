@@ -66,6 +66,9 @@ const STAGING: &str = "staging";
 /// S3 rejects multipart parts smaller than this (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// The largest object one PutObject may store (5 GiB).
+pub const MAX_SINGLE_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
 /// The `s3.*` section of the service configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -7,6 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use http_body_util::channel::Channel;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
@@ -119,6 +120,80 @@ impl ObjectStore {
         Ok(stored)
     }
 
+    /// Stores exactly `length` bytes of `stream` at `key` in one PutObject (at most
+    /// `MAX_SINGLE_PUT_BYTES`), the bytes going to S3 as they arrive through a channel of
+    /// a few chunks: nothing is buffered into parts, and the backend writes the object
+    /// once. A stream that fails or holds another number of bytes fails with `Client`,
+    /// and the PutObject with it, so S3 stores nothing.
+    pub async fn put_sized_stream<S, E>(
+        &self,
+        key: &str,
+        content_type: &str,
+        mut stream: S,
+        length: u64,
+    ) -> Result<StoredObject, PutError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let (mut sender, body) = Channel::<Bytes, std::io::Error>::new(CHUNKS_IN_FLIGHT);
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(i64::try_from(length).unwrap_or(i64::MAX))
+            .body(ByteStream::from_body_1_x(body))
+            .customize()
+            .disable_payload_signing()
+            .send();
+        let feed = async move {
+            let mut hasher = Sha256::new();
+            let mut size: u64 = 0;
+            while let Some(chunk) = stream.next().await {
+                let failure = match chunk {
+                    Err(error) => Some(error.to_string()),
+                    Ok(chunk) => {
+                        size += chunk.len() as u64;
+                        hasher.update(&chunk);
+                        if size > length {
+                            Some(format!(
+                                "the body holds more than the {length} bytes declared"
+                            ))
+                        } else if sender.send_data(chunk).await.is_err() {
+                            // The PutObject ended early; its outcome says why.
+                            return Fed::Stopped;
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(failure) = failure {
+                    sender.abort(std::io::Error::other(failure.clone()));
+                    return Fed::Failed(PutError::Client(failure));
+                }
+            }
+            if size < length {
+                let failure = format!("the body ended after {size} of the {length} bytes declared");
+                sender.abort(std::io::Error::other(failure.clone()));
+                return Fed::Failed(PutError::Client(failure));
+            }
+            Fed::Complete(StoredObject {
+                size,
+                sha256: hasher.finalize().into(),
+            })
+        };
+        match tokio::join!(feed, put) {
+            (Fed::Failed(error), _) => Err(error),
+            (_, Err(error)) => Err(self.classify(error).into()),
+            (Fed::Complete(stored), Ok(_)) => Ok(stored),
+            (Fed::Stopped, Ok(_)) => Err(PutError::Backend(ObjectStoreError::Unavailable {
+                detail: "S3 answered PutObject before the body was sent".into(),
+            })),
+        }
+    }
+
     async fn start_multipart(
         &self,
         key: &str,
@@ -160,6 +235,20 @@ impl ObjectStore {
         }
         error
     }
+}
+
+/// Chunks of a sized upload between the request and the PutObject: a few, so that the
+/// request is read only as fast as S3 takes the bytes.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// How feeding a sized PutObject ended.
+enum Fed {
+    /// Every declared byte was sent.
+    Complete(StoredObject),
+    /// The client's stream failed or held another number of bytes.
+    Failed(PutError),
+    /// The PutObject stopped taking bytes.
+    Stopped,
 }
 
 /// Collects bytes into parts of exactly `part_size`, each in an allocation of its own

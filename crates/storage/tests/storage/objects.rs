@@ -229,3 +229,98 @@ async fn a_presigned_get_downloads_the_bytes_with_a_plain_http_client() {
         b"hello, presigned"
     );
 }
+
+/// Stages `chunks` declared as `declared` bytes, then publishes them.
+async fn upload_sized(
+    h: &crate::support::Harness,
+    post: storage::PostId,
+    declared: u64,
+    chunks: impl futures::Stream<Item = Chunk> + Unpin,
+) -> Result<storage::Attachment, StorageError> {
+    let staged = h
+        .storage
+        .stage_sized_attachment(post, "sized.bin", None, declared, chunks)
+        .await?;
+    Ok(h.storage.publish(vec![staged]).await?.remove(0))
+}
+
+#[tokio::test]
+async fn a_sized_upload_larger_than_a_part_is_one_put_object_that_round_trips() {
+    let h = harness().await;
+    let post = h.post().await;
+    let len = 2 * PART + 3;
+    let (chunks, sha256) = pseudo_random(len);
+
+    let attachment = upload_sized(&h, post, len, stream_of(chunks))
+        .await
+        .expect("upload");
+
+    assert_eq!(
+        (attachment.size, attachment.sha256.as_str()),
+        (len, sha256.as_str())
+    );
+    let body = h
+        .storage
+        .open_attachment(&attachment, None)
+        .await
+        .expect("download");
+    assert_eq!(digest(body).await, (len, sha256));
+    assert!(h.stored.multipart_uploads().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sized_upload_whose_body_is_shorter_than_declared_stores_nothing() {
+    let h = harness().await;
+    let post = h.post().await;
+    let (chunks, _) = pseudo_random(MIB);
+
+    let result = upload_sized(&h, post, MIB + 1, stream_of(chunks)).await;
+
+    assert!(matches!(result, Err(StorageError::Client(_))), "{result:?}");
+    h.stored.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn a_sized_upload_whose_body_is_longer_than_declared_stores_nothing() {
+    let h = harness().await;
+    let post = h.post().await;
+    let (chunks, _) = pseudo_random(MIB);
+
+    let result = upload_sized(&h, post, MIB - 1, stream_of(chunks)).await;
+
+    assert!(matches!(result, Err(StorageError::Client(_))), "{result:?}");
+    h.stored.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn a_sized_upload_declared_over_the_limit_is_too_large_before_any_byte_moves() {
+    let h = harness_with(Options {
+        max_file_bytes: MIB,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+
+    let result = upload_sized(&h, post, MIB + 1, stream_of(Vec::new())).await;
+
+    assert!(
+        matches!(result, Err(StorageError::TooLarge { .. })),
+        "{result:?}"
+    );
+    assert_eq!(h.stored.attachment_records().await, 0);
+}
+
+#[tokio::test]
+async fn a_sized_upload_whose_stream_fails_midway_stores_nothing() {
+    let h = harness().await;
+    let post = h.post().await;
+    let (chunks, _) = pseudo_random(4 * MIB);
+    let failing = stream_of(chunks).chain(futures::stream::iter([Err::<Bytes, _>(
+        std::io::Error::other("client went away"),
+    )]));
+
+    let result = upload_sized(&h, post, 8 * MIB, Box::pin(failing)).await;
+
+    assert!(matches!(result, Err(StorageError::Client(_))), "{result:?}");
+    h.stored.assert_nothing_stored().await;
+}

@@ -11,7 +11,7 @@ use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
 use crate::http::problem::Problem;
 use crate::http::views::{AttachmentList, AttachmentView, DownloadUrl, timestamp};
-use crate::routes::multipart::upload_attachments;
+use crate::routes::multipart::{upload_attachments, upload_raw_attachment};
 use crate::state::AppState;
 
 /// Registers the routes.
@@ -22,6 +22,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(upload_attachments))
                 .route(web::get().to(list_attachments))
                 .default_service(method_not_allowed("GET, POST")),
+        )
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments/raw")
+                .route(web::post().to(upload_raw_attachment))
+                .default_service(method_not_allowed("POST")),
         )
         .service(
             web::resource("/v1/posts/{post_id}/attachments/{attachment_id}")

@@ -1,18 +1,20 @@
-//! `POST /v1/posts/{post_id}/attachments`: files of a multipart form, each streamed to S3
-//! as it arrives. A rejected request stores nothing, and its unread rest is drained within
-//! a budget or the connection is closed.
+//! `POST /v1/posts/{post_id}/attachments`: files of a multipart form, and
+//! `POST /v1/posts/{post_id}/attachments/raw`: one file as the raw body, each streamed to
+//! S3 as it arrives. A rejected request stores
+//! nothing, and its unread rest is drained within a budget or the connection is closed.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_multipart::{Multipart, MultipartError};
-use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use serde::Deserialize;
 use storage::{PostId, StagedAttachment};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::admission::{Admission, Refusal};
 use crate::config::Settings;
@@ -40,7 +42,21 @@ pub struct UploadForm {
     pub file: Vec<Vec<u8>>,
 }
 
-/// Upload files as attachments of a post.
+/// The query of a raw upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawUploadQuery {
+    /// The file's name, kept as metadata: 1 to 255 characters, no control or invisible
+    /// formatting characters.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB]+$"
+    )]
+    filename: String,
+}
+
+/// Upload files as attachments of a post: a multipart form of `file` parts.
 #[utoipa::path(
     post, path = "/v1/posts/{post_id}/attachments", tag = "attachments",
     params(("post_id" = String, Path, description = "Post id")),
@@ -65,82 +81,232 @@ pub async fn upload_attachments(
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<String>,
-    multipart: Multipart,
+    payload: web::Payload,
 ) -> HttpResponse {
-    let mut parts = Parts {
-        multipart,
+    let body = Body::Form(Parts {
+        multipart: Multipart::new(request.headers(), payload),
         finished: false,
         failed: false,
+    });
+    let uploads = Uploads {
+        state: &state,
+        settings: &settings,
+        admission: &admission,
+        metrics: &metrics,
     };
-    let limits = &settings.uploads;
-    let max_files = u64::from(limits.max_files_per_request.get());
-    let max_body = limits
-        .max_file_bytes
-        .get()
-        .saturating_add(PART_OVERHEAD)
-        .saturating_mul(max_files);
-    let declared_length = request
+    uploads.upload(writer, &request, &path, body).await
+}
+
+/// Upload one file as the raw request body. Its `Content-Type` is the declared type; with
+/// a `Content-Length`, the bytes go to S3 as they arrive, in one PutObject: the fastest
+/// way in for a single file.
+#[utoipa::path(
+    post, path = "/v1/posts/{post_id}/attachments/raw", tag = "attachments",
+    params(("post_id" = String, Path, description = "Post id"), RawUploadQuery),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream",
+        description = "The file's bytes; an empty body is an empty file"),
+    responses(
+        (status = 201, description = "Stored", body = AttachmentList),
+        (status = 400, description = "A bad file name, or a body that failed or did not match its `Content-Length`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The post has as many attachments as one may", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The file is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A file type that is not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "You have as many uploads in flight as one may; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The service is at its upload capacity, or a dependency is down; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_raw_attachment(
+    state: web::Data<AppState>,
+    settings: web::Data<Settings>,
+    admission: web::Data<Admission>,
+    metrics: web::Data<Metrics>,
+    writer: Result<Writer, ApiError>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<RawUploadQuery>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let headers = request.headers();
+    let body = Body::Raw(RawFile {
+        payload,
+        filename: query.into_inner().filename,
+        declared_type: headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        size: declared_length(&request),
+        failed: false,
+    });
+    let uploads = Uploads {
+        state: &state,
+        settings: &settings,
+        admission: &admission,
+        metrics: &metrics,
+    };
+    uploads.upload(writer, &request, &path, body).await
+}
+
+/// The request's `Content-Length`, if it sent one.
+fn declared_length(request: &HttpRequest) -> Option<u64> {
+    request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > max_body) {
-        // Refuse before reading a byte, and close: the client may still be sending.
-        return closing(ApiError::TooLarge(format!(
-            "the request body exceeds {max_body} bytes"
-        )));
+        .and_then(|value| value.parse::<u64>().ok())
+}
+
+/// What an upload needs of the application.
+struct Uploads<'a> {
+    state: &'a AppState,
+    settings: &'a Settings,
+    admission: &'a Admission,
+    metrics: &'a Metrics,
+}
+
+impl Uploads<'_> {
+    /// Admits, stores and publishes the files of `body`, or refuses it storing nothing.
+    async fn upload(
+        &self,
+        writer: Result<Writer, ApiError>,
+        request: &HttpRequest,
+        path: &str,
+        mut body: Body,
+    ) -> HttpResponse {
+        let Self {
+            state,
+            settings,
+            admission,
+            metrics,
+        } = *self;
+        let declared_length = declared_length(request);
+        let limits = &settings.uploads;
+        let max_files = match body {
+            Body::Form(_) => u64::from(limits.max_files_per_request.get()),
+            Body::Raw(_) => 1,
+        };
+        let max_body = limits
+            .max_file_bytes
+            .get()
+            .saturating_add(PART_OVERHEAD)
+            .saturating_mul(max_files);
+        if declared_length.is_some_and(|length| length > max_body) {
+            // Refuse before reading a byte, and close: the client may still be sending.
+            return closing(ApiError::TooLarge(format!(
+                "the request body exceeds {max_body} bytes"
+            )));
+        }
+
+        // Admitted before a byte of the body is read; the ticket holds the memory until the
+        // response is sent.
+        let user = writer.as_ref().ok().and_then(Writer::subject);
+        let _ticket = match admission.admit(user) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                return closing(match refusal {
+                    Refusal::UserBusy => ApiError::TooManyUploads,
+                    Refusal::ServiceBusy => ApiError::AtCapacity,
+                });
+            }
+        };
+
+        // Every file stays pending, invisible, until the last one is stored; then all turn
+        // ready in one update. A failure, or a crash, leaves none of them visible.
+        let mut staged = Vec::new();
+        let stored = match (writer, &mut body) {
+            (Ok(writer), Body::Form(parts)) => {
+                store_files(state, settings, metrics, &writer, path, parts, &mut staged).await
+            }
+            (Ok(writer), Body::Raw(file)) => {
+                store_raw_file(state, settings, metrics, &writer, path, file, &mut staged).await
+            }
+            (Err(error), _) => Err(error),
+        };
+        let outcome = match stored {
+            Ok(()) => state.bounded(state.storage.publish(staged)).await,
+            Err(error) => {
+                for file in staged {
+                    file.discard().await;
+                }
+                Err(error)
+            }
+        };
+        match outcome {
+            Ok(published) => HttpResponse::Created().json(AttachmentList {
+                items: published.into_iter().map(AttachmentView::from).collect(),
+            }),
+            Err(error) => {
+                if drain(&mut body).await {
+                    error.error_response()
+                } else {
+                    closing(error)
+                }
+            }
+        }
     }
+}
 
-    // Admitted before a byte of the body is read; the ticket holds the memory until the
-    // response is sent.
-    let user = writer.as_ref().ok().and_then(Writer::subject);
-    let _ticket = match admission.admit(user) {
-        Ok(ticket) => ticket,
-        Err(refusal) => {
-            return closing(match refusal {
-                Refusal::UserBusy => ApiError::TooManyUploads,
-                Refusal::ServiceBusy => ApiError::AtCapacity,
-            });
-        }
-    };
+/// A request body: a form of files, or one raw file.
+enum Body {
+    Form(Parts),
+    Raw(RawFile),
+}
 
-    // Every file stays pending, invisible, until the last one is stored; then all turn
-    // ready in one update. A failure, or a crash, leaves none of them visible.
-    let mut staged = Vec::new();
-    let stored = match writer {
-        Ok(writer) => {
-            store_files(
-                &state,
-                &settings,
-                &metrics,
-                &writer,
-                &path,
-                &mut parts,
-                &mut staged,
-            )
-            .await
+/// A raw body holding one file.
+struct RawFile {
+    payload: web::Payload,
+    filename: String,
+    declared_type: Option<String>,
+    /// The `Content-Length`, when the client sent one.
+    size: Option<u64>,
+    /// Whether the body failed or stalled, so that it cannot be drained.
+    failed: bool,
+}
+
+/// Stages the raw body as one file into `staged`.
+async fn store_raw_file(
+    state: &AppState,
+    settings: &Settings,
+    metrics: &Metrics,
+    writer: &Writer,
+    post_id: &str,
+    file: &mut RawFile,
+    staged: &mut Vec<StagedAttachment>,
+) -> Result<(), ApiError> {
+    let post_id: PostId = parse_id(post_id, "post")?;
+    state.authorize(writer, post_id).await?;
+    let filename = FileName::parse(&file.filename)
+        .map_err(|error| ApiError::BadRequest(format!("filename {}", error.message)))?;
+    let _in_flight = metrics.upload_started();
+    let bytes = paced(&mut file.payload, BodyPace::new(settings));
+    let declared = file.declared_type.as_deref();
+    let result = match file.size {
+        Some(size) => {
+            state
+                .storage
+                .stage_sized_attachment(post_id, filename.as_str(), declared, size, bytes)
+                .await
         }
-        Err(error) => Err(error),
-    };
-    let outcome = match stored {
-        Ok(()) => state.bounded(state.storage.publish(staged)).await,
-        Err(error) => {
-            for file in staged {
-                file.discard().await;
-            }
-            Err(error)
+        None => {
+            state
+                .storage
+                .stage_attachment(post_id, filename.as_str(), declared, bytes)
+                .await
         }
     };
-    match outcome {
-        Ok(published) => HttpResponse::Created().json(AttachmentList {
-            items: published.into_iter().map(AttachmentView::from).collect(),
-        }),
+    match result {
+        Ok(stored) => {
+            metrics.add_uploaded(stored.attachment().size);
+            staged.push(stored);
+            Ok(())
+        }
         Err(error) => {
-            if drain(&mut parts).await {
-                error.error_response()
-            } else {
-                closing(error)
+            // A body that failed, stalled or did not match its length cannot be drained.
+            if matches!(error, storage::StorageError::Client(_)) {
+                file.failed = true;
             }
+            Err(error.into())
         }
     }
 }
@@ -253,9 +419,9 @@ fn multipart_error(error: MultipartError) -> ApiError {
         MultipartError::ContentTypeMissing
         | MultipartError::ContentTypeParse
         | MultipartError::ContentTypeIncompatible
-        | MultipartError::BoundaryMissing => {
-            ApiError::UnsupportedMediaType("the body must be multipart/form-data".into())
-        }
+        | MultipartError::BoundaryMissing => ApiError::UnsupportedMediaType(
+            "the body must be multipart/form-data; one file may also be sent as the raw body to attachments/raw?filename=".into(),
+        ),
         other => ApiError::BadRequest(format!("the multipart body is malformed: {other}")),
     }
 }
@@ -316,12 +482,13 @@ impl BodyPace {
     }
 }
 
-/// The field's bytes, failing when the body falls behind `pace`.
-fn paced(
-    field: actix_multipart::Field,
-    pace: BodyPace,
-) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
-    Box::pin(futures::stream::unfold(Some(field), move |field| {
+/// The bytes of a part or a body, failing when the body falls behind `pace`.
+fn paced<S, E>(body: S, pace: BodyPace) -> impl Stream<Item = Result<Bytes, String>> + Unpin
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    Box::pin(futures::stream::unfold(Some(body), move |field| {
         let pace = pace.clone();
         async move {
             let mut field = field?;
@@ -345,13 +512,26 @@ fn paced(
 
 /// Reads and discards what is left of the body within a budget; whether all of it was
 /// read (so the connection can be reused).
-async fn drain(parts: &mut Parts) -> bool {
+async fn drain(body: &mut Body) -> bool {
     let mut drained = 0u64;
     let started = Instant::now();
     let work = async {
-        if parts.failed {
-            return false;
-        }
+        let parts = match body {
+            Body::Form(parts) if !parts.failed => parts,
+            Body::Raw(file) if !file.failed => {
+                while let Some(chunk) = file.payload.next().await {
+                    let Ok(chunk) = chunk else {
+                        return false;
+                    };
+                    drained += chunk.len() as u64;
+                    if drained > DRAIN_BUDGET {
+                        return false;
+                    }
+                }
+                return true;
+            }
+            _ => return false,
+        };
         while let Some(field) = parts.next().await {
             let Ok(mut field) = field else {
                 return false;

@@ -27,6 +27,7 @@ use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts}
         posts::update_post,
         posts::delete_post,
         multipart::upload_attachments,
+        multipart::upload_raw_attachment,
         attachments::list_attachments,
         attachments::get_attachment,
         content::download_attachment,

@@ -9,6 +9,7 @@ mod load;
 mod openapi;
 mod ops;
 mod posts;
+mod raw_uploads;
 mod security;
 mod startup;
 mod telemetry;

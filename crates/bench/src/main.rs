@@ -272,11 +272,13 @@ async fn direct_put(
 
 /// The same bytes as a multipart upload with the service's default part size and parts in
 /// flight: the backend's own limit for the way the service writes large objects.
+/// A multipart upload of 8 MiB parts, `in_flight` at a time (boto3 sends 10).
 async fn direct_multipart(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
     bytes: Bytes,
+    in_flight: usize,
 ) -> anyhow::Result<()> {
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     const PART: usize = 8 * MIB;
@@ -315,7 +317,7 @@ async fn direct_multipart(
             }
         });
     let mut parts: Vec<CompletedPart> = futures::stream::iter(uploads)
-        .buffer_unordered(2)
+        .buffer_unordered(in_flight)
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -363,6 +365,8 @@ fn s3s_env(args: &Args, bucket: &str) -> anyhow::Result<Vec<(String, String)>> {
         ("APP__UPLOADS__MAX_FILE_BYTES", (2 * 1024 * MIB).to_string()),
         ("APP__UPLOADS__REAPER_INTERVAL_SECS", "3600".to_owned()),
         ("APP__AUTH__JWT_HS256_SECRET", SECRET.to_owned()),
+        // The concurrent case sends 8 uploads as one user.
+        ("APP__ADMISSION__UPLOADS_PER_USER", "8".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -393,6 +397,7 @@ fn moto_env(extra: &[(&str, &str)]) -> anyhow::Result<Vec<(String, String)>> {
             ("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*".to_owned()),
             ("APP__UPLOADS__REAPER_INTERVAL_SECS", "3600".to_owned()),
             ("APP__AUTH__JWT_HS256_SECRET", SECRET.to_owned()),
+            ("APP__ADMISSION__UPLOADS_PER_USER", "8".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v)),
@@ -409,40 +414,41 @@ fn moto_env(extra: &[(&str, &str)]) -> anyhow::Result<Vec<(String, String)>> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bucket = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&args.s3s_endpoint)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            &args.s3s_access_key,
-            &args.s3s_secret_key,
-            None,
-            None,
-            "bench",
-        ))
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .request_checksum_calculation(
-                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
-            )
-            .response_checksum_validation(
-                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
-            )
-            .build(),
-    );
+    let s3 = s3_client(
+        &args.s3s_endpoint,
+        &args.s3s_access_key,
+        &args.s3s_secret_key,
+    )
+    .await;
     s3.create_bucket()
         .bucket(&bucket)
         .send()
         .await
         .context("creating the s3s-fs bucket")?;
+    let s3s = Backend {
+        name: "s3s-fs",
+        s3,
+        env: s3s_env(&args, &bucket)?,
+        bucket: bucket.clone(),
+    };
+    let moto = Backend {
+        name: "moto",
+        s3: s3_client(
+            &testbed("AWS_ENDPOINT_URL")?,
+            &testbed("AWS_ACCESS_KEY_ID")?,
+            &testbed("AWS_SECRET_ACCESS_KEY")?,
+        )
+        .await,
+        bucket: testbed("AWS_S3_BUCKET_NAME")?,
+        env: moto_env(&[("APP__UPLOADS__MAX_FILE_BYTES", "2147483648")])?,
+    };
 
     let runs = |section| args.only.is_empty() || args.only.contains(&section);
     println!("| measurement | median | min–max | note |");
     println!("| --- | --- | --- | --- |");
     if runs(Section::Transfers) {
-        throughput(&args, &s3, &bucket).await?;
+        throughput(&args, &s3s).await?;
+        throughput(&args, &moto).await?;
     }
     if runs(Section::Reads) {
         get_latency(&args, &bucket).await?;
@@ -456,12 +462,44 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Uploads and downloads through the API against direct S3 calls of the same bytes, and
-/// the service's peak RSS during the largest upload.
-async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<()> {
-    let env = s3s_env(args, bucket)?;
-    let service = Service::start(&args.service, &env).await?;
-    let api = Api::new(&service, &args.service, &env).await?;
+/// An S3 backend: a client of its own for the direct baselines, a bucket, and the
+/// environment of a service using it.
+struct Backend {
+    name: &'static str,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    env: Vec<(String, String)>,
+}
+
+/// An S3 client of `endpoint` with a static key, as the direct baselines use it.
+async fn s3_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_s3::Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            key, secret, None, None, "bench",
+        ))
+        .load()
+        .await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build(),
+    )
+}
+
+/// Uploads and downloads through the API against the best direct S3 client of the same
+/// bytes on the same backend, and the service's peak RSS during each upload.
+async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
+    let (name, s3, bucket) = (backend.name, &backend.s3, backend.bucket.as_str());
+    let service = Service::start(&args.service, &backend.env).await?;
+    let api = Api::new(&service, &args.service, &backend.env).await?;
     let post = api.create_post().await?;
     let pid = service.pid().context("service pid")?;
     // Idle is the fresh service; later samples include what the allocator kept.
@@ -471,141 +509,57 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
     } else {
         &[256 * MIB, 1024 * MIB]
     };
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_of(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let peak_above_idle = || {
+        peak.swap(idle, std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(idle) as f64
+            / MIB as f64
+    };
 
     for &size in sizes {
         let bytes = data(size);
-        let label = format!("{} MiB", size / MIB);
-        let (mut direct_up, mut api_up, mut direct_down, mut api_down, mut rss) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut raw_up, mut raw_rss) = (Vec::new(), Vec::new());
-        let mut direct_multi = Vec::new();
+        let label = format!("{name}, {} MiB", size / MIB);
+        let mut m = Measured::default();
         for run in 0..args.runs {
             let key = format!("direct/{}", uuid::Uuid::new_v4().simple());
             let started = Instant::now();
             direct_put(s3, bucket, &key, bytes.clone()).await?;
-            direct_up.push(mb_per_s(size, started.elapsed()));
+            m.direct_put.push(mb_per_s(size, started.elapsed()));
             let started = Instant::now();
-            direct_multipart(
-                s3,
-                bucket,
-                &format!("direct/{}", uuid::Uuid::new_v4().simple()),
-                bytes.clone(),
-            )
-            .await?;
-            direct_multi.push(mb_per_s(size, started.elapsed()));
+            let multipart_key = format!("direct/{}", uuid::Uuid::new_v4().simple());
+            direct_multipart(s3, bucket, &multipart_key, bytes.clone(), 10).await?;
+            m.direct_multipart.push(mb_per_s(size, started.elapsed()));
 
-            let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
-            let sampler = {
-                let peak = peak.clone();
-                tokio::spawn(async move {
-                    loop {
-                        peak.fetch_max(rss_of(pid), std::sync::atomic::Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-            };
+            peak_above_idle();
             let started = Instant::now();
-            let attachment = api.upload(&post, bytes.clone()).await?;
-            api_up.push(mb_per_s(size, started.elapsed()));
-            rss.push(
-                peak.swap(idle, std::sync::atomic::Ordering::Relaxed)
-                    .saturating_sub(idle) as f64
-                    / MIB as f64,
-            );
+            let attachment = api.upload_raw(&post, bytes.clone()).await?;
+            m.raw.push(mb_per_s(size, started.elapsed()));
+            m.raw_rss.push(peak_above_idle());
             let started = Instant::now();
-            api.upload_raw(&post, bytes.clone()).await?;
-            raw_up.push(mb_per_s(size, started.elapsed()));
-            sampler.abort();
-            raw_rss.push(
-                peak.load(std::sync::atomic::Ordering::Relaxed)
-                    .saturating_sub(idle) as f64
-                    / MIB as f64,
-            );
+            api.upload(&post, bytes.clone()).await?;
+            m.form.push(mb_per_s(size, started.elapsed()));
+            m.form_rss.push(peak_above_idle());
 
             let started = Instant::now();
             let got = direct_get(s3, bucket, &key).await?;
-            direct_down.push(mb_per_s(got, started.elapsed()));
+            m.direct_get.push(mb_per_s(got, started.elapsed()));
             let started = Instant::now();
             let got = api.download(&post, &attachment).await?;
-            api_down.push(mb_per_s(got, started.elapsed()));
+            m.download.push(mb_per_s(got, started.elapsed()));
             eprintln!("bench: {label} run {} done", run + 1);
         }
-        let ratios = |api: &[f64], direct: &[f64]| -> Vec<f64> {
-            api.iter().zip(direct).map(|(a, d)| a / d).collect()
-        };
-        row(
-            &format!("upload {label}, direct PutObject"),
-            "MB/s",
-            direct_up.clone(),
-            "",
-        );
-        row(
-            &format!("upload {label}, through the API, raw body"),
-            "MB/s",
-            raw_up.clone(),
-            "",
-        );
-        row(
-            &format!("upload {label}, API raw body / direct"),
-            "",
-            ratios(&raw_up, &direct_up),
-            "target ≥ 0.9 (within 1.1× the time)",
-        );
-        row(
-            &format!("upload {label}, through the API, multipart form"),
-            "MB/s",
-            api_up.clone(),
-            "",
-        );
-        row(
-            &format!("upload {label}, API form / direct"),
-            "",
-            ratios(&api_up, &direct_up),
-            "a form's file size is unknown until it ends: multipart to S3",
-        );
-        row(
-            &format!("upload {label}, direct multipart (8 MiB parts, 2 in flight)"),
-            "MB/s",
-            direct_multi.clone(),
-            "",
-        );
-        row(
-            &format!("upload {label}, API form / direct multipart"),
-            "",
-            ratios(&api_up, &direct_multi),
-            "the backend's limit for multipart writes",
-        );
-        row(
-            &format!("download {label}, direct GetObject"),
-            "MB/s",
-            direct_down.clone(),
-            "",
-        );
-        row(
-            &format!("download {label}, through the API"),
-            "MB/s",
-            api_down.clone(),
-            "",
-        );
-        row(
-            &format!("download {label}, API / direct"),
-            "",
-            ratios(&api_down, &direct_down),
-            "target ≥ 0.9 (within 1.1× the time)",
-        );
-        row(
-            &format!("peak RSS above idle during the {label} form upload"),
-            "MiB",
-            rss,
-            "target ≤ 64 MiB (1 GiB)",
-        );
-        row(
-            &format!("peak RSS above idle during the {label} raw upload"),
-            "MiB",
-            raw_rss,
-            "target ≤ 64 MiB (1 GiB)",
-        );
+        m.report(&label);
     }
+    sampler.abort();
 
     let count = 8;
     let each = 32 * MIB;
@@ -624,27 +578,132 @@ async fn throughput(args: &Args, s3: &aws_sdk_s3::Client, bucket: &str) -> anyho
         }
         direct.push(mb_per_s(count * each, started.elapsed()));
         let started = Instant::now();
-        let uploads = (0..count).map(|_| api.upload(&post, bytes.clone()));
+        let uploads = (0..count).map(|_| api.upload_raw(&post, bytes.clone()));
         for result in futures::future::join_all(uploads).await {
             result?;
         }
         through.push(mb_per_s(count * each, started.elapsed()));
     }
     let ratio: Vec<f64> = through.iter().zip(&direct).map(|(a, d)| a / d).collect();
-    row("upload 8 × 32 MiB concurrently, direct", "MB/s", direct, "");
     row(
-        "upload 8 × 32 MiB concurrently, through the API",
+        &format!("{name}, upload 8 × 32 MiB concurrently, direct PutObject"),
+        "MB/s",
+        direct,
+        "",
+    );
+    row(
+        &format!("{name}, upload 8 × 32 MiB concurrently, through the API, raw bodies"),
         "MB/s",
         through,
         "",
     );
     row(
-        "upload 8 × 32 MiB concurrently, API / direct",
+        &format!("{name}, upload 8 × 32 MiB concurrently, API / direct"),
         "",
         ratio,
         "target ≥ 0.9",
     );
     Ok(())
+}
+
+/// Throughputs (MB/s) and peak RSS above idle (MiB) of one size, one value per run.
+#[derive(Default)]
+struct Measured {
+    direct_put: Vec<f64>,
+    direct_multipart: Vec<f64>,
+    raw: Vec<f64>,
+    raw_rss: Vec<f64>,
+    form: Vec<f64>,
+    form_rss: Vec<f64>,
+    direct_get: Vec<f64>,
+    download: Vec<f64>,
+}
+
+impl Measured {
+    fn report(self, label: &str) {
+        let best: Vec<f64> = self
+            .direct_put
+            .iter()
+            .zip(&self.direct_multipart)
+            .map(|(put, multipart)| put.max(*multipart))
+            .collect();
+        let ratio = |api: &[f64], direct: &[f64]| -> Vec<f64> {
+            api.iter().zip(direct).map(|(a, d)| a / d).collect()
+        };
+        let rows: [(&str, &str, Vec<f64>, &str); 11] = [
+            (
+                "upload, direct PutObject",
+                "MB/s",
+                self.direct_put.clone(),
+                "",
+            ),
+            (
+                "upload, direct multipart (8 MiB parts, 10 in flight, as boto3)",
+                "MB/s",
+                self.direct_multipart.clone(),
+                "",
+            ),
+            (
+                "upload, through the API, raw body",
+                "MB/s",
+                self.raw.clone(),
+                "",
+            ),
+            (
+                "upload, API raw body / best direct",
+                "",
+                ratio(&self.raw, &best),
+                "target ≥ 0.9 (within 1.1× the time)",
+            ),
+            (
+                "upload, through the API, multipart form",
+                "MB/s",
+                self.form.clone(),
+                "",
+            ),
+            (
+                "upload, API form / best direct",
+                "",
+                ratio(&self.form, &best),
+                "a form's file has no known size: multipart to S3",
+            ),
+            (
+                "download, direct GetObject",
+                "MB/s",
+                self.direct_get.clone(),
+                "",
+            ),
+            (
+                "download, through the API",
+                "MB/s",
+                self.download.clone(),
+                "",
+            ),
+            (
+                "download, API / direct",
+                "",
+                ratio(&self.download, &self.direct_get),
+                "target ≥ 0.9 (within 1.1× the time)",
+            ),
+            (
+                "peak RSS above idle, raw upload",
+                "MiB",
+                self.raw_rss,
+                "target ≤ 64 MiB (1 GiB)",
+            ),
+            (
+                "peak RSS above idle, form upload",
+                "MiB",
+                self.form_rss,
+                "target ≤ 64 MiB (1 GiB)",
+            ),
+        ];
+        for (what, unit, values, note) in rows {
+            if !values.is_empty() {
+                row(&format!("{label}, {what}"), unit, values, note);
+            }
+        }
+    }
 }
 
 /// `GET /v1/posts/{id}` of a post with one attachment from 64 concurrent connections: the

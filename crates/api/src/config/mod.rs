@@ -23,6 +23,9 @@ pub use self::sections::{
 /// Built-in defaults, so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../../../../config/default.toml");
 
+/// The most parts one S3 multipart upload may have.
+const MAX_PARTS_PER_UPLOAD: u64 = 10_000;
+
 /// The original service's variables and the keys they set; they win over everything.
 pub const LEGACY_VARIABLES: &[(&str, &str)] = &[
     ("PORT", "server.port"),
@@ -196,6 +199,27 @@ impl Settings {
                     "{} is less than one upload holds ({per_upload} bytes: \
                      (s3.max_parts_in_flight + 1) × s3.part_size_bytes), so no upload could start",
                     self.admission.upload_memory_bytes
+                ),
+            ));
+        }
+        let parts_needed = self
+            .uploads
+            .max_file_bytes
+            .get()
+            .div_ceil(self.s3.part_size_bytes.max(1));
+        if parts_needed > MAX_PARTS_PER_UPLOAD {
+            return Err(SettingsError::new(
+                "s3.part_size_bytes",
+                format!(
+                    "{} bytes per part would take {parts_needed} parts for a file of \
+                     uploads.max_file_bytes ({}); S3 takes at most {MAX_PARTS_PER_UPLOAD}, so \
+                     parts must be at least {} bytes",
+                    self.s3.part_size_bytes,
+                    self.uploads.max_file_bytes,
+                    self.uploads
+                        .max_file_bytes
+                        .get()
+                        .div_ceil(MAX_PARTS_PER_UPLOAD)
                 ),
             ));
         }

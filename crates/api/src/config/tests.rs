@@ -321,6 +321,20 @@ fn pending_uploads_reaped_before_their_presigned_url_expires_are_rejected() {
 }
 
 #[test]
+fn a_file_limit_that_would_take_more_than_ten_thousand_parts_is_rejected() {
+    assert_eq!(
+        error_key(
+            &[],
+            &[
+                ("APP__UPLOADS__MAX_FILE_BYTES", "100000000000"),
+                ("APP__S3__PART_SIZE_BYTES", "8388608")
+            ]
+        ),
+        "s3.part_size_bytes"
+    );
+}
+
+#[test]
 fn a_part_size_below_five_mebibytes_is_rejected() {
     assert_eq!(
         error_key(&[], &[("APP__S3__PART_SIZE_BYTES", "1048576")]),

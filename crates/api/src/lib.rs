@@ -19,5 +19,5 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 
-pub use crate::config::Settings;
+pub use crate::config::{Environment, Settings};
 pub use crate::startup::{Application, StartupError};

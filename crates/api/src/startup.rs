@@ -21,6 +21,7 @@ use crate::http::request_id;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::routes::ops::ReadinessCache;
+use crate::routes::page::{WebPage, mints_dev_tokens};
 use crate::state::AppState;
 use crate::telemetry::AwsCallSpans;
 
@@ -103,6 +104,7 @@ impl Application {
         let admission = web::Data::new(Admission::new(&settings));
         let data = web::Data::new(state);
         let shared_settings = web::Data::new(settings.clone());
+        let page = web::Data::new(WebPage::new(mints_dev_tokens(&settings)));
         let jwks_refresher = refresh_jwks_periodically(authenticator.clone());
         let authenticator = web::Data::new(authenticator);
         let separate_management = management_listener.is_some();
@@ -118,6 +120,7 @@ impl Application {
                     .app_data(admission.clone())
                     .app_data(shared_settings.clone())
                     .app_data(authenticator.clone())
+                    .app_data(page.clone())
                     .configure(if separate_management {
                         routes::public
                     } else {

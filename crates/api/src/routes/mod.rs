@@ -12,6 +12,7 @@ pub mod direct_uploads;
 pub mod multipart;
 pub mod openapi;
 pub mod ops;
+pub mod page;
 pub mod posts;
 
 /// Largest JSON request body: a post body of 100,000 characters each written as a
@@ -24,7 +25,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
     ops::management(config);
 }
 
-/// Registers what clients use (the API, its document and reference, `/healthz`), the
+/// Registers what clients use (the API, its document and reference, the web page,
+/// `/healthz`), the
 /// extractors' error handlers and the 404 for the rest: everything but readiness and
 /// metrics, which [`management`] serves on a port of its own when one is configured.
 pub fn public(config: &mut web::ServiceConfig) {
@@ -41,6 +43,7 @@ pub fn public(config: &mut web::ServiceConfig) {
         .configure(direct_uploads::routes)
         .configure(attachments::routes)
         .configure(content::routes)
+        .configure(page::routes)
         .default_service(web::to(problem::not_found));
 }
 

@@ -8,6 +8,7 @@ mod helpers;
 mod load;
 mod openapi;
 mod ops;
+mod page;
 mod posts;
 mod raw_uploads;
 mod security;

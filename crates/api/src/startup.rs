@@ -104,7 +104,11 @@ impl Application {
         let admission = web::Data::new(Admission::new(&settings));
         let data = web::Data::new(state);
         let shared_settings = web::Data::new(settings.clone());
-        let page = web::Data::new(WebPage::new(mints_dev_tokens(&settings)));
+        let storage_origin = storage_origin(&data.storage, &settings).await;
+        let page = web::Data::new(WebPage::new(
+            mints_dev_tokens(&settings),
+            storage_origin.as_deref(),
+        ));
         let jwks_refresher = refresh_jwks_periodically(authenticator.clone());
         let authenticator = web::Data::new(authenticator);
         let separate_management = management_listener.is_some();
@@ -219,6 +223,29 @@ impl Application {
         self.mongo.shutdown().await;
         tracing::info!("stopped");
         result.map_err(io::Error::other)?
+    }
+}
+
+/// The origin (`scheme://host:port`) of this instance's presigned S3 URLs, which the web
+/// page may send files to; `None` if none can be presigned (the page then uploads
+/// through the service only).
+async fn storage_origin(storage: &storage::Storage, settings: &Settings) -> Option<String> {
+    let key = storage
+        .objects()
+        .staging_key_for(storage::PostId::new(), storage::AttachmentId::new());
+    let ttl = Duration::from_secs(settings.s3.presign_ttl_secs.get());
+    match storage
+        .objects()
+        .presign_put(&key, ttl, "application/octet-stream", 1)
+        .await
+    {
+        Ok(presigned) => reqwest::Url::parse(&presigned.url)
+            .ok()
+            .map(|url| url.origin().ascii_serialization()),
+        Err(error) => {
+            tracing::warn!(%error, "cannot presign: the web page uploads through the service only");
+            None
+        }
     }
 }
 

@@ -150,41 +150,73 @@ function renderAttachment(post, attachment, list) {
   list.append(item);
 }
 
-/// Uploads one file through the API with a progress bar; resolves to the attachment.
-function upload(post, file, uploads) {
-  const item = document.createElement("li");
-  const label = document.createElement("label");
-  label.textContent = `${file.name} `;
-  const bar = document.createElement("progress");
-  bar.max = 100;
-  bar.value = 0;
-  label.append(bar);
-  item.append(label);
-  uploads.append(item);
+/// Files above this many bytes go straight to S3 (0: never); set by the service.
+const DIRECT_UPLOAD_BYTES = Number(
+  document.querySelector('meta[name="posts-api-direct-upload-bytes"]').content,
+);
+
+/// Sends `body` with XMLHttpRequest, reporting upload progress to `bar`; resolves to the
+/// parsed JSON answer (or null), rejects with an ApiError unless the status is `expected`.
+function send(method, url, requestHeaders, body, bar, expected) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    const query = new URLSearchParams({ filename: file.name });
-    request.open("POST", `${post.attachments_url}/raw?${query}`);
-    for (const [name, value] of Object.entries(headers())) request.setRequestHeader(name, value);
-    request.setRequestHeader("Content-Type", file.type || "application/octet-stream");
+    request.open(method, url);
+    for (const [name, value] of Object.entries(requestHeaders)) request.setRequestHeader(name, value);
     request.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) bar.value = Math.round((event.loaded / event.total) * 100);
     });
     request.addEventListener("load", () => {
       let json = null;
       try { json = JSON.parse(request.responseText); } catch { json = null; }
-      if (request.status === 201) {
-        bar.value = 100;
-        item.classList.add("done");
-        resolve(json.items[0]);
-      } else {
-        item.classList.add("failed");
-        reject(new ApiError(request.status, json));
-      }
+      if (request.status === expected) resolve(json);
+      else reject(new ApiError(request.status, json));
     });
-    request.addEventListener("error", () => reject(new Error(`The upload of ${file.name} was interrupted.`)));
-    request.send(file);
+    request.addEventListener("error", () => reject(new Error("the connection was interrupted")));
+    request.send(body);
   });
+}
+
+/// Uploads one file with a progress bar; resolves to the attachment. Small files go
+/// through the API as the raw body; large ones straight to S3 by a presigned PUT, which
+/// the service then verifies.
+async function upload(post, file, uploads) {
+  const direct = DIRECT_UPLOAD_BYTES > 0 && file.size > DIRECT_UPLOAD_BYTES;
+  const item = document.createElement("li");
+  const label = document.createElement("label");
+  label.textContent = `${file.name}${direct ? " (straight to storage)" : ""} `;
+  const bar = document.createElement("progress");
+  bar.max = 100;
+  bar.value = 0;
+  label.append(bar);
+  item.append(label);
+  uploads.append(item);
+  const type = file.type || "application/octet-stream";
+  try {
+    let attachment;
+    if (direct) {
+      const ticket = await call("POST", `${post.attachments_url}/uploads`, {
+        filename: file.name,
+        content_type: type,
+        size: file.size,
+      });
+      // The browser sets Content-Length (the signed size) and Host itself.
+      const signed = Object.fromEntries(Object.entries(ticket.headers)
+        .filter(([name]) => !["content-length", "host"].includes(name.toLowerCase())));
+      await send(ticket.method, ticket.url, signed, file, bar, 200);
+      attachment = await call("POST", ticket.complete_url);
+    } else {
+      const query = new URLSearchParams({ filename: file.name });
+      const answer = await send("POST", `${post.attachments_url}/raw?${query}`,
+        headers({ "Content-Type": type }), file, bar, 201);
+      attachment = answer.items[0];
+    }
+    bar.value = 100;
+    item.classList.add("done");
+    return attachment;
+  } catch (error) {
+    item.classList.add("failed");
+    throw error;
+  }
 }
 
 async function uploadAll(post, files, node) {
@@ -210,7 +242,7 @@ function renderPost(post, position = "append") {
     const when = new Date(current.created_at).toLocaleString();
     $(".meta", node).textContent = `${current.author ? `by ${current.author}, ` : ""}${when}`;
     $(".edit-button", node).setAttribute("aria-label", `Edit “${current.title}”`);
-    $(".delete-button", node).setAttribute("aria-label", `Delete “${current.title}”`);
+    $(".delete-button", node).setAttribute("aria-label", `Delete post “${current.title}”`);
     $(".file-input", node).setAttribute("aria-label", `Add files to “${current.title}”`);
   };
   fill(post);

@@ -17,11 +17,9 @@ use crate::config::{Environment, Settings};
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::json::Object;
 
-/// Scripts and styles only from this origin, no inline code, images from here or made by
-/// the page (previews of fetched bytes), requests only to the API.
-const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' blob:; connect-src 'self'; form-action 'none'; \
-     base-uri 'none'; frame-ancestors 'none'";
+/// Files above this size go straight to S3 through a presigned PUT, when the page may
+/// reach S3.
+const DIRECT_UPLOAD_BYTES: u64 = 8 * 1024 * 1024;
 const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
 const CROSS_ORIGIN_OPENER_POLICY: HeaderName =
     HeaderName::from_static("cross-origin-opener-policy");
@@ -51,12 +49,15 @@ impl Asset {
 #[derive(Debug)]
 pub struct WebPage {
     index: String,
-    assets: [Asset; 2],
+    assets: [Asset; 3],
+    content_security_policy: String,
 }
 
 impl WebPage {
     /// The page of this instance; `dev_tokens` shows its development-token button.
-    pub fn new(dev_tokens: bool) -> Self {
+    /// `storage_origin`, the origin of presigned S3 URLs, lets the page send large files
+    /// straight to S3; without it every file goes through the service.
+    pub fn new(dev_tokens: bool, storage_origin: Option<&str>) -> Self {
         let script = Asset::new(
             "app",
             "js",
@@ -69,13 +70,36 @@ impl WebPage {
             "text/css; charset=utf-8",
             include_bytes!("../../web/style.css"),
         );
+        let icon = Asset::new(
+            "icon",
+            "svg",
+            "image/svg+xml",
+            include_bytes!("../../web/icon.svg"),
+        );
         let index = include_str!("../../web/index.html")
             .replace("{{SCRIPT}}", &script.name)
             .replace("{{STYLE}}", &style.name)
-            .replace("{{DEV_TOKENS}}", if dev_tokens { "on" } else { "off" });
+            .replace("{{ICON}}", &icon.name)
+            .replace("{{DEV_TOKENS}}", if dev_tokens { "on" } else { "off" })
+            .replace(
+                "{{DIRECT_UPLOAD_BYTES}}",
+                &storage_origin
+                    .map_or(0, |_| DIRECT_UPLOAD_BYTES)
+                    .to_string(),
+            );
+        // Scripts and styles only from this origin, no inline code; images from here or
+        // made by the page (previews of fetched bytes); requests to the API and to S3.
+        let content_security_policy = format!(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+             connect-src 'self'{}; form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
+            storage_origin
+                .map(|origin| format!(" {origin}"))
+                .unwrap_or_default()
+        );
         Self {
             index,
-            assets: [script, style],
+            assets: [script, style, icon],
+            content_security_policy,
         }
     }
 }
@@ -122,7 +146,10 @@ fn security_headers(response: &mut HttpResponseBuilder) -> &mut HttpResponseBuil
 
 async fn page(page: web::Data<WebPage>) -> HttpResponse {
     security_headers(&mut HttpResponse::Ok())
-        .insert_header((CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY_VALUE))
+        .insert_header((
+            CONTENT_SECURITY_POLICY,
+            page.content_security_policy.as_str(),
+        ))
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((CACHE_CONTROL, "no-cache"))
         .body(page.index.clone())

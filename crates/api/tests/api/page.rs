@@ -78,7 +78,7 @@ async fn assets_are_named_by_their_content_and_cached_for_a_year() {
     let app = spawn_app().await;
     let (_, html) = page_of(&app).await;
     let paths = asset_paths(&html);
-    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert_eq!(paths.len(), 3, "{paths:?}");
 
     for path in paths {
         let response = app.get(&path).await;

@@ -2,6 +2,7 @@
 
 mod attachments;
 mod auth;
+mod browser;
 mod conditional;
 mod faults;
 mod helpers;

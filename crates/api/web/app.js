@@ -177,8 +177,8 @@ function send(method, url, requestHeaders, body, bar, expected) {
 }
 
 /// Uploads one file with a progress bar; resolves to the attachment. Small files go
-/// through the API as the raw body; large ones straight to S3 by a presigned PUT, which
-/// the service then verifies.
+/// through the API as a multipart form; large ones straight to S3 by a presigned PUT,
+/// which the service then verifies.
 async function upload(post, file, uploads) {
   const direct = DIRECT_UPLOAD_BYTES > 0 && file.size > DIRECT_UPLOAD_BYTES;
   const item = document.createElement("li");
@@ -205,9 +205,10 @@ async function upload(post, file, uploads) {
       await send(ticket.method, ticket.url, signed, file, bar, 200);
       attachment = await call("POST", ticket.complete_url);
     } else {
-      const query = new URLSearchParams({ filename: file.name });
-      const answer = await send("POST", `${post.attachments_url}/raw?${query}`,
-        headers({ "Content-Type": type }), file, bar, 201);
+      // A multipart form; the browser sets its Content-Type with the boundary.
+      const form = new FormData();
+      form.append("file", file, file.name);
+      const answer = await send("POST", post.attachments_url, headers(), form, bar, 201);
       attachment = answer.items[0];
     }
     bar.value = 100;

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_multipart::{Multipart, MultipartError};
+use actix_web::dev::Payload;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -72,12 +73,8 @@ pub struct RawUploadQuery {
         (status = 415, description = "Not multipart, or a file type that is not allowed", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[allow(clippy::too_many_arguments)]
 pub async fn upload_attachments(
-    state: web::Data<AppState>,
-    settings: web::Data<Settings>,
-    admission: web::Data<Admission>,
-    metrics: web::Data<Metrics>,
+    uploads: Uploads,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<String>,
@@ -88,12 +85,6 @@ pub async fn upload_attachments(
         finished: false,
         failed: false,
     });
-    let uploads = Uploads {
-        state: &state,
-        settings: &settings,
-        admission: &admission,
-        metrics: &metrics,
-    };
     uploads.upload(writer, &request, &path, body).await
 }
 
@@ -116,12 +107,8 @@ pub async fn upload_attachments(
         (status = 503, description = "The service is at its upload capacity, or a dependency is down; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[allow(clippy::too_many_arguments)]
 pub async fn upload_raw_attachment(
-    state: web::Data<AppState>,
-    settings: web::Data<Settings>,
-    admission: web::Data<Admission>,
-    metrics: web::Data<Metrics>,
+    uploads: Uploads,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<String>,
@@ -139,12 +126,6 @@ pub async fn upload_raw_attachment(
         size: declared_length(&request),
         failed: false,
     });
-    let uploads = Uploads {
-        state: &state,
-        settings: &settings,
-        admission: &admission,
-        metrics: &metrics,
-    };
     uploads.upload(writer, &request, &path, body).await
 }
 
@@ -157,15 +138,40 @@ fn declared_length(request: &HttpRequest) -> Option<u64> {
         .and_then(|value| value.parse::<u64>().ok())
 }
 
-/// What an upload needs of the application.
-struct Uploads<'a> {
-    state: &'a AppState,
-    settings: &'a Settings,
-    admission: &'a Admission,
-    metrics: &'a Metrics,
+/// What an upload needs of the application, taken from it as an extractor.
+#[derive(Debug)]
+pub struct Uploads {
+    state: web::Data<AppState>,
+    settings: web::Data<Settings>,
+    admission: web::Data<Admission>,
+    metrics: web::Data<Metrics>,
 }
 
-impl Uploads<'_> {
+impl FromRequest for Uploads {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        fn data<T: 'static>(request: &HttpRequest) -> Result<web::Data<T>, ApiError> {
+            request
+                .app_data::<web::Data<T>>()
+                .cloned()
+                .ok_or(ApiError::Internal(
+                    "the application is missing upload state",
+                ))
+        }
+        std::future::ready((|| {
+            Ok(Self {
+                state: data(request)?,
+                settings: data(request)?,
+                admission: data(request)?,
+                metrics: data(request)?,
+            })
+        })())
+    }
+}
+
+impl Uploads {
     /// Admits, stores and publishes the files of `body`, or refuses it storing nothing.
     async fn upload(
         &self,
@@ -174,12 +180,12 @@ impl Uploads<'_> {
         path: &str,
         mut body: Body,
     ) -> HttpResponse {
-        let Self {
-            state,
-            settings,
-            admission,
-            metrics,
-        } = *self;
+        let (state, settings, admission, metrics) = (
+            &**self.state,
+            &**self.settings,
+            &**self.admission,
+            &**self.metrics,
+        );
         let declared_length = declared_length(request);
         let limits = &settings.uploads;
         let max_files = match body {

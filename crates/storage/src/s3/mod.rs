@@ -5,6 +5,9 @@
 
 use std::fmt::Display;
 use std::num::{NonZeroU32, NonZeroU64};
+use std::time::Duration;
+
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::{
@@ -129,7 +132,16 @@ pub struct ObjectStore {
     key_prefix: String,
     part_size: usize,
     max_parts_in_flight: usize,
+    /// How long S3 may take to accept a chunk of a streamed PutObject, or to answer it
+    /// (the SDK's attempt timeout, which that call does not use).
+    stall_timeout: Duration,
+    /// The SDK's timeouts without the operation and attempt ones, for a PutObject that
+    /// lasts as long as its client takes to send.
+    streaming_timeouts: TimeoutConfig,
 }
+
+/// The stall timeout when the SDK configuration sets no attempt timeout.
+const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl ObjectStore {
     /// Builds the S3 client from aws-config's `SdkConfig` (region, endpoint, retries) and
@@ -176,6 +188,17 @@ impl ObjectStore {
             part_size: usize::try_from(settings.part_size_bytes.max(MIN_PART_SIZE))
                 .unwrap_or(usize::MAX),
             max_parts_in_flight: usize::try_from(settings.max_parts_in_flight.get()).unwrap_or(1),
+            stall_timeout: sdk_config
+                .timeout_config()
+                .and_then(|timeouts| timeouts.operation_attempt_timeout())
+                .unwrap_or(DEFAULT_STALL_TIMEOUT),
+            streaming_timeouts: sdk_config
+                .timeout_config()
+                .map(TimeoutConfig::to_builder)
+                .unwrap_or_default()
+                .disable_operation_timeout()
+                .disable_operation_attempt_timeout()
+                .build(),
         }
     }
 

@@ -125,6 +125,11 @@ impl ObjectStore {
     /// a few chunks: nothing is buffered into parts, and the backend writes the object
     /// once. A stream that fails or holds another number of bytes fails with `Client`,
     /// and the PutObject with it, so S3 stores nothing.
+    ///
+    /// The PutObject lasts as long as the client takes to send (the caller bounds the
+    /// client's pace), so the SDK's operation and attempt timeouts do not apply to it;
+    /// instead S3 must take each chunk, and answer once the last is sent, within the
+    /// attempt timeout.
     pub async fn put_sized_stream<S, E>(
         &self,
         key: &str,
@@ -136,6 +141,7 @@ impl ObjectStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let stall = self.stall_timeout;
         let (mut sender, body) = Channel::<Bytes, std::io::Error>::new(CHUNKS_IN_FLIGHT);
         let put = self
             .client
@@ -147,32 +153,37 @@ impl ObjectStore {
             .body(ByteStream::from_body_1_x(body))
             .customize()
             .disable_payload_signing()
+            .config_override(
+                aws_sdk_s3::config::Builder::new().timeout_config(self.streaming_timeouts.clone()),
+            )
             .send();
         let feed = async move {
             let mut hasher = Sha256::new();
             let mut size: u64 = 0;
             while let Some(chunk) = stream.next().await {
                 let failure = match chunk {
-                    Err(error) => Some(error.to_string()),
+                    Err(error) => PutError::Client(error.to_string()),
                     Ok(chunk) => {
                         size += chunk.len() as u64;
                         hasher.update(&chunk);
                         if size > length {
-                            Some(format!(
+                            PutError::Client(format!(
                                 "the body holds more than the {length} bytes declared"
                             ))
-                        } else if sender.send_data(chunk).await.is_err() {
-                            // The PutObject ended early; its outcome says why.
-                            return Fed::Stopped;
                         } else {
-                            None
+                            match tokio::time::timeout(stall, sender.send_data(chunk)).await {
+                                Ok(Ok(())) => continue,
+                                // The PutObject ended early; its outcome says why.
+                                Ok(Err(_)) => return Fed::Stopped,
+                                Err(_) => PutError::Backend(ObjectStoreError::Unavailable {
+                                    detail: format!("S3 took no bytes for {stall:?}"),
+                                }),
+                            }
                         }
                     }
                 };
-                if let Some(failure) = failure {
-                    sender.abort(std::io::Error::other(failure.clone()));
-                    return Fed::Failed(PutError::Client(failure));
-                }
+                sender.abort(std::io::Error::other(failure.to_string()));
+                return Fed::Failed(failure);
             }
             if size < length {
                 let failure = format!("the body ended after {size} of the {length} bytes declared");
@@ -184,11 +195,28 @@ impl ObjectStore {
                 sha256: hasher.finalize().into(),
             })
         };
-        match tokio::join!(feed, put) {
+        let mut put = std::pin::pin!(put);
+        let mut feed = std::pin::pin!(feed);
+        let (fed, answer) = tokio::select! {
+            fed = &mut feed => {
+                let answer = match fed {
+                    // Every byte is sent: S3 answers within the attempt timeout.
+                    Fed::Complete(_) => tokio::time::timeout(stall, &mut put).await.ok(),
+                    // The body was aborted: the PutObject fails at once.
+                    _ => Some(put.await),
+                };
+                (fed, answer)
+            }
+            answer = &mut put => (Fed::Stopped, Some(answer)),
+        };
+        match (fed, answer) {
             (Fed::Failed(error), _) => Err(error),
-            (_, Err(error)) => Err(self.classify(error).into()),
-            (Fed::Complete(stored), Ok(_)) => Ok(stored),
-            (Fed::Stopped, Ok(_)) => Err(PutError::Backend(ObjectStoreError::Unavailable {
+            (_, Some(Err(error))) => Err(self.classify(error).into()),
+            (_, None) => Err(PutError::Backend(ObjectStoreError::Unavailable {
+                detail: format!("S3 did not answer PutObject within {stall:?}"),
+            })),
+            (Fed::Complete(stored), Some(Ok(_))) => Ok(stored),
+            (Fed::Stopped, Some(Ok(_))) => Err(PutError::Backend(ObjectStoreError::Unavailable {
                 detail: "S3 answered PutObject before the body was sent".into(),
             })),
         }

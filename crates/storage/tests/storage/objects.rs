@@ -324,3 +324,67 @@ async fn a_sized_upload_whose_stream_fails_midway_stores_nothing() {
     assert!(matches!(result, Err(StorageError::Client(_))), "{result:?}");
     h.stored.assert_nothing_stored().await;
 }
+
+#[tokio::test]
+async fn a_sized_upload_slower_than_the_sdk_timeouts_completes() {
+    let h = harness_with(Options {
+        attempt_timeout: Some(Duration::from_millis(500)),
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (chunks, sha256) = pseudo_random(2 * MIB);
+    let count = chunks.len();
+    // A slow client: the whole body takes about three times the operation timeout.
+    let pause = Duration::from_millis(3000 / count as u64);
+    let slow = stream_of(chunks).then(move |chunk| async move {
+        tokio::time::sleep(pause).await;
+        chunk
+    });
+
+    let attachment = upload_sized(&h, post, 2 * MIB, Box::pin(slow))
+        .await
+        .expect("upload");
+
+    assert_eq!(attachment.sha256, sha256);
+}
+
+#[tokio::test]
+async fn s3_stalling_during_a_sized_upload_fails_it_within_the_attempt_timeout() {
+    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let h = harness_with(Options {
+        endpoint: Some(format!("http://{}", proxy.address)),
+        attempt_timeout: Some(Duration::from_secs(1)),
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (chunks, _) = pseudo_random(30 * MIB);
+    let stall_at = chunks.len() / 4;
+    let proxy_in_stream = proxy.clone();
+    let stream = stream_of(chunks)
+        .enumerate()
+        .map(move |(index, chunk): (usize, Chunk)| {
+            if index == stall_at {
+                proxy_in_stream.stall();
+            }
+            chunk
+        });
+    let started = std::time::Instant::now();
+
+    let result = upload_sized(&h, post, 30 * MIB, Box::pin(stream)).await;
+
+    assert!(
+        matches!(result, Err(StorageError::Objects(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed after {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    h.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}

@@ -29,6 +29,8 @@ pub struct Options {
     pub allowed: Vec<String>,
     pub endpoint: Option<String>,
     pub max_attachments_per_post: u32,
+    /// The SDK's attempt timeout (the operation timeout is twice it); none by default.
+    pub attempt_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             allowed: vec!["*/*".into()],
             endpoint: None,
             max_attachments_per_post: 1000,
+            attempt_timeout: None,
         }
     }
 }
@@ -59,7 +62,18 @@ pub async fn harness_with(options: Options) -> Harness {
     let endpoint = options
         .endpoint
         .unwrap_or_else(|| testbed("AWS_ENDPOINT_URL"));
-    let config = sdk_config(&endpoint).await;
+    let mut config = sdk_config(&endpoint).await;
+    if let Some(attempt) = options.attempt_timeout {
+        config = config
+            .into_builder()
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(attempt)
+                    .operation_timeout(attempt * 2)
+                    .build(),
+            )
+            .build();
+    }
     let mongo = Mongo::connect(&MongoSettings {
         uri: SecretString::from(testbed("MONGODB_URI")),
         database: format!("test_{}", uuid::Uuid::new_v4().simple()),

@@ -31,8 +31,8 @@
 //! 3. **Reaper** (one instance at a time, by a lease document): removes `pending` records
 //!    older than `uploads.pending_ttl_secs` with their objects, finishes interrupted
 //!    deletions, aborts multipart uploads under the key prefix older than that TTL, and
-//!    lists again ready attachments their post does not list (a crash between the two
-//!    writes of a publish).
+//!    lists again ready attachments of the last day that their post does not list (a
+//!    crash between the two writes of a publish).
 //!    A process killed at any point therefore leaves nothing behind once the reaper ran.
 
 mod attachments;

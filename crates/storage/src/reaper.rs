@@ -68,8 +68,8 @@ impl Storage {
     ///    completion can copy them (a PUT after completion or after a delete lands there);
     /// 6. reconciliation: objects older than the pending TTL that no record names are
     ///    deleted, and ready records whose object is missing are marked and reported;
-    /// 7. ready attachments older than the pending TTL that their active post does not
-    ///    list are listed again.
+    /// 7. ready attachments published in about the last day, older than the pending TTL,
+    ///    that their active post does not list are listed again.
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.pending_ttl)

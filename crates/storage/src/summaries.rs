@@ -8,7 +8,7 @@
 //! writes, or an older instance during a rolling deploy) is restored by the reaper.
 
 use std::collections::{HashMap, HashSet};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
@@ -21,6 +21,13 @@ use crate::store::Storage;
 
 /// Ready records one reaper pass checks against their posts' summaries at a time.
 const RESTORE_BATCH: usize = 500;
+
+/// How far back the reaper looks for unlisted attachments: those created in this window
+/// before the pending TTL's cutoff, i.e. published in about the last day (a publish comes
+/// within the pending TTL of its creation). Passes run every few minutes, so a crash's
+/// leftover is seen many times; older data was listed by migration 0004. Bounded by a
+/// day's uploads, the scan stays cheap however large the collection grows.
+const RESTORE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl Storage {
     /// Shows ready attachments of one post to readers, in creation order among the others;
@@ -75,17 +82,23 @@ impl Storage {
         Ok(())
     }
 
-    /// Shows again the ready attachments created before `cutoff` whose active post does
-    /// not list them; returns how many.
+    /// Shows again the ready attachments created in the [`RESTORE_WINDOW`] before `cutoff`
+    /// whose active post does not list them; returns how many.
     pub(crate) async fn restore_missing_summaries(
         &self,
         cutoff: SystemTime,
     ) -> Result<usize, StorageError> {
+        let since = cutoff
+            .checked_sub(RESTORE_WINDOW)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut ready = self
             .attachments()
             .find(doc! {
                 "status": AttachmentStatus::Ready.as_str(),
-                "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+                "created_at": {
+                    "$gte": DateTime::from_system_time(since),
+                    "$lt": DateTime::from_system_time(cutoff),
+                },
             })
             .await?;
         let mut restored = 0;

@@ -192,3 +192,41 @@ async fn a_ready_attachment_its_post_does_not_list_is_listed_again() {
         vec![attachment]
     );
 }
+
+#[tokio::test]
+async fn only_attachments_published_in_the_last_day_are_checked_for_a_listing() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    h.attach(post, "old.txt", None, b"old").await;
+    let database = &h.stored.database;
+    database
+        .collection::<mongodb::bson::Document>("posts")
+        .update_one(
+            mongodb::bson::doc! {},
+            mongodb::bson::doc! { "$set": { "attachments": [] } },
+        )
+        .await
+        .expect("unlist");
+    let two_days_ago = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 2 * 24 * 3600 * 1000,
+    );
+    database
+        .collection::<mongodb::bson::Document>("attachments")
+        .update_one(
+            mongodb::bson::doc! {},
+            mongodb::bson::doc! { "$set": { "created_at": two_days_ago } },
+        )
+        .await
+        .expect("age the record");
+
+    let report = h.storage.reap().await.expect("reap");
+
+    assert_eq!(
+        report.restored_attachments, 0,
+        "older records were listed by the migration; the pass stays bounded"
+    );
+}

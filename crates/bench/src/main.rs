@@ -529,7 +529,10 @@ async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
     let peak_above = |idle: u64| {
         let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
         let mib = |bytes: u64| bytes as f64 / MIB as f64;
-        (mib(peak.saturating_sub(idle)), mib(peak.saturating_sub(fresh)))
+        (
+            mib(peak.saturating_sub(idle)),
+            mib(peak.saturating_sub(fresh)),
+        )
     };
 
     for &size in sizes {

@@ -295,12 +295,22 @@ function renderPost(post, position = "append") {
   else $("#posts").append(node);
 }
 
+/// Lists posts again from the first page (after signing in or out: reads may need a token).
+function reloadPosts() {
+  $("#posts").replaceChildren();
+  state.cursor = null;
+  loadPosts();
+}
+
 async function loadPosts() {
   const query = new URLSearchParams({ limit: "20" });
   if (state.cursor) query.set("cursor", state.cursor);
   try {
     const page = await call("GET", `/v1/posts?${query}`);
-    for (const post of page.items) renderPost(post);
+    for (const post of page.items) {
+      // A post published while this page was loading is shown already.
+      if (!document.querySelector(`#posts > li[data-id="${post.id}"]`)) renderPost(post);
+    }
     state.cursor = page.next_cursor;
     $("#more").hidden = !state.cursor;
   } catch (error) {
@@ -316,13 +326,19 @@ function start() {
     event.preventDefault();
     signIn($("#token").value);
     say(state.token ? "Token in use." : "Signed out.");
+    reloadPosts();
   });
-  $("#sign-out").addEventListener("click", () => { signIn(""); say("Signed out."); });
+  $("#sign-out").addEventListener("click", () => {
+    signIn("");
+    say("Signed out.");
+    reloadPosts();
+  });
   $("#dev-token").addEventListener("click", async () => {
     try {
       const minted = await call("POST", "/v1/dev/token", { subject: "developer" });
       signIn(minted.token);
       say(`Signed in with a development token for ${minted.subject}.`);
+      reloadPosts();
     } catch (error) {
       say(error.message, true);
     }

@@ -84,6 +84,16 @@ impl Inspector {
             .expect("count attachments")
     }
 
+    /// Applies `update` to every document of `collection` behind the service's back, as a
+    /// crash or an operator would leave them.
+    pub async fn update_every(&self, collection: &str, update: mongodb::bson::Document) {
+        self.database
+            .collection::<mongodb::bson::Document>(collection)
+            .update_many(mongodb::bson::doc! {}, update)
+            .await
+            .expect("update behind the service's back");
+    }
+
     /// Whether no record, object or multipart upload exists.
     pub async fn nothing_stored(&self) -> bool {
         self.attachment_records().await == 0

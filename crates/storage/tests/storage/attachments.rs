@@ -394,14 +394,11 @@ async fn a_deleted_attachment_is_not_listed_even_when_its_removal_is_left_to_the
     let attachment = h.attach(post, "gone.txt", None, b"gone").await;
     // A deletion interrupted after marking the record: the object is still there.
     h.stored
-        .database
-        .collection::<mongodb::bson::Document>("attachments")
-        .update_one(
-            mongodb::bson::doc! {},
+        .update_every(
+            "attachments",
             mongodb::bson::doc! { "$set": { "status": "deleting" } },
         )
-        .await
-        .expect("mark deleting");
+        .await;
 
     let again = h.storage.delete_attachment(post, attachment.id).await;
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use mongodb::bson::doc;
 
 use test_support::{MIB, pseudo_random};
 
@@ -164,14 +165,8 @@ async fn a_ready_attachment_its_post_does_not_list_is_listed_again() {
     let attachment = h.attach(post, "kept.txt", None, b"kept").await;
     // A crash between the record turning ready and the post listing it.
     h.stored
-        .database
-        .collection::<mongodb::bson::Document>("posts")
-        .update_one(
-            mongodb::bson::doc! {},
-            mongodb::bson::doc! { "$set": { "attachments": [] } },
-        )
-        .await
-        .expect("unlist");
+        .update_every("posts", doc! { "$set": { "attachments": [] } })
+        .await;
     assert!(
         h.storage
             .post(post)
@@ -202,26 +197,18 @@ async fn only_attachments_published_in_the_last_day_are_checked_for_a_listing() 
     .await;
     let post = h.post().await;
     h.attach(post, "old.txt", None, b"old").await;
-    let database = &h.stored.database;
-    database
-        .collection::<mongodb::bson::Document>("posts")
-        .update_one(
-            mongodb::bson::doc! {},
-            mongodb::bson::doc! { "$set": { "attachments": [] } },
-        )
-        .await
-        .expect("unlist");
+    h.stored
+        .update_every("posts", doc! { "$set": { "attachments": [] } })
+        .await;
     let two_days_ago = mongodb::bson::DateTime::from_millis(
         mongodb::bson::DateTime::now().timestamp_millis() - 2 * 24 * 3600 * 1000,
     );
-    database
-        .collection::<mongodb::bson::Document>("attachments")
-        .update_one(
-            mongodb::bson::doc! {},
-            mongodb::bson::doc! { "$set": { "created_at": two_days_ago } },
+    h.stored
+        .update_every(
+            "attachments",
+            doc! { "$set": { "created_at": two_days_ago } },
         )
-        .await
-        .expect("age the record");
+        .await;
 
     let report = h.storage.reap().await.expect("reap");
 

@@ -91,7 +91,7 @@ impl Storage {
         let since = cutoff
             .checked_sub(RESTORE_WINDOW)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut ready = self
+        let mut batches = self
             .attachments()
             .find(doc! {
                 "status": AttachmentStatus::Ready.as_str(),
@@ -100,20 +100,14 @@ impl Storage {
                     "$lt": DateTime::from_system_time(cutoff),
                 },
             })
-            .await?;
+            .await?
+            .map_ok(Attachment::from)
+            .try_chunks(RESTORE_BATCH);
         let mut restored = 0;
-        let mut batch = Vec::with_capacity(RESTORE_BATCH);
-        loop {
-            let next = ready.try_next().await?;
-            let end = next.is_none();
-            batch.extend(next.map(Attachment::from));
-            if batch.len() == RESTORE_BATCH || (end && !batch.is_empty()) {
-                restored += self.restore_batch(std::mem::take(&mut batch)).await?;
-            }
-            if end {
-                return Ok(restored);
-            }
+        while let Some(batch) = batches.try_next().await.map_err(|failed| failed.1)? {
+            restored += self.restore_batch(batch).await?;
         }
+        Ok(restored)
     }
 
     async fn restore_batch(&self, attachments: Vec<Attachment>) -> Result<usize, StorageError> {

@@ -3,8 +3,8 @@
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{
-    ACCEPT_RANGES, CONTENT_TYPE, ContentRange, ContentRangeSpec, ETag, EntityTag, HeaderName,
-    IfNoneMatch, Range,
+    ACCEPT_RANGES, CONTENT_TYPE, ContentRange, ContentRangeSpec, ETag, EntityTag, IfNoneMatch,
+    Range, X_CONTENT_TYPE_OPTIONS,
 };
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bytes::Bytes;
@@ -18,8 +18,6 @@ use crate::http::problem::Problem;
 use crate::metrics::Metrics;
 use crate::routes::attachments::find_attachment;
 use crate::state::AppState;
-
-const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
 /// Registers the route.
 pub fn routes(config: &mut web::ServiceConfig) {

@@ -10,6 +10,7 @@ use actix_web::http::header::{
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use actix_web::{HttpResponse, HttpResponseBuilder, web};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -48,7 +49,8 @@ impl Asset {
 /// The page and its assets, ready to serve.
 #[derive(Debug)]
 pub struct WebPage {
-    index: String,
+    /// Rendered once; each response shares it.
+    index: Bytes,
     assets: [Asset; 3],
     content_security_policy: String,
 }
@@ -97,7 +99,7 @@ impl WebPage {
                 .unwrap_or_default()
         );
         Self {
-            index,
+            index: Bytes::from(index),
             assets: [script, style, icon],
             content_security_policy,
         }

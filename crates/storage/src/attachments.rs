@@ -140,6 +140,7 @@ impl Storage {
             created_at,
             updated_at: created_at,
             direct_upload: None,
+            resumable: None,
         };
         self.attachments().insert_one(&document).await?;
         let mut guard = PendingGuard::new(self.clone(), post_id, document.id);
@@ -420,6 +421,7 @@ impl Storage {
             self.hide_attachments(document.post_id, &[document.id])
                 .await?;
             let post_id = PostId(document.post_id);
+            self.remove_resumable_leftovers(&document).await?;
             let key = self.objects.key_for(post_id, document.id.to_hex());
             self.objects.delete(&key).await?;
             if document.direct_upload.is_some() {

@@ -63,6 +63,7 @@ impl Storage {
                 declared_content_type: content_type.clone(),
                 expires_at: DateTime::from_system_time(expires_at),
             }),
+            resumable: None,
         };
         self.attachments().insert_one(&document).await?;
         let key = self.objects.staging_key_for(post_id, document.id.to_hex());
@@ -151,7 +152,7 @@ impl Storage {
     }
 
     /// Reads a stored object once: its size, SHA-256 and sniffed type.
-    async fn digest_object(
+    pub(crate) async fn digest_object(
         &self,
         key: &str,
         declared_type: &str,

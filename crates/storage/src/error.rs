@@ -69,6 +69,30 @@ pub enum StorageError {
     /// A direct upload does not match what was declared.
     #[error("the upload does not match its declaration: {0}")]
     UploadMismatch(String),
+    /// A resumable upload is not at the offset the request starts from.
+    #[error("the upload is at offset {offset}, not where this request starts")]
+    OffsetMismatch {
+        /// The upload's offset.
+        offset: u64,
+    },
+    /// A request carries more bytes than a resumable upload has left.
+    #[error("the upload is {length} bytes long; this request goes past its end")]
+    BeyondLength {
+        /// The upload's length.
+        length: u64,
+    },
+    /// A resumable upload expired (the reaper removes it).
+    #[error("the upload expired")]
+    UploadExpired,
+    /// Another request is writing to the same resumable upload.
+    #[error("another request is writing to this upload; retry once it is done")]
+    UploadLocked,
+    /// The user has as many unfinished resumable uploads as one may.
+    #[error("you have {limit} unfinished resumable uploads, as many as one may")]
+    TooManyResumableUploads {
+        /// The limit.
+        limit: u64,
+    },
     /// The client's byte stream failed (for example it disconnected).
     #[error("the upload stream failed: {0}")]
     Client(String),

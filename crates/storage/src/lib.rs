@@ -43,6 +43,7 @@ mod model;
 mod mongo;
 mod posts;
 mod reaper;
+mod resumable;
 mod s3;
 mod settings;
 mod store;
@@ -58,9 +59,11 @@ pub use crate::model::{
 pub use crate::mongo::migrations::{MigrationError, run_migrations};
 pub use crate::mongo::{Mongo, MongoError, MongoSettings};
 pub use crate::reaper::ReapReport;
+pub use crate::resumable::{NewResumableUpload, ResumableUpload};
 pub use crate::s3::{
     ByteRange, IAM_ACTIONS, IncompleteUpload, MAX_SINGLE_PUT_BYTES, MIN_PART_SIZE, ObjectBody,
     ObjectInfo, ObjectStore, ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
+    UploadedPart,
 };
 pub use crate::settings::InvalidSetting;
 pub use crate::store::{Storage, UploadSettings};

@@ -60,12 +60,15 @@ impl Storage {
     }
 
     /// One reaper pass:
-    /// 1. pending uploads older than the pending TTL become `deleting`;
+    /// 1. pending uploads older than the pending TTL become `deleting` (resumable ones once
+    ///    they expire);
     /// 2. posts left `deleting` get their attachments removed, then themselves;
     /// 3. attachments left `deleting` lose their object, then their record;
-    /// 4. multipart uploads under the key prefix older than the pending TTL are aborted;
+    /// 4. multipart uploads under the key prefix older than the pending TTL are aborted,
+    ///    but for those of pending resumable uploads;
     /// 5. staged direct-upload objects older than the pending TTL are deleted: by then no
     ///    completion can copy them (a PUT after completion or after a delete lands there);
+    ///    so are resumable uploads' tails as old whose upload is no longer pending;
     /// 6. reconciliation: objects older than the pending TTL that no record names are
     ///    deleted, and ready records whose object is missing are marked and reported;
     /// 7. ready attachments published in about the last day, older than the pending TTL,
@@ -79,7 +82,13 @@ impl Storage {
             .update_many(
                 doc! {
                     "status": AttachmentStatus::Pending.as_str(),
-                    "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+                    "$or": [
+                        {
+                            "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+                            "resumable": { "$exists": false },
+                        },
+                        { "resumable.expires_at": { "$lt": now() } },
+                    ],
                 },
                 doc! { "$set": { "status": AttachmentStatus::Deleting.as_str(), "updated_at": now() } },
             )
@@ -103,9 +112,15 @@ impl Storage {
 
         report.removed_attachments = self.remove_deleting_attachments(doc! {}).await?;
 
-        for upload in self.objects.incomplete_uploads(cutoff).await? {
-            self.objects.abort_upload(&upload).await?;
-            report.aborted_multipart_uploads += 1;
+        let stale = self.objects.incomplete_uploads(cutoff).await?;
+        let resuming = self
+            .resuming(stale.iter().map(|upload| &upload.upload_id))
+            .await?;
+        for upload in stale {
+            if !resuming.contains(&upload.upload_id) {
+                self.objects.abort_upload(&upload).await?;
+                report.aborted_multipart_uploads += 1;
+            }
         }
 
         let staged = self
@@ -118,10 +133,71 @@ impl Storage {
                 report.removed_staged_objects += 1;
             }
         }
+        report.removed_staged_objects += self.sweep_resumable_tails(cutoff).await?;
 
         self.reconcile(cutoff, &mut report).await?;
         report.restored_attachments = self.restore_missing_summaries(cutoff).await?;
         Ok(report)
+    }
+
+    /// Which of these multipart upload ids belong to resumable uploads still pending: a
+    /// resumable upload may take longer than the pending TTL.
+    async fn resuming<'a>(
+        &self,
+        upload_ids: impl Iterator<Item = &'a String>,
+    ) -> Result<HashSet<String>, StorageError> {
+        let upload_ids: Vec<&String> = upload_ids.collect();
+        if upload_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.attachments()
+            .find(doc! {
+                "status": AttachmentStatus::Pending.as_str(),
+                "resumable.multipart_id": { "$in": upload_ids },
+            })
+            .await?
+            .map_ok(|document| {
+                document
+                    .resumable
+                    .and_then(|state| state.multipart_id)
+                    .unwrap_or_default()
+            })
+            .try_collect()
+            .await
+            .map_err(StorageError::from)
+    }
+
+    /// Deletes tails of resumable uploads older than `cutoff` whose upload is no longer
+    /// pending (completed uploads delete theirs; this catches a crash in between).
+    async fn sweep_resumable_tails(&self, cutoff: SystemTime) -> Result<usize, StorageError> {
+        let tails = self
+            .objects
+            .list(&self.objects.resumable_prefix(), STAGING_SWEEP_LIMIT)
+            .await?;
+        let old: Vec<(String, ObjectId)> = tails
+            .into_iter()
+            .filter(|(_, written)| *written < cutoff)
+            .filter_map(|(key, _)| attachment_id_of(&key).map(|id| (key, id)))
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<ObjectId> = old.iter().map(|(_, id)| *id).collect();
+        let pending: HashSet<ObjectId> = self
+            .attachments()
+            .find(doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Pending.as_str() })
+            .await?
+            .map_ok(|document| document.id)
+            .try_collect()
+            .await?;
+        let mut removed = 0;
+        for (key, id) in old {
+            if !pending.contains(&id) {
+                self.objects.delete(&key).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Objects without a record and records without an object, as the consistency
@@ -132,6 +208,7 @@ impl Storage {
         report: &mut ReapReport,
     ) -> Result<(), StorageError> {
         let staging = self.objects.staging_prefix();
+        let resumable = self.objects.resumable_prefix();
         let listed = self
             .objects
             .list(&self.objects.key_prefix(), RECONCILE_LIMIT)
@@ -139,7 +216,7 @@ impl Storage {
         let complete = listed.len() < RECONCILE_LIMIT;
         let listed: Vec<(String, SystemTime)> = listed
             .into_iter()
-            .filter(|(key, _)| !key.starts_with(&staging))
+            .filter(|(key, _)| !key.starts_with(&staging) && !key.starts_with(&resumable))
             .collect();
         let old: Vec<String> = listed
             .iter()

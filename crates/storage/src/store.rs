@@ -29,6 +29,11 @@ pub struct UploadSettings {
     pub pending_ttl_secs: u64,
     /// How often the reaper runs.
     pub reaper_interval_secs: NonZeroU64,
+    /// How long a resumable upload may take from its creation; then it expires and is
+    /// reaped.
+    pub resumable_ttl_secs: NonZeroU64,
+    /// Unfinished resumable uploads one user may have.
+    pub resumable_uploads_per_user: NonZeroU32,
 }
 
 impl UploadSettings {
@@ -57,6 +62,8 @@ pub struct Storage {
     pub(crate) max_attachments_per_post: u64,
     pub(crate) pending_ttl: Duration,
     pub(crate) presign_ttl: Duration,
+    pub(crate) resumable_ttl: Duration,
+    pub(crate) resumable_uploads_per_user: u64,
 }
 
 impl Storage {
@@ -75,6 +82,8 @@ impl Storage {
             max_attachments_per_post: u64::from(uploads.max_attachments_per_post.get()),
             pending_ttl: Duration::from_secs(uploads.pending_ttl_secs),
             presign_ttl,
+            resumable_ttl: Duration::from_secs(uploads.resumable_ttl_secs.get()),
+            resumable_uploads_per_user: u64::from(uploads.resumable_uploads_per_user.get()),
         }
     }
 

@@ -38,6 +38,12 @@ pub enum ApiError {
     /// 412: the resource is no longer at the version `If-Match` names.
     #[error("the post changed since the version If-Match names; read it again")]
     PreconditionFailed,
+    /// 410: the resource existed and expired.
+    #[error("{0}")]
+    Gone(String),
+    /// 412: a tus request without `Tus-Resumable: 1.0.0`.
+    #[error("send `Tus-Resumable: 1.0.0`: this server speaks tus 1.0.0")]
+    TusVersion,
     /// 413: the body or a file is too large, or there are too many files.
     #[error("{0}")]
     TooLarge(String),
@@ -56,6 +62,12 @@ pub enum ApiError {
     /// 422: well-formed but not acceptable.
     #[error("{0}")]
     Unprocessable(String),
+    /// 423: another request is writing to the resource.
+    #[error("{0}")]
+    Locked(String),
+    /// 429: this caller has as many unfinished resumable uploads as one may.
+    #[error("{0}")]
+    UploadQuota(String),
     /// 429: this caller already has as many uploads in flight as one may.
     #[error("you have as many uploads in flight as one may; retry when one is done")]
     TooManyUploads,
@@ -85,6 +97,10 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::PreconditionFailed => "precondition-failed",
+            Self::Gone(_) => "gone",
+            Self::TusVersion => "tus-version",
+            Self::Locked(_) => "locked",
+            Self::UploadQuota(_) => "too-many-uploads",
             Self::TooLarge(_) => "too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::RangeNotSatisfiable { .. } => "range-not-satisfiable",
@@ -117,7 +133,10 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionFailed | Self::TusVersion => StatusCode::PRECONDITION_FAILED,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::Locked(_) => StatusCode::LOCKED,
+            Self::UploadQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -158,6 +177,9 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed { allow } => {
                 response.insert_header((ALLOW, *allow));
             }
+            Self::TusVersion => {
+                response.insert_header(("Tus-Version", "1.0.0"));
+            }
             Self::RangeNotSatisfiable { size: Some(size) } => {
                 response.insert_header((CONTENT_RANGE, format!("bytes */{size}")));
             }
@@ -186,6 +208,13 @@ impl From<StorageError> for ApiError {
                 Self::BadRequest(format!("the request body could not be read: {detail}"))
             }
             StorageError::RangeNotSatisfiable => Self::RangeNotSatisfiable { size: None },
+            error @ StorageError::OffsetMismatch { .. } => Self::Conflict(error.to_string()),
+            error @ StorageError::BeyondLength { .. } => Self::TooLarge(error.to_string()),
+            error @ StorageError::UploadExpired => Self::Gone(error.to_string()),
+            error @ StorageError::UploadLocked => Self::Locked(error.to_string()),
+            error @ StorageError::TooManyResumableUploads { .. } => {
+                Self::UploadQuota(error.to_string())
+            }
             error @ (StorageError::Database(_)
             | StorageError::Objects(_)
             | StorageError::TimedOut(_)) => Self::Unavailable(error),

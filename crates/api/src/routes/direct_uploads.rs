@@ -53,7 +53,7 @@ pub struct BeginUpload {
 }
 
 /// `type/subtype` of RFC 6838 restricted names.
-fn is_media_type(text: &str) -> bool {
+pub(crate) fn is_media_type(text: &str) -> bool {
     let restricted_name = |name: &str| {
         name.len() <= 127
             && name

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod ops;
 pub mod page;
 pub mod posts;
+pub mod tus;
 
 /// Largest JSON request body: a post body of 100,000 characters each written as a
 /// twelve-byte surrogate pair of `\uXXXX` escapes, with room to spare.
@@ -41,6 +42,7 @@ pub fn public(config: &mut web::ServiceConfig) {
         .configure(openapi::routes)
         .configure(posts::routes)
         .configure(direct_uploads::routes)
+        .configure(tus::routes)
         .configure(attachments::routes)
         .configure(content::routes)
         .configure(page::routes)

@@ -141,10 +141,10 @@ fn declared_length(request: &HttpRequest) -> Option<u64> {
 /// What an upload needs of the application, taken from it as an extractor.
 #[derive(Debug)]
 pub struct Uploads {
-    state: web::Data<AppState>,
-    settings: web::Data<Settings>,
-    admission: web::Data<Admission>,
-    metrics: web::Data<Metrics>,
+    pub(crate) state: web::Data<AppState>,
+    pub(crate) settings: web::Data<Settings>,
+    pub(crate) admission: web::Data<Admission>,
+    pub(crate) metrics: web::Data<Metrics>,
 }
 
 impl FromRequest for Uploads {
@@ -437,7 +437,7 @@ fn multipart_error(error: MultipartError) -> ApiError {
 /// client that sends one byte every few seconds would otherwise hold an upload, and its
 /// memory, for ever.
 #[derive(Clone, Debug)]
-struct BodyPace {
+pub(crate) struct BodyPace {
     stall: Duration,
     started: Instant,
     deadline: Instant,
@@ -449,7 +449,7 @@ struct BodyPace {
 const RATE_GRACE: Duration = Duration::from_secs(10);
 
 impl BodyPace {
-    fn new(settings: &Settings) -> Self {
+    pub(crate) fn new(settings: &Settings) -> Self {
         let started = Instant::now();
         Self {
             stall: Duration::from_secs(settings.server.request_body_timeout_secs.get()),
@@ -489,7 +489,10 @@ impl BodyPace {
 }
 
 /// The bytes of a part or a body, failing when the body falls behind `pace`.
-fn paced<S, E>(body: S, pace: BodyPace) -> impl Stream<Item = Result<Bytes, String>> + Unpin
+pub(crate) fn paced<S, E>(
+    body: S,
+    pace: BodyPace,
+) -> impl Stream<Item = Result<Bytes, String>> + Unpin
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -562,7 +565,7 @@ async fn drain(body: &mut Body) -> bool {
 }
 
 /// The error response with `Connection: close`, for bodies left unread.
-fn closing(error: ApiError) -> HttpResponse {
+pub(crate) fn closing(error: ApiError) -> HttpResponse {
     let mut response = error.error_response();
     response
         .head_mut()

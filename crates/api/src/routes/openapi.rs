@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::http::error::method_not_allowed;
 use crate::http::problem::PROBLEM_JSON;
 
-use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts};
+use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts, tus};
 
 /// The service's API description.
 #[derive(Debug, OpenApi)]
@@ -35,16 +35,23 @@ use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts}
         attachments::delete_attachment,
         direct_uploads::begin_upload,
         direct_uploads::complete_upload,
+        tus::capabilities,
+        tus::create_upload,
+        tus::upload_offset,
+        tus::append_bytes,
+        tus::terminate_upload,
         ops::healthz,
         ops::readyz,
         ops::metrics,
         openapi_json,
     ),
+    components(schemas(tus::TusResumable)),
     modifiers(&CommonResponses),
     tags(
         (name = "posts", description = "Posts"),
         (name = "attachments", description = "Files of a post, streamed through the service"),
         (name = "uploads", description = "Direct uploads to S3 by presigned URL"),
+        (name = "resumable uploads", description = "Resumable uploads with the tus 1.0.0 protocol, for large files over flaky networks"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
@@ -97,7 +104,8 @@ impl Modify for CommonResponses {
             }
             let operations = [
                 (&mut item.get, false),
-                (&mut item.head, false),
+                // A resumable upload's state is its writer's only.
+                (&mut item.head, path.contains("/tus/")),
                 (&mut item.post, true),
                 (&mut item.patch, true),
                 (&mut item.delete, true),

@@ -15,4 +15,6 @@ mod raw_uploads;
 mod security;
 mod startup;
 mod telemetry;
+mod tus;
+mod tus_client;
 mod uploads;

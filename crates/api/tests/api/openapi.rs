@@ -126,6 +126,9 @@ async fn schemathesis_finds_no_server_error_and_no_contradiction() {
             "2",
         ])
         .env("NO_COLOR", "1")
+        // Teaches schemathesis the tus body type (schemathesis_hooks.py).
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PYTHONPATH", config.parent().expect("tests/api"))
         .stdin(Stdio::null())
         .output()
         .await

@@ -85,6 +85,40 @@ pub(crate) struct DirectUpload {
     pub(crate) expires_at: DateTime,
 }
 
+/// Where a resumable (tus) upload stands. Parts go to the attachment's own key by
+/// `UploadPart`; bytes short of a part wait in a tail object until the next request.
+/// `offset` counts the bytes stored durably: the parts, then the tail's first `tail`
+/// bytes. A request writes only while it holds the lease.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ResumableState {
+    pub(crate) length: i64,
+    pub(crate) offset: i64,
+    /// The client's `Upload-Metadata`, given back as sent.
+    pub(crate) metadata: String,
+    pub(crate) declared_content_type: Option<String>,
+    /// The subject that created it, for the per-user limit.
+    pub(crate) owner: Option<String>,
+    pub(crate) expires_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) multipart_id: Option<String>,
+    #[serde(default)]
+    pub(crate) parts: Vec<PartRecord>,
+    #[serde(default)]
+    pub(crate) tail: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lease: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lease_until: Option<DateTime>,
+}
+
+/// A part of a resumable upload that S3 stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PartRecord {
+    pub(crate) number: i32,
+    pub(crate) etag: String,
+    pub(crate) size: i64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct AttachmentDocument {
     #[serde(rename = "_id")]
@@ -99,6 +133,8 @@ pub(crate) struct AttachmentDocument {
     pub(crate) updated_at: DateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) direct_upload: Option<DirectUpload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resumable: Option<ResumableState>,
 }
 
 impl PostDocument {

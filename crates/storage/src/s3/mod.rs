@@ -21,12 +21,14 @@ use crate::settings::InvalidSetting;
 mod cleanup;
 mod error;
 mod objects;
+mod parts;
 mod presign;
 mod upload;
 
 pub use self::cleanup::IncompleteUpload;
 pub use self::error::{ObjectStoreError, PutError};
 pub use self::objects::{ByteRange, ObjectBody, ObjectInfo};
+pub use self::parts::UploadedPart;
 pub use self::presign::PresignedUrl;
 pub use self::upload::StoredObject;
 
@@ -65,6 +67,9 @@ pub const IAM_ACTIONS: &[(&str, &[&str])] = &[
 
 /// The folder of direct uploads not yet verified, under the key prefix.
 const STAGING: &str = "staging";
+
+/// The folder of resumable uploads' tails, under the key prefix.
+const RESUMABLE: &str = "resumable";
 
 /// S3 rejects multipart parts smaller than this (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -217,6 +222,27 @@ impl ObjectStore {
     /// change what is served; `staging` cannot be a post id.
     pub fn staging_key_for(&self, post_id: impl Display, upload_id: impl Display) -> String {
         format!("{}/{STAGING}/{post_id}/{upload_id}", self.key_prefix)
+    }
+
+    /// Where a resumable upload keeps the bytes that do not fill a part yet, between its
+    /// requests; `resumable` cannot be a post id.
+    pub fn resumable_tail_key_for(&self, post_id: impl Display, upload_id: impl Display) -> String {
+        format!("{}/{RESUMABLE}/{post_id}/{upload_id}", self.key_prefix)
+    }
+
+    /// The prefix of every resumable upload's tail, with its trailing `/`.
+    pub fn resumable_prefix(&self) -> String {
+        format!("{}/{RESUMABLE}/", self.key_prefix)
+    }
+
+    /// The size of a multipart part.
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    /// Parts of one upload sent to S3 at once.
+    pub fn max_parts_in_flight(&self) -> usize {
+        self.max_parts_in_flight
     }
 
     /// The prefix of every key, with its trailing `/`.

@@ -4,7 +4,6 @@
 use std::fmt::Display;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::channel::Channel;
@@ -12,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use super::error::describe;
+use super::parts::UploadedPart;
 use super::{ObjectStore, ObjectStoreError, PutError};
 
 /// Size and digest of stored bytes, computed while they streamed through.
@@ -88,18 +88,7 @@ impl ObjectStore {
         };
         match multipart {
             None => {
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .content_type(content_type)
-                    .content_length(i64::try_from(size).unwrap_or(i64::MAX))
-                    .body(ByteStream::from(buffer.finish()))
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await
-                    .map_err(|error| self.classify(error))?;
+                self.put_bytes(key, content_type, buffer.finish()).await?;
             }
             Some(mut upload) => {
                 let last = buffer.finish();
@@ -227,20 +216,7 @@ impl ObjectStore {
         key: &str,
         content_type: &str,
     ) -> Result<MultipartUpload, ObjectStoreError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .send()
-            .await
-            .map_err(|error| self.classify(error))?;
-        let upload_id = created
-            .upload_id
-            .ok_or_else(|| ObjectStoreError::Unavailable {
-                detail: "CreateMultipartUpload answered without an upload id".into(),
-            })?;
+        let upload_id = self.create_multipart_upload(key, content_type).await?;
         Ok(MultipartUpload {
             guard: AbortGuard {
                 client: self.client.clone(),
@@ -332,8 +308,8 @@ impl PartBuffer {
 /// aborts it unless it completes.
 struct MultipartUpload {
     guard: AbortGuard,
-    in_flight: JoinSet<Result<CompletedPart, ObjectStoreError>>,
-    completed: Vec<CompletedPart>,
+    in_flight: JoinSet<Result<UploadedPart, ObjectStoreError>>,
+    completed: Vec<UploadedPart>,
     next_part: i32,
     store: ObjectStore,
 }
@@ -353,28 +329,8 @@ impl MultipartUpload {
         let store = self.store.clone();
         let key = self.guard.key.clone();
         let upload_id = self.guard.upload_id.clone().unwrap_or_default();
-        self.in_flight.spawn(async move {
-            let length = i64::try_from(part.len()).unwrap_or(i64::MAX);
-            let output = store
-                .client
-                .upload_part()
-                .bucket(&store.bucket)
-                .key(&key)
-                .upload_id(&upload_id)
-                .part_number(number)
-                .content_length(length)
-                .body(ByteStream::from(part))
-                // See `put_stream`: the payload is hashed by us, not again by SigV4.
-                .customize()
-                .disable_payload_signing()
-                .send()
-                .await
-                .map_err(|error| store.classify(error))?;
-            Ok(CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(output.e_tag)
-                .build())
-        });
+        self.in_flight
+            .spawn(async move { store.upload_part(&key, &upload_id, number, part).await });
         Ok(())
     }
 
@@ -395,22 +351,11 @@ impl MultipartUpload {
         while !self.in_flight.is_empty() {
             self.collect_one().await?;
         }
-        self.completed.sort_by_key(|part| part.part_number);
+        self.completed.sort_by_key(|part| part.number);
         let upload_id = self.guard.upload_id.clone().unwrap_or_default();
         store
-            .client
-            .complete_multipart_upload()
-            .bucket(&store.bucket)
-            .key(&self.guard.key)
-            .upload_id(&upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.completed)))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|error| store.classify(error))?;
+            .complete_multipart_upload(&self.guard.key, &upload_id, &self.completed)
+            .await?;
         self.guard.upload_id = None;
         Ok(())
     }

@@ -125,6 +125,8 @@ pub async fn harness_with(options: Options) -> Harness {
             allowed_content_types: options.allowed,
             pending_ttl_secs: options.pending_ttl_secs,
             reaper_interval_secs: NonZero::new(60).expect("non-zero"),
+            resumable_ttl_secs: NonZero::new(86_400).expect("non-zero"),
+            resumable_uploads_per_user: NonZero::new(10).expect("non-zero"),
         },
         Duration::from_secs(300),
     );

@@ -1,0 +1,593 @@
+//! `/v1/posts/{post_id}/attachments/tus`: resumable uploads with tus 1.0.0 — the core
+//! protocol and the creation, creation-with-upload, termination and expiration
+//! extensions — so that any stock tus client can carry on an upload after losing its
+//! connection, on any instance. Storage keeps the state (`storage::ResumableUpload`); these
+//! handlers speak the protocol's headers.
+
+use std::time::SystemTime;
+
+use actix_web::http::Method;
+use actix_web::http::header::{
+    CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, HeaderMap, HttpDate, LOCATION,
+};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use storage::{AttachmentId, NewResumableUpload, PostId, ResumableUpload, StorageError};
+use utoipa::ToSchema;
+
+use crate::admission::Refusal;
+use crate::domain::{FileName, parse_id};
+use crate::http::error::{ApiError, method_not_allowed};
+use crate::http::extractors::Writer;
+use crate::http::problem::Problem;
+use crate::routes::direct_uploads::is_media_type;
+use crate::routes::multipart::{BodyPace, Uploads, closing, paced};
+
+/// The protocol version spoken, the only one.
+pub const TUS_VERSION: &str = "1.0.0";
+const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration";
+/// The body type of a request that carries upload bytes.
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+/// Longest `Upload-Metadata` kept.
+const MAX_METADATA_BYTES: usize = 4096;
+
+/// Registers the routes, before the attachment routes (`tus` is not an attachment id).
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments/tus")
+                .wrap(tus_resumable())
+                .route(web::post().to(create_upload))
+                .route(web::method(Method::OPTIONS).to(capabilities))
+                .default_service(method_not_allowed("POST, OPTIONS")),
+        )
+        .service(
+            web::resource("/v1/posts/{post_id}/attachments/tus/{upload_id}")
+                .wrap(tus_resumable())
+                .route(web::head().to(upload_offset))
+                .route(web::patch().to(append_bytes))
+                .route(web::delete().to(terminate_upload))
+                .route(web::method(Method::OPTIONS).to(capabilities))
+                .default_service(method_not_allowed("HEAD, PATCH, DELETE, OPTIONS")),
+        );
+}
+
+/// The `Tus-Resumable` header's one value, for the OpenAPI document.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum TusResumable {
+    /// tus 1.0.0
+    #[serde(rename = "1.0.0")]
+    V1,
+}
+
+/// Every tus response names the protocol version.
+fn tus_resumable() -> DefaultHeaders {
+    DefaultHeaders::new().add(("Tus-Resumable", TUS_VERSION))
+}
+
+/// What the server supports, for a post that exists.
+#[utoipa::path(
+    options, path = "/v1/posts/{post_id}/attachments/tus", tag = "resumable uploads",
+    params(("post_id" = String, Path, description = "Post id")),
+    security(()),
+    responses(
+        (status = 204, description = "The protocol version, extensions and largest upload", headers(
+            ("Tus-Version" = String, description = "1.0.0"),
+            ("Tus-Extension" = String, description = "creation,creation-with-upload,termination,expiration"),
+            ("Tus-Max-Size" = u64, description = "The largest upload, in bytes"),
+        )),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn capabilities(
+    uploads: Uploads,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let post_id: PostId = parse_id(
+        request.match_info().get("post_id").unwrap_or_default(),
+        "post",
+    )?;
+    let state = &uploads.state;
+    state.bounded(state.storage.post_author(post_id)).await?;
+    Ok(HttpResponse::NoContent()
+        .insert_header(("Tus-Version", TUS_VERSION))
+        .insert_header(("Tus-Extension", EXTENSIONS))
+        .insert_header((
+            "Tus-Max-Size",
+            uploads.settings.uploads.max_file_bytes.get().to_string(),
+        ))
+        .finish())
+}
+
+/// Create a resumable upload (tus creation), optionally with its first bytes
+/// (creation-with-upload). `Upload-Metadata` must carry `filename`; `filetype` is the
+/// declared type, verified against the bytes at the end.
+#[utoipa::path(
+    post, path = "/v1/posts/{post_id}/attachments/tus", tag = "resumable uploads",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("Tus-Resumable" = TusResumable, Header, description = "The protocol version: 1.0.0"),
+        ("Upload-Length" = u64, Header, description = "The file's exact size in bytes"),
+        ("Upload-Metadata" = String, Header, description = "Comma-separated `key base64(value)` pairs: `filename` (required), `filetype`"),
+    ),
+    request_body(content = Option<Vec<u8>>, content_type = "application/offset+octet-stream",
+        description = "Optional: the first bytes of the file (creation-with-upload)"),
+    responses(
+        (status = 201, description = "Created; continue at `Location`", headers(
+            ("Location" = String, description = "The upload's URL"),
+            ("Upload-Offset" = u64, description = "Bytes stored"),
+            ("Upload-Expires" = String, description = "When an unfinished upload expires (HTTP date)"),
+        )),
+        (status = 400, description = "A missing or malformed tus header, or bad metadata", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The post has as many attachments as one may", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Not `Tus-Resumable: 1.0.0`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Longer than allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A declared or sniffed type that is not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "You have as many unfinished or running uploads as one may", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_upload(
+    uploads: Uploads,
+    writer: Result<Writer, ApiError>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let created = async {
+        let writer = writer?;
+        require_tus(request.headers())?;
+        let post_id: PostId = parse_id(&path, "post")?;
+        let length = match (
+            header(request.headers(), "Upload-Length"),
+            header(request.headers(), "Upload-Defer-Length"),
+        ) {
+            (Some(length), _) => parse_count(length, "Upload-Length")?,
+            (None, Some(_)) => {
+                return Err(ApiError::BadRequest(
+                    "Upload-Defer-Length is not supported: send Upload-Length".into(),
+                ));
+            }
+            (None, None) => return Err(ApiError::BadRequest("Upload-Length is required".into())),
+        };
+        let raw_metadata = header(request.headers(), "Upload-Metadata").unwrap_or_default();
+        let metadata = UploadMetadata::parse(raw_metadata)?;
+        let state = &uploads.state;
+        state.authorize(&writer, post_id).await?;
+        let upload = state
+            .bounded(state.storage.create_resumable_upload(
+                post_id,
+                NewResumableUpload {
+                    filename: metadata.filename.as_str(),
+                    declared_type: metadata.content_type.as_deref(),
+                    length,
+                    metadata: raw_metadata,
+                    owner: writer.subject(),
+                },
+            ))
+            .await?;
+        Ok((upload, writer))
+    }
+    .await;
+    let (upload, writer) = match created {
+        Ok(created) => created,
+        Err(error) => return closing(error),
+    };
+    let location = upload_path(&upload);
+    let carries_bytes = header(request.headers(), CONTENT_TYPE.as_str()) == Some(OFFSET_STREAM);
+    if !carries_bytes || upload.attachment.is_some() {
+        return upload_response(HttpResponse::Created(), &upload)
+            .insert_header((LOCATION, location))
+            .finish();
+    }
+    match append(&uploads, &writer, upload.post_id, upload.id, 0, payload).await {
+        Ok(upload) => upload_response(HttpResponse::Created(), &upload)
+            .insert_header((LOCATION, location))
+            .finish(),
+        Err(error) => {
+            // The upload exists: say where, so the client can resume it.
+            let mut response = closing(error);
+            if let Ok(value) = location.parse() {
+                response.headers_mut().insert(LOCATION, value);
+            }
+            response
+        }
+    }
+}
+
+/// Where an upload stands (tus HEAD): its offset, length, metadata and expiry.
+#[utoipa::path(
+    head, path = "/v1/posts/{post_id}/attachments/tus/{upload_id}", tag = "resumable uploads",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("upload_id" = String, Path, description = "Upload id, from `Location`"),
+        ("Tus-Resumable" = TusResumable, Header, description = "The protocol version: 1.0.0"),
+    ),
+    responses(
+        (status = 200, description = "The upload's state; no body", headers(
+            ("Upload-Offset" = u64, description = "Bytes stored: resume from here"),
+            ("Upload-Length" = u64, description = "The upload's length"),
+            ("Upload-Metadata" = String, description = "The metadata sent at creation"),
+            ("Cache-Control" = String, description = "no-store"),
+        )),
+        (status = 404, description = "No such upload"),
+        (status = 410, description = "The upload expired"),
+        (status = 412, description = "Not `Tus-Resumable: 1.0.0`"),
+    )
+)]
+pub async fn upload_offset(
+    uploads: Uploads,
+    writer: Result<Writer, ApiError>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let writer = writer?;
+    require_tus(request.headers())?;
+    let (post_id, upload_id) = upload_ids(&path)?;
+    let state = &uploads.state;
+    authorize_upload(&uploads, &writer, post_id).await?;
+    let upload = state
+        .bounded(state.storage.resumable_upload(post_id, upload_id))
+        .await?;
+    let mut response = upload_response(HttpResponse::Ok(), &upload);
+    response
+        .insert_header(("Upload-Length", upload.length.to_string()))
+        .insert_header((CACHE_CONTROL, "no-store"));
+    if !upload.metadata.is_empty() {
+        response.insert_header(("Upload-Metadata", upload.metadata.as_str()));
+    }
+    Ok(response.finish())
+}
+
+/// Append bytes at `Upload-Offset` (tus PATCH). Full parts are stored as they fill and
+/// the rest is kept when the request ends or is cut, so the next `Upload-Offset` counts
+/// every byte received. With the last byte the file is verified (size, sniffed type,
+/// SHA-256) and becomes an attachment, named by `Content-Location`.
+#[utoipa::path(
+    patch, path = "/v1/posts/{post_id}/attachments/tus/{upload_id}", tag = "resumable uploads",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("upload_id" = String, Path, description = "Upload id, from `Location`"),
+        ("Tus-Resumable" = TusResumable, Header, description = "The protocol version: 1.0.0"),
+        ("Upload-Offset" = u64, Header, description = "Where these bytes start: the upload's current offset"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream", description = "The next bytes of the file"),
+    responses(
+        (status = 204, description = "Stored", headers(
+            ("Upload-Offset" = u64, description = "Bytes stored now"),
+            ("Upload-Expires" = String, description = "When the unfinished upload expires (HTTP date)"),
+            ("Content-Location" = String, description = "Once complete: the attachment"),
+        )),
+        (status = 400, description = "A missing or malformed `Upload-Offset`, or a body that failed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`Upload-Offset` is not the upload's offset", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The upload expired", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Not `Tus-Resumable: 1.0.0`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The bytes go past the upload's length", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/offset+octet-stream`, or a type that is not allowed (the upload is ended)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The stored file does not match the upload", body = Problem, content_type = "application/problem+json"),
+        (status = 423, description = "Another request is writing to this upload; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "You have as many uploads in flight as one may; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn append_bytes(
+    uploads: Uploads,
+    writer: Result<Writer, ApiError>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let appended = async {
+        let writer = writer?;
+        require_tus(request.headers())?;
+        let (post_id, upload_id) = upload_ids(&path)?;
+        if header(request.headers(), CONTENT_TYPE.as_str()) != Some(OFFSET_STREAM) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body must be {OFFSET_STREAM}"
+            )));
+        }
+        let offset = match header(request.headers(), "Upload-Offset") {
+            Some(offset) => parse_count(offset, "Upload-Offset")?,
+            None => return Err(ApiError::BadRequest("Upload-Offset is required".into())),
+        };
+        authorize_upload(&uploads, &writer, post_id).await?;
+        append(&uploads, &writer, post_id, upload_id, offset, payload).await
+    }
+    .await;
+    match appended {
+        Ok(upload) => upload_response(HttpResponse::NoContent(), &upload).finish(),
+        Err(error) => closing(error),
+    }
+}
+
+/// End an upload and remove what it stored (tus termination).
+#[utoipa::path(
+    delete, path = "/v1/posts/{post_id}/attachments/tus/{upload_id}", tag = "resumable uploads",
+    params(
+        ("post_id" = String, Path, description = "Post id"),
+        ("upload_id" = String, Path, description = "Upload id, from `Location`"),
+        ("Tus-Resumable" = TusResumable, Header, description = "The protocol version: 1.0.0"),
+    ),
+    responses(
+        (status = 204, description = "Ended; nothing of it is kept"),
+        (status = 404, description = "No such unfinished upload", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Not `Tus-Resumable: 1.0.0`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn terminate_upload(
+    uploads: Uploads,
+    writer: Result<Writer, ApiError>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let writer = writer?;
+    require_tus(request.headers())?;
+    let (post_id, upload_id) = upload_ids(&path)?;
+    authorize_upload(&uploads, &writer, post_id).await?;
+    let state = &uploads.state;
+    state
+        .bounded(state.storage.terminate_resumable_upload(post_id, upload_id))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Streams the request body into the upload, admitted like every streamed upload. The
+/// work runs as a task of its own, so that a client going away mid-body cannot cancel
+/// it before the bytes received are saved.
+async fn append(
+    uploads: &Uploads,
+    writer: &Writer,
+    post_id: PostId,
+    upload_id: AttachmentId,
+    offset: u64,
+    payload: web::Payload,
+) -> Result<ResumableUpload, ApiError> {
+    let ticket = uploads
+        .admission
+        .admit(writer.subject())
+        .map_err(|refusal| match refusal {
+            Refusal::UserBusy => ApiError::TooManyUploads,
+            Refusal::ServiceBusy => ApiError::AtCapacity,
+        })?;
+    let _in_flight = uploads.metrics.upload_started();
+    let storage = uploads.state.storage.clone();
+    let bytes = paced(payload, BodyPace::new(&uploads.settings));
+    let task = actix_web::rt::spawn(async move {
+        let _ticket = ticket;
+        storage
+            .append_to_resumable_upload(post_id, upload_id, offset, bytes)
+            .await
+    });
+    let upload = task
+        .await
+        .map_err(|_| ApiError::Internal("the upload task failed"))?
+        .map_err(|error| match error {
+            StorageError::Client(detail) => ApiError::BadRequest(format!(
+                "the request body failed (bytes received are kept): {detail}"
+            )),
+            other => other.into(),
+        })?;
+    if let Some(attachment) = &upload.attachment {
+        uploads.metrics.add_uploaded(attachment.size);
+    }
+    Ok(upload)
+}
+
+/// The writer may add to the post; an upload of a post that is gone is not found.
+async fn authorize_upload(
+    uploads: &Uploads,
+    writer: &Writer,
+    post_id: PostId,
+) -> Result<(), ApiError> {
+    uploads
+        .state
+        .authorize(writer, post_id)
+        .await
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => ApiError::NotFound("upload"),
+            other => other,
+        })
+}
+
+/// A response with the headers every answer about an upload carries.
+fn upload_response(
+    mut builder: HttpResponseBuilder,
+    upload: &ResumableUpload,
+) -> HttpResponseBuilder {
+    builder.insert_header(("Upload-Offset", upload.offset.to_string()));
+    match &upload.attachment {
+        Some(attachment) => {
+            builder.insert_header((
+                CONTENT_LOCATION,
+                format!(
+                    "/v1/posts/{}/attachments/{}",
+                    attachment.post_id, attachment.id
+                ),
+            ));
+        }
+        None => {
+            builder.insert_header(("Upload-Expires", http_date(upload.expires_at)));
+        }
+    }
+    builder
+}
+
+fn upload_path(upload: &ResumableUpload) -> String {
+    format!("/v1/posts/{}/attachments/tus/{}", upload.post_id, upload.id)
+}
+
+fn http_date(at: SystemTime) -> String {
+    HttpDate::from(at).to_string()
+}
+
+fn upload_ids(path: &(String, String)) -> Result<(PostId, AttachmentId), ApiError> {
+    Ok((parse_id(&path.0, "upload")?, parse_id(&path.1, "upload")?))
+}
+
+/// Refuses a request that does not speak tus 1.0.0.
+fn require_tus(headers: &HeaderMap) -> Result<(), ApiError> {
+    match header(headers, "Tus-Resumable") {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(ApiError::TusVersion),
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// A non-negative decimal integer header.
+fn parse_count(text: &str, name: &str) -> Result<u64, ApiError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be a non-negative integer"
+        )));
+    }
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{name} is too large")))
+}
+
+/// What `Upload-Metadata` says of the file.
+#[derive(Debug, PartialEq)]
+struct UploadMetadata {
+    filename: FileName,
+    content_type: Option<String>,
+}
+
+impl UploadMetadata {
+    /// Reads `key base64,key base64,…`: the file name from `filename` (or `name`), the
+    /// declared type from `filetype` (or `type`, `contentType`); other keys are kept
+    /// only as sent.
+    fn parse(header: &str) -> Result<Self, ApiError> {
+        let bad = |why: String| ApiError::BadRequest(format!("Upload-Metadata {why}"));
+        if header.len() > MAX_METADATA_BYTES {
+            return Err(bad(format!("is longer than {MAX_METADATA_BYTES} bytes")));
+        }
+        let mut filename = None;
+        let mut content_type = None;
+        let mut keys = Vec::new();
+        for pair in header
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+        {
+            let (key, value) = pair.split_once(' ').unwrap_or((pair, ""));
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad(format!(
+                    "has a key that is not printable ASCII: `{key}`"
+                )));
+            }
+            if keys.contains(&key) {
+                return Err(bad(format!("names `{key}` twice")));
+            }
+            keys.push(key);
+            let decoded = || -> Result<String, ApiError> {
+                let bytes = STANDARD
+                    .decode(value.trim())
+                    .map_err(|_| bad(format!("`{key}` is not base64")))?;
+                String::from_utf8(bytes).map_err(|_| bad(format!("`{key}` is not UTF-8")))
+            };
+            match key {
+                "filename" | "name" => filename = Some(decoded()?),
+                "filetype" | "type" | "contentType" => content_type = Some(decoded()?),
+                _ => {}
+            }
+        }
+        let filename = filename.ok_or_else(|| bad("must carry `filename`".into()))?;
+        let filename = FileName::parse(&filename)
+            .map_err(|error| bad(format!("filename {}", error.message)))?;
+        if let Some(content_type) = &content_type
+            && !is_media_type(storage::essence(content_type).as_str())
+        {
+            return Err(bad(format!(
+                "filetype `{content_type}` is not a media type"
+            )));
+        }
+        Ok(Self {
+            filename,
+            content_type,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError;
+    use actix_web::http::StatusCode;
+
+    use super::*;
+
+    fn encoded(text: &str) -> String {
+        STANDARD.encode(text)
+    }
+
+    #[test]
+    fn metadata_gives_the_file_name_and_declared_type() {
+        let header = format!(
+            "filename {},filetype {}",
+            encoded("cat.png"),
+            encoded("image/png")
+        );
+        let metadata = UploadMetadata::parse(&header).expect("valid metadata");
+        assert_eq!(metadata.filename.as_str(), "cat.png");
+        assert_eq!(metadata.content_type.as_deref(), Some("image/png"));
+    }
+
+    #[test]
+    fn metadata_without_a_file_name_is_refused() {
+        let error = UploadMetadata::parse(&format!("filetype {}", encoded("image/png")));
+        assert!(matches!(error, Err(ApiError::BadRequest(why)) if why.contains("filename")));
+    }
+
+    #[test]
+    fn metadata_keys_without_values_and_unknown_keys_are_accepted() {
+        let header = format!(
+            "is_confidential,relativePath {},name {}",
+            encoded("a/b"),
+            encoded("b.txt")
+        );
+        let metadata = UploadMetadata::parse(&header).expect("valid");
+        assert_eq!(metadata.filename.as_str(), "b.txt");
+    }
+
+    #[test]
+    fn metadata_values_must_be_base64() {
+        assert!(UploadMetadata::parse("filename not*base64").is_err());
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused() {
+        let header = format!("filename {},filename {}", encoded("a"), encoded("b"));
+        assert!(UploadMetadata::parse(&header).is_err());
+    }
+
+    #[test]
+    fn offsets_are_plain_decimal_integers() {
+        assert_eq!(parse_count("0", "Upload-Offset").ok(), Some(0));
+        assert_eq!(
+            parse_count("1048576", "Upload-Offset").ok(),
+            Some(1_048_576)
+        );
+        for bad in ["", "-1", "+1", "1.0", " 1", "99999999999999999999999"] {
+            assert!(parse_count(bad, "Upload-Offset").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_without_the_tus_version_gets_412_naming_it() {
+        let error = require_tus(&HeaderMap::new()).expect_err("refused");
+        assert_eq!(error.status_code(), StatusCode::PRECONDITION_FAILED);
+        let response = error.error_response();
+        assert_eq!(
+            response
+                .headers()
+                .get("Tus-Version")
+                .and_then(|v| v.to_str().ok()),
+            Some(TUS_VERSION)
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! A stock tus client, tuspy (`tests/tus/upload.py`), against two instances of the
+//! service: a 1 GiB upload cut off midway, then resumed on the other instance.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use test_support::{
+    ApiClient, ChaosProxy, Inspector, MIB, pseudo_random, rss_of, socket_address_of, testbed,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{ServiceCommand, ServiceProcess};
+
+const GIB: u64 = 1024 * MIB;
+
+/// tuspy uploading `file` to `endpoint`, or resuming the upload at `resume`.
+fn tuspy(endpoint: &str, file: &Path, resume: Option<&str>) -> Child {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tus/upload.py");
+    let mut command = Command::new(testbed("TESTBED_TUS_PYTHON"));
+    command
+        .arg(script)
+        .arg(endpoint)
+        .arg(file)
+        .args(["--chunk-size", &(256 * MIB).to_string(), "--retries", "5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(url) = resume {
+        command.arg("--resume").arg(url);
+    }
+    command.spawn().expect("tuspy runs")
+}
+
+/// The first line tuspy prints: the upload's URL.
+async fn upload_url(child: &mut Child) -> String {
+    let stdout = child.stdout.as_mut().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("tuspy prints the upload URL");
+    line.trim().to_owned()
+}
+
+async fn offset(api: &ApiClient, path: &str) -> u64 {
+    api.client
+        .head(api.url(path))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .expect("HEAD")
+        .headers()
+        .get("upload-offset")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_default()
+}
+
+/// Keeps the largest resident memory of `pid` until stopped.
+fn sample_peak_rss(pid: u32) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
+    let peak = Arc::new(AtomicU64::new(rss_of(pid)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (peak_, stop_) = (peak.clone(), stop.clone());
+    tokio::spawn(async move {
+        while !stop_.load(Ordering::Relaxed) {
+            peak_.fetch_max(rss_of(pid), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (peak, stop)
+}
+
+/// A file of `len` pseudo-random bytes under the test's scratch directory; its SHA-256.
+fn scratch_file(len: u64) -> (PathBuf, String) {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tus-{}.bin", uuid::Uuid::new_v4().simple()));
+    let (chunks, sha256) = pseudo_random(len);
+    let mut file = std::fs::File::create(&path).expect("scratch file");
+    for chunk in chunks {
+        file.write_all(&chunk).expect("write scratch file");
+    }
+    (path, sha256)
+}
+
+fn instance(database: &str, prefix: &str) -> ServiceProcess {
+    ServiceCommand::new()
+        .env("APP__MONGO__DATABASE", database)
+        .env("APP__S3__KEY_PREFIX", prefix)
+        .env("APP__UPLOADS__MAX_FILE_BYTES", (2 * GIB).to_string())
+        .env("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*")
+        .spawn()
+}
+
+/// Prints its figures (time, memory) for the record.
+#[allow(clippy::print_stderr)]
+#[tokio::test]
+async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
+    let database = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let mut first = instance(&database, &prefix);
+    let mut second = instance(&database, &prefix);
+    first
+        .ready_within(Instant::now(), Duration::from_secs(30))
+        .await;
+    second
+        .ready_within(Instant::now(), Duration::from_secs(30))
+        .await;
+    let on_first = ApiClient::new(format!("http://127.0.0.1:{}", first.port));
+    let on_second = ApiClient::new(format!("http://127.0.0.1:{}", second.port));
+    let post = on_first.create_post().await;
+    let (file, sha256) = scratch_file(GIB);
+    let proxy = ChaosProxy::start(socket_address_of(&on_first.address)).await;
+
+    // First instance, through a proxy that will cut the connection midway.
+    let idle_first = first.rss_bytes();
+    let (peak_first, stop_first) = sample_peak_rss(first.pid());
+    let started = Instant::now();
+    let endpoint = proxy.url("http", &format!("/v1/posts/{post}/attachments/tus"));
+    let mut client = tuspy(&endpoint, &file, None);
+    let url = upload_url(&mut client).await;
+    let path = url
+        .split_once("/v1/")
+        .map(|(_, rest)| format!("/v1/{rest}"))
+        .expect("an upload path");
+    while offset(&on_first, &path).await < GIB / 2 {
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.cut();
+    let cut = client.wait_with_output().await.expect("tuspy exits");
+    assert!(!cut.status.success(), "the cut upload failed");
+    let interrupted = started.elapsed();
+    stop_first.store(true, Ordering::Relaxed);
+
+    // Second instance: tuspy asks it for the offset and sends the rest.
+    let idle_second = second.rss_bytes();
+    let (peak_second, stop_second) = sample_peak_rss(second.pid());
+    let resumed_at = Instant::now();
+    let mut resumed = tuspy(
+        &on_second.url(&format!("/v1/posts/{post}/attachments/tus")),
+        &file,
+        Some(&on_second.url(&path)),
+    );
+    upload_url(&mut resumed).await;
+    let finished = resumed.wait_with_output().await.expect("tuspy exits");
+    let resumed_for = resumed_at.elapsed();
+    stop_second.store(true, Ordering::Relaxed);
+    assert!(
+        finished.status.success(),
+        "the resumed upload completed: {}\n{}",
+        String::from_utf8_lossy(&finished.stderr),
+        second.output()
+    );
+
+    let attachments = on_second
+        .get_json(&format!("/v1/posts/{post}/attachments"))
+        .await;
+    let attachment = &attachments["items"][0];
+    assert_eq!(attachment["size"], GIB);
+    assert_eq!(attachment["sha256"], sha256.as_str());
+    let mut download = on_second
+        .get(attachment["content_url"].as_str().expect("content_url"))
+        .await;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = download.chunk().await.expect("download") {
+        hasher.update(&chunk);
+    }
+    assert_eq!(
+        hex::encode(hasher.finalize()),
+        sha256,
+        "the bytes served are the file's"
+    );
+    let stored = Inspector::new(&testbed("AWS_S3_BUCKET_NAME"), &prefix, {
+        mongodb::Client::with_uri_str(testbed("MONGODB_URI"))
+            .await
+            .expect("MongoDB")
+            .database(&database)
+    })
+    .await;
+    assert!(stored.multipart_uploads().await.is_empty());
+    assert_eq!(stored.object_keys().await.len(), 1, "no tail is left");
+    std::fs::remove_file(&file).expect("scratch file removed");
+
+    let mib = |bytes: u64| bytes as f64 / MIB as f64;
+    eprintln!(
+        "tus 1 GiB: cut after {:.1} s; resumed on the other instance and verified in {:.1} s; \
+         memory over idle: first instance {:.1} MiB, second {:.1} MiB",
+        interrupted.as_secs_f64(),
+        resumed_for.as_secs_f64(),
+        mib(peak_first
+            .load(Ordering::Relaxed)
+            .saturating_sub(idle_first)),
+        mib(peak_second
+            .load(Ordering::Relaxed)
+            .saturating_sub(idle_second)),
+    );
+}

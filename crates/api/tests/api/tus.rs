@@ -418,3 +418,102 @@ async fn a_users_unfinished_uploads_are_limited_and_others_may_not_touch_them() 
     let without_token = offset_of(&app, &upload).await;
     assert_eq!(without_token.status(), 401);
 }
+
+/// A PATCH whose body arrives through `sender`, until it is dropped (the body ends) or
+/// sends an error (the client breaks the connection).
+fn streamed_patch(
+    app: &TestApp,
+    upload: &str,
+    offset: usize,
+) -> (
+    tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    tokio::task::JoinHandle<reqwest::Result<Response>>,
+) {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(4);
+    let body = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+    let request = app
+        .client
+        .patch(app.url(upload))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(reqwest::Body::wrap_stream(body));
+    (sender, tokio::spawn(request.send()))
+}
+
+async fn wait_for_offset(app: &TestApp, upload: &str, expected: usize) {
+    let started = std::time::Instant::now();
+    loop {
+        let offset = header(&offset_of(app, upload).await, "upload-offset");
+        if offset == expected.to_string() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the offset stayed at {offset}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cut_patch_keeps_every_byte_that_arrived_and_the_upload_goes_on_from_there() {
+    let app = tus_app().await;
+    let post = app.create_post().await;
+    let bytes = text(3 * PART);
+    let upload = create(&app, &post, bytes.len()).await;
+    // A part and a half arrive, then the client breaks the connection.
+    let sent = PART + PART / 2;
+    let (sender, request) = streamed_patch(&app, &upload, 0);
+    for chunk in bytes[..sent].chunks(MIB) {
+        sender
+            .send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .await
+            .expect("body open");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender
+        .send(Err(std::io::Error::other("connection lost")))
+        .await
+        .expect("body open");
+    assert!(
+        request.await.expect("request task").is_err(),
+        "the client saw its request fail"
+    );
+
+    wait_for_offset(&app, &upload, sent).await;
+    let rest = patch(&app, &upload, sent, &bytes[sent..]).await;
+
+    assert_eq!(rest.status(), 204, "{:?}", rest.text().await);
+    let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
+    assert_eq!(
+        attachments["items"][0]["sha256"],
+        hex::encode(Sha256::digest(&bytes))
+    );
+}
+
+#[tokio::test]
+async fn a_patch_while_another_writes_the_same_upload_gets_423() {
+    let app = tus_app().await;
+    let post = app.create_post().await;
+    let bytes = text(2 * MIB);
+    let upload = create(&app, &post, bytes.len()).await;
+    let (sender, first) = streamed_patch(&app, &upload, 0);
+    sender
+        .send(Ok(bytes::Bytes::copy_from_slice(&bytes[..MIB])))
+        .await
+        .expect("body open");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let second = patch(&app, &upload, 0, &bytes).await;
+
+    expect_problem(second, 423).await;
+    sender
+        .send(Ok(bytes::Bytes::copy_from_slice(&bytes[MIB..])))
+        .await
+        .expect("body open");
+    drop(sender);
+    let first = first.await.expect("request task").expect("answered");
+    assert_eq!(first.status(), 204);
+    assert!(!header(&first, "content-location").is_empty());
+}

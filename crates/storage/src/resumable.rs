@@ -504,7 +504,15 @@ impl PartWriter {
         E: Display,
     {
         let part_size = self.storage.objects.part_size();
-        while let Some(chunk) = stream.next().await {
+        loop {
+            // However slowly the client sends, the lease stays renewed.
+            let Ok(next) = tokio::time::timeout(RENEW_AFTER, stream.next()).await else {
+                self.renew().await?;
+                continue;
+            };
+            let Some(chunk) = next else {
+                return Ok(());
+            };
             let chunk = chunk.map_err(|error| StorageError::Client(error.to_string()))?;
             if self.end() + chunk.len() as u64 > self.length {
                 return Err(StorageError::BeyondLength {
@@ -527,7 +535,6 @@ impl PartWriter {
                 self.renew().await?;
             }
         }
-        Ok(())
     }
 
     /// Refuses a disallowed type as soon as the first bytes are here, rather than after

@@ -6,11 +6,13 @@
 
 use std::time::SystemTime;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{
     CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, HeaderMap, HttpDate, LOCATION,
 };
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -46,6 +48,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/v1/posts/{post_id}/attachments/tus/{upload_id}")
+                .wrap(from_fn(method_override))
                 .wrap(tus_resumable())
                 .route(web::head().to(upload_offset))
                 .route(web::patch().to(append_bytes))
@@ -61,6 +64,29 @@ pub enum TusResumable {
     /// tus 1.0.0
     #[serde(rename = "1.0.0")]
     V1,
+}
+
+/// tus clients behind proxies that allow only GET and POST send a `PATCH` or `DELETE` as
+/// a `POST` naming its method in `X-HTTP-Method-Override`, which the protocol says to obey.
+async fn method_override(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let wanted = request
+        .headers()
+        .get("X-HTTP-Method-Override")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|name| match name {
+            "PATCH" => Some(Method::PATCH),
+            "DELETE" => Some(Method::DELETE),
+            _ => None,
+        });
+    if request.method() == Method::POST
+        && let Some(method) = wanted
+    {
+        request.head_mut().method = method;
+    }
+    next.call(request).await
 }
 
 /// Every tus response names the protocol version.

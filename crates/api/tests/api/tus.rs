@@ -517,3 +517,50 @@ async fn a_patch_while_another_writes_the_same_upload_gets_423() {
     assert_eq!(first.status(), 204);
     assert!(!header(&first, "content-location").is_empty());
 }
+
+#[tokio::test]
+async fn a_post_overridden_as_patch_appends_as_a_patch_does() {
+    let app = tus_app().await;
+    let post = app.create_post().await;
+    let bytes = text(1000);
+    let upload = create(&app, &post, bytes.len()).await;
+
+    let response = tus(&app, Method::POST, &upload)
+        .await
+        .header("X-HTTP-Method-Override", "PATCH")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .expect("POST as PATCH");
+
+    assert_eq!(response.status(), 204);
+    assert_eq!(header(&response, "upload-offset"), "1000");
+}
+
+#[tokio::test]
+async fn an_upload_longer_than_the_pending_ttl_keeps_its_parts_and_tail_until_it_expires() {
+    let mut settings = test_settings();
+    settings.s3.part_size_bytes = PART as u64;
+    settings.s3.presign_ttl_secs = NonZero::new(1).expect("non-zero");
+    settings.uploads.pending_ttl_secs = 1;
+    settings.uploads.reaper_interval_secs = NonZero::new(1).expect("non-zero");
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+    let bytes = text(2 * PART);
+    let upload = create(&app, &post, bytes.len()).await;
+    let sent = PART + MIB;
+    assert_eq!(patch(&app, &upload, 0, &bytes[..sent]).await.status(), 204);
+
+    // Several reaper passes, each past the pending TTL of the parts and the tail.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let rest = patch(&app, &upload, sent, &bytes[sent..]).await;
+    assert_eq!(rest.status(), 204, "{:?}", rest.text().await);
+    let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
+    assert_eq!(
+        attachments["items"][0]["sha256"],
+        hex::encode(Sha256::digest(&bytes))
+    );
+}

@@ -25,12 +25,16 @@
 //!    failing, the request future being dropped — the multipart upload is aborted and the
 //!    object and the record are removed. Once ready, the attachment is listed in its
 //!    post, which only an active post accepts: readers only ever see `ready` attachments.
+//!    A resumable upload (`resumable.rs`) stays `pending` across requests until its last
+//!    byte: its parts and the tail of bytes short of a part are named by its record,
+//!    and it expires at `uploads.resumable_ttl_secs` rather than the pending TTL.
 //! 2. **Delete**: the post or attachment is marked `deleting`; an attachment is then
 //!    taken off its post's list (a post marked `deleting` is invisible already); then
 //!    objects are deleted, then records. Nothing listed ever lacks its object.
 //! 3. **Reaper** (one instance at a time, by a lease document): removes `pending` records
-//!    older than `uploads.pending_ttl_secs` with their objects, finishes interrupted
-//!    deletions, aborts multipart uploads under the key prefix older than that TTL, and
+//!    older than `uploads.pending_ttl_secs` (resumable ones once expired) with their
+//!    objects, finishes interrupted deletions, aborts multipart uploads under the key
+//!    prefix older than that TTL that no pending resumable upload names, and
 //!    lists again ready attachments of the last day that their post does not list (a
 //!    crash between the two writes of a publish).
 //!    A process killed at any point therefore leaves nothing behind once the reaper ran.

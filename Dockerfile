@@ -35,9 +35,14 @@ WORKDIR /app
 COPY --from=build /src/target/release/posts-api /usr/local/bin/posts-api
 # Only what production reads: config/local.toml holds the development token secret.
 COPY config/default.toml config/production.toml config/
+# MALLOC_MMAP_THRESHOLD_: glibc serves allocations of 1 MiB and more (upload part
+# buffers) with mmap and gives them back when freed. Left dynamic, the threshold rises
+# past the part size after the first free and freed parts stay in the heap: a 1 GiB
+# upload then held 34-66 MiB over idle instead of 26 (BENCHMARKS.md, resumable uploads).
 ENV APP_ENV=production \
     APP_CONFIG_DIR=/app/config \
-    APP__SERVER__HOST=0.0.0.0
+    APP__SERVER__HOST=0.0.0.0 \
+    MALLOC_MMAP_THRESHOLD_=1048576
 USER 10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM

@@ -207,18 +207,11 @@ impl Storage {
         let flushed = writer.flush_parts().await;
         // Every byte is here (even if the client then failed): finish the upload.
         if flushed.is_ok() && writer.is_complete() {
-            return match writer.complete(&document).await {
-                Ok(attachment) => Ok(ResumableUpload {
-                    offset: writer.length,
-                    attachment: Some(attachment),
-                    ..view(&document)
-                }),
-                Err(error @ StorageError::UnsupportedType { .. }) => {
-                    self.terminate_resumable_upload(post_id, upload_id).await?;
-                    Err(error)
-                }
+            let verified = match writer.assemble().await {
+                Ok(()) => writer.verify(&document).await,
                 Err(error) => Err(error),
             };
+            return self.finished(&mut writer, &document, verified).await;
         }
         let outcome = match flushed {
             Err(error) => Err(error),
@@ -230,6 +223,39 @@ impl Storage {
             offset,
             ..view(&document)
         })
+    }
+
+    /// The answer once an upload's object is assembled and verified (or not): ready, its
+    /// tail is deleted; of a type not allowed, the upload is ended; else the lease is
+    /// given back for the next request to finish it.
+    async fn finished(
+        &self,
+        writer: &mut PartWriter,
+        document: &AttachmentDocument,
+        verified: Result<Attachment, StorageError>,
+    ) -> Result<ResumableUpload, StorageError> {
+        match verified {
+            Ok(attachment) => {
+                writer.delete_tail().await;
+                Ok(ResumableUpload {
+                    offset: writer.length,
+                    attachment: Some(attachment),
+                    ..view(document)
+                })
+            }
+            Err(error @ StorageError::UnsupportedType { .. }) => {
+                self.terminate_resumable_upload(
+                    PostId(document.post_id),
+                    AttachmentId(document.id),
+                )
+                .await?;
+                Err(error)
+            }
+            Err(error) => {
+                writer.release().await;
+                Err(error)
+            }
+        }
     }
 
     /// Ends a resumable upload and removes what it stored; `NotFound` if there is none
@@ -672,37 +698,32 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Stores the last bytes, completes the object and verifies it; the ready attachment.
-    async fn complete(
-        &mut self,
-        document: &AttachmentDocument,
-    ) -> Result<Attachment, StorageError> {
-        let objects = self.storage.objects.clone();
+    /// Stores the last bytes and has S3 assemble the object.
+    async fn assemble(&mut self) -> Result<(), StorageError> {
         let last = std::mem::take(&mut self.buffer).freeze();
-        let stored = match self.multipart_id.clone() {
+        match self.multipart_id.clone() {
             None => {
                 let content_type = self.declared_type.as_deref().unwrap_or(OCTET_STREAM);
-                objects
+                Ok(self
+                    .storage
+                    .objects
                     .put_bytes(&self.key, content_type, last)
-                    .await
-                    .map_err(StorageError::from)
+                    .await?)
             }
             Some(upload_id) => self.complete_parts(&upload_id, last).await,
-        };
-        let result = match stored {
-            Ok(()) => self.verify(document).await,
-            Err(error) => Err(error),
-        };
-        if result.is_err() {
-            self.release().await;
-        } else if let Err(error) = objects.delete(&self.tail_key).await {
-            tracing::warn!(key = %self.tail_key, %error, "could not delete a completed upload's tail; the reaper will");
         }
-        result
     }
 
-    /// Sends the last part and completes the multipart upload. If a crash came between
-    /// a completion and its record, the object is already whole: that counts as done.
+    /// Deletes the tail of a completed upload.
+    async fn delete_tail(&self) {
+        if let Err(error) = self.storage.objects.delete(&self.tail_key).await {
+            tracing::warn!(key = %self.tail_key, %error, "could not delete a completed upload's tail; the reaper will");
+        }
+    }
+
+    /// Sends the last part and completes the multipart upload. If that fails because an
+    /// earlier completion went through (a crash, or MongoDB failing, before the record
+    /// turned ready), the object is already whole: that counts as done.
     async fn complete_parts(&mut self, upload_id: &str, last: Bytes) -> Result<(), StorageError> {
         let objects = self.storage.objects.clone();
         let mut parts: Vec<UploadedPart> = self
@@ -732,12 +753,15 @@ impl PartWriter {
             }
             Err(error) => Err(error),
         };
-        match completed {
-            Err(ObjectStoreError::NotFound) => match objects.head(&self.key).await {
-                Ok(info) if info.size == self.length => Ok(()),
-                _ => Err(StorageError::UploadExpired),
-            },
-            other => Ok(other?),
+        let Err(error) = completed else {
+            return Ok(());
+        };
+        match objects.head(&self.key).await {
+            Ok(info) if info.size == self.length => Ok(()),
+            // The multipart upload is gone and no object was made of it: aborted, as the
+            // reaper does to expired uploads.
+            _ if matches!(error, ObjectStoreError::NotFound) => Err(StorageError::UploadExpired),
+            _ => Err(error.into()),
         }
     }
 

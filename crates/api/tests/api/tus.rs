@@ -564,3 +564,53 @@ async fn an_upload_longer_than_the_pending_ttl_keeps_its_parts_and_tail_until_it
         hex::encode(Sha256::digest(&bytes))
     );
 }
+
+#[tokio::test]
+async fn a_completion_cut_short_after_s3_assembled_the_object_is_finished_by_the_next_patch() {
+    let app = tus_app().await;
+    let post = app.create_post().await;
+    let bytes = text(2 * PART + 100);
+    let upload = create(&app, &post, bytes.len()).await;
+    assert_eq!(
+        patch(&app, &upload, 0, &bytes[..PART + MIB]).await.status(),
+        204
+    );
+    assert_eq!(
+        patch(&app, &upload, PART + MIB, &bytes[PART + MIB..])
+            .await
+            .status(),
+        204
+    );
+    // As if the process died after CompleteMultipartUpload, before the record turned
+    // ready, and its lease ran out: the record is pending at the last offset it stored,
+    // the post lists nothing.
+    app.stored
+        .update_every(
+            "attachments",
+            mongodb::bson::doc! {
+                "$set": { "status": "pending" },
+                "$unset": { "resumable.lease": "", "resumable.lease_until": "" },
+            },
+        )
+        .await;
+    app.stored
+        .update_every(
+            "posts",
+            mongodb::bson::doc! { "$set": { "attachments": [] } },
+        )
+        .await;
+    assert_eq!(
+        header(&offset_of(&app, &upload).await, "upload-offset"),
+        (2 * PART).to_string()
+    );
+
+    let resent = patch(&app, &upload, 2 * PART, &bytes[2 * PART..]).await;
+
+    assert_eq!(resent.status(), 204, "{:?}", resent.text().await);
+    assert_eq!(header(&resent, "upload-offset"), bytes.len().to_string());
+    let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
+    assert_eq!(
+        attachments["items"][0]["sha256"],
+        hex::encode(Sha256::digest(&bytes))
+    );
+}

@@ -33,11 +33,13 @@ use crate::s3::{ObjectStoreError, UploadedPart};
 use crate::store::Storage;
 
 /// How long a request holds an upload without renewing its lease. A process killed
-/// mid-request keeps the upload from other requests for at most this long.
-const LEASE: Duration = Duration::from_secs(120);
+/// mid-request keeps the upload from other requests (423) for at most this long, which
+/// stock tus clients wait out with their retries.
+const LEASE: Duration = Duration::from_secs(30);
 
-/// A request renews its lease once it is this old.
-const RENEW_AFTER: Duration = Duration::from_secs(30);
+/// A request renews its lease once it is this old, also while it waits for the client
+/// or for S3.
+const RENEW_AFTER: Duration = Duration::from_secs(10);
 
 /// The type S3 records for bytes whose type is not declared (the verified type is kept
 /// in MongoDB).
@@ -619,10 +621,16 @@ impl PartWriter {
 
     /// Waits for the oldest part in flight and records it: the offset moves past it.
     async fn record_oldest_part(&mut self) -> Result<(), StorageError> {
-        let Some((task, size)) = self.in_flight.pop_front() else {
+        let Some((mut task, size)) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let part = match task.await {
+        let joined = loop {
+            match tokio::time::timeout(RENEW_AFTER, &mut task).await {
+                Ok(joined) => break joined,
+                Err(_) => self.renew().await?,
+            }
+        };
+        let part = match joined {
             Ok(part) => part?,
             Err(join_error) => {
                 return Err(StorageError::Objects(ObjectStoreError::Unavailable {

@@ -513,7 +513,8 @@ impl PartWriter {
     /// The size of the part that starts at `buffer_start`: a whole part, or what is left.
     /// Each part is one allocation of exactly this size, freed once S3 has it.
     fn next_part_capacity(&self) -> usize {
-        let left = usize::try_from(self.length - self.buffer_start).unwrap_or(usize::MAX);
+        let left =
+            usize::try_from(self.length.saturating_sub(self.buffer_start)).unwrap_or(usize::MAX);
         self.storage.objects.part_size().min(left)
     }
 
@@ -645,7 +646,11 @@ impl PartWriter {
         };
         let parts_end = self.durable_parts_end() + size;
         self.write_record(doc! {
-            "$push": { "resumable.parts": mongodb::bson::to_bson(&record).map_err(|error| StorageError::Conflict(error.to_string()))? },
+            "$push": { "resumable.parts": {
+                "number": record.number,
+                "etag": &record.etag,
+                "size": record.size,
+            } },
             "$set": {
                 "resumable.offset": i64::try_from(parts_end).unwrap_or(i64::MAX),
                 "resumable.tail": 0_i64,

@@ -217,3 +217,93 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
             .saturating_sub(idle_second)),
     );
 }
+
+#[tokio::test]
+async fn an_upload_whose_instance_is_killed_mid_patch_goes_on_elsewhere_once_its_lease_lapses() {
+    let database = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let mut doomed = instance(&database, &prefix);
+    let mut survivor = instance(&database, &prefix);
+    doomed
+        .ready_within(Instant::now(), Duration::from_secs(30))
+        .await;
+    survivor
+        .ready_within(Instant::now(), Duration::from_secs(30))
+        .await;
+    let on_doomed = ApiClient::new(format!("http://127.0.0.1:{}", doomed.port));
+    let on_survivor = ApiClient::new(format!("http://127.0.0.1:{}", survivor.port));
+    let post = on_doomed.create_post().await;
+    let (chunks, sha256) = pseudo_random(40 * MIB);
+    let created = on_doomed
+        .client
+        .post(on_doomed.url(&format!("/v1/posts/{post}/attachments/tus")))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", (40 * MIB).to_string())
+        .header("Upload-Metadata", "filename ZGF0YS5iaW4=")
+        .send()
+        .await
+        .expect("creation");
+    let path = created.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    // A PATCH that sends 20 MiB and then stalls, on the instance that is killed.
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let body = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+    let patch = on_doomed
+        .client
+        .patch(on_doomed.url(&path))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let stalled = tokio::spawn(patch);
+    for chunk in chunks.iter().take(20 * MIB as usize / chunks[0].len()) {
+        sender.send(Ok(chunk.clone())).await.expect("body open");
+    }
+    let started = Instant::now();
+    while offset(&on_survivor, &path).await < 16 * MIB {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "two parts were never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    doomed.kill();
+    let _ = stalled.await;
+
+    // The survivor reports the parts stored; once the dead instance's lease lapses, it
+    // takes the rest from there.
+    let stored = offset(&on_survivor, &path).await;
+    assert_eq!(
+        stored % (8 * MIB),
+        0,
+        "the offset is at a part boundary: {stored}"
+    );
+    let rest: Vec<u8> = chunks.concat()[usize::try_from(stored).expect("offset")..].to_vec();
+    let send = |bytes: Vec<u8>| {
+        on_survivor
+            .client
+            .patch(on_survivor.url(&path))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", stored.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(bytes)
+            .send()
+    };
+    let started = Instant::now();
+    // An empty PATCH probes the lock: 423 while the lease holds, 204 once it lapsed.
+    while send(Vec::new()).await.expect("PATCH").status() == 423 {
+        assert!(started.elapsed() < Duration::from_secs(45), "still locked");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let answer = send(rest).await.expect("PATCH");
+    assert_eq!(answer.status(), 204);
+    let attachments = on_survivor
+        .get_json(&format!("/v1/posts/{post}/attachments"))
+        .await;
+    assert_eq!(attachments["items"][0]["sha256"], sha256.as_str());
+}

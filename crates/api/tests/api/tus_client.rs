@@ -189,6 +189,11 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
     assert!(stored.multipart_uploads().await.is_empty());
     assert_eq!(stored.object_keys().await.len(), 1, "no tail is left");
     std::fs::remove_file(&file).expect("scratch file removed");
+    // The testbed keeps objects on disk: give the gibibyte back.
+    let deleted = on_second
+        .request(reqwest::Method::DELETE, &format!("/v1/posts/{post}"))
+        .await;
+    assert_eq!(deleted.status(), 204);
 
     let mib = |bytes: u64| bytes as f64 / MIB as f64;
     // Per request: 8 MiB parts, 2 in flight and 1 filling, whatever the client's chunks.

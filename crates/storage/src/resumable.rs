@@ -37,6 +37,9 @@ use crate::store::Storage;
 /// stock tus clients wait out with their retries.
 const LEASE: Duration = Duration::from_secs(30);
 
+/// How often a request whose client is slow looks for parts S3 has finished.
+const PART_CHECK: Duration = Duration::from_millis(250);
+
 /// A request renews its lease once it is this old, also while it waits for the client
 /// or for S3.
 const RENEW_AFTER: Duration = Duration::from_secs(10);
@@ -534,9 +537,18 @@ impl PartWriter {
     {
         let part_size = self.storage.objects.part_size();
         loop {
-            // However slowly the client sends, the lease stays renewed.
-            let Ok(next) = tokio::time::timeout(RENEW_AFTER, stream.next()).await else {
-                self.renew().await?;
+            // While the client is slow, parts S3 has finished are recorded (the offset
+            // moves on) and the lease stays renewed.
+            let wait = if self.in_flight.is_empty() {
+                RENEW_AFTER
+            } else {
+                PART_CHECK
+            };
+            let Ok(next) = tokio::time::timeout(wait, stream.next()).await else {
+                self.record_finished_parts().await?;
+                if self.renewed.elapsed() > RENEW_AFTER {
+                    self.renew().await?;
+                }
                 continue;
             };
             let Some(chunk) = next else {
@@ -560,10 +572,23 @@ impl PartWriter {
                     self.buffer = BytesMut::with_capacity(self.next_part_capacity());
                 }
             }
+            self.record_finished_parts().await?;
             if self.renewed.elapsed() > RENEW_AFTER {
                 self.renew().await?;
             }
         }
+    }
+
+    /// Records the parts in flight that S3 has finished, oldest first.
+    async fn record_finished_parts(&mut self) -> Result<(), StorageError> {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(task, _)| task.is_finished())
+        {
+            self.record_oldest_part().await?;
+        }
+        Ok(())
     }
 
     /// Refuses a disallowed type as soon as the first bytes are here, rather than after

@@ -85,6 +85,15 @@ async fn offset_of(app: &TestApp, upload: &str) -> Response {
         .expect("HEAD")
 }
 
+/// The post's first attachment is `bytes`, by its SHA-256.
+async fn assert_attachment_holds(app: &TestApp, post: &str, bytes: &[u8]) {
+    let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
+    assert_eq!(
+        attachments["items"][0]["sha256"],
+        hex::encode(Sha256::digest(bytes))
+    );
+}
+
 fn header(response: &Response, name: &str) -> String {
     response
         .headers()
@@ -485,11 +494,7 @@ async fn a_cut_patch_keeps_every_byte_that_arrived_and_the_upload_goes_on_from_t
     let rest = patch(&app, &upload, sent, &bytes[sent..]).await;
 
     assert_eq!(rest.status(), 204, "{:?}", rest.text().await);
-    let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
-    assert_eq!(
-        attachments["items"][0]["sha256"],
-        hex::encode(Sha256::digest(&bytes))
-    );
+    assert_attachment_holds(&app, &post, &bytes).await;
 }
 
 #[tokio::test]
@@ -558,11 +563,7 @@ async fn an_upload_longer_than_the_pending_ttl_keeps_its_parts_and_tail_until_it
 
     let rest = patch(&app, &upload, sent, &bytes[sent..]).await;
     assert_eq!(rest.status(), 204, "{:?}", rest.text().await);
-    let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
-    assert_eq!(
-        attachments["items"][0]["sha256"],
-        hex::encode(Sha256::digest(&bytes))
-    );
+    assert_attachment_holds(&app, &post, &bytes).await;
 }
 
 #[tokio::test]
@@ -608,9 +609,5 @@ async fn a_completion_cut_short_after_s3_assembled_the_object_is_finished_by_the
 
     assert_eq!(resent.status(), 204, "{:?}", resent.text().await);
     assert_eq!(header(&resent, "upload-offset"), bytes.len().to_string());
-    let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
-    assert_eq!(
-        attachments["items"][0]["sha256"],
-        hex::encode(Sha256::digest(&bytes))
-    );
+    assert_attachment_holds(&app, &post, &bytes).await;
 }

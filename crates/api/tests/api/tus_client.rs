@@ -89,33 +89,58 @@ fn scratch_file(len: u64) -> (PathBuf, String) {
     (path, sha256)
 }
 
-fn instance(database: &str, prefix: &str) -> ServiceProcess {
-    ServiceCommand::new()
-        .env("APP__MONGO__DATABASE", database)
-        .env("APP__S3__KEY_PREFIX", prefix)
-        .env("APP__UPLOADS__MAX_FILE_BYTES", (2 * GIB).to_string())
-        .env("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*")
-        // As the image runs it (Dockerfile): freed part buffers go back to the system.
-        .env("MALLOC_MMAP_THRESHOLD_", "1048576")
-        .spawn()
+/// Two instances of the service on one database and key prefix, started and ready.
+struct TwoInstances {
+    first: ServiceProcess,
+    second: ServiceProcess,
+    on_first: ApiClient,
+    on_second: ApiClient,
+    database: String,
+    prefix: String,
 }
 
-/// Prints its figures (time, memory) for the record.
-#[allow(clippy::print_stderr)]
-#[tokio::test]
-async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
+async fn two_instances() -> TwoInstances {
     let database = format!("test_{}", uuid::Uuid::new_v4().simple());
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let mut first = instance(&database, &prefix);
-    let mut second = instance(&database, &prefix);
+    let start = || {
+        ServiceCommand::new()
+            .env("APP__MONGO__DATABASE", &database)
+            .env("APP__S3__KEY_PREFIX", &prefix)
+            .env("APP__UPLOADS__MAX_FILE_BYTES", (2 * GIB).to_string())
+            .env("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*")
+            // As the image runs it (Dockerfile): freed part buffers go back to the system.
+            .env("MALLOC_MMAP_THRESHOLD_", "1048576")
+            .spawn()
+    };
+    let (mut first, mut second) = (start(), start());
     first
         .ready_within(Instant::now(), Duration::from_secs(30))
         .await;
     second
         .ready_within(Instant::now(), Duration::from_secs(30))
         .await;
-    let on_first = ApiClient::new(format!("http://127.0.0.1:{}", first.port));
-    let on_second = ApiClient::new(format!("http://127.0.0.1:{}", second.port));
+    TwoInstances {
+        on_first: ApiClient::new(format!("http://127.0.0.1:{}", first.port)),
+        on_second: ApiClient::new(format!("http://127.0.0.1:{}", second.port)),
+        first,
+        second,
+        database,
+        prefix,
+    }
+}
+
+/// Prints its figures (time, memory) for the record.
+#[allow(clippy::print_stderr)]
+#[tokio::test]
+async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
+    let TwoInstances {
+        first,
+        second,
+        on_first,
+        on_second,
+        database,
+        prefix,
+    } = two_instances().await;
     let post = on_first.create_post().await;
     let (file, sha256) = scratch_file(GIB);
     let proxy = ChaosProxy::start(socket_address_of(&on_first.address)).await;
@@ -225,18 +250,13 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
 
 #[tokio::test]
 async fn an_upload_whose_instance_is_killed_mid_patch_goes_on_elsewhere_once_its_lease_lapses() {
-    let database = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let mut doomed = instance(&database, &prefix);
-    let mut survivor = instance(&database, &prefix);
-    doomed
-        .ready_within(Instant::now(), Duration::from_secs(30))
-        .await;
-    survivor
-        .ready_within(Instant::now(), Duration::from_secs(30))
-        .await;
-    let on_doomed = ApiClient::new(format!("http://127.0.0.1:{}", doomed.port));
-    let on_survivor = ApiClient::new(format!("http://127.0.0.1:{}", survivor.port));
+    let TwoInstances {
+        first: mut doomed,
+        second: _survivor,
+        on_first: on_doomed,
+        on_second: on_survivor,
+        ..
+    } = two_instances().await;
     let post = on_doomed.create_post().await;
     let (chunks, sha256) = pseudo_random(40 * MIB);
     let created = on_doomed

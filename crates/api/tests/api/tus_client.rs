@@ -77,16 +77,28 @@ fn sample_peak_rss(pid: u32) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
     (peak, stop)
 }
 
-/// A file of `len` pseudo-random bytes under the test's scratch directory; its SHA-256.
-fn scratch_file(len: u64) -> (PathBuf, String) {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tus-{}.bin", uuid::Uuid::new_v4().simple()));
-    let (chunks, sha256) = pseudo_random(len);
-    let mut file = std::fs::File::create(&path).expect("scratch file");
-    for chunk in chunks {
-        file.write_all(&chunk).expect("write scratch file");
+/// A file of pseudo-random bytes under the test's scratch directory, removed when dropped
+/// (also when the test fails).
+struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    /// `len` bytes, and their SHA-256.
+    fn new(len: u64) -> (Self, String) {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tus-{}.bin", uuid::Uuid::new_v4().simple()));
+        let (chunks, sha256) = pseudo_random(len);
+        let mut file = std::fs::File::create(&path).expect("scratch file");
+        for chunk in chunks {
+            file.write_all(&chunk).expect("write scratch file");
+        }
+        (Self(path), sha256)
     }
-    (path, sha256)
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Two instances of the service on one database and key prefix, started and ready.
@@ -142,7 +154,7 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
         prefix,
     } = two_instances().await;
     let post = on_first.create_post().await;
-    let (file, sha256) = scratch_file(GIB);
+    let (file, sha256) = ScratchFile::new(GIB);
     let proxy = ChaosProxy::start(socket_address_of(&on_first.address)).await;
 
     // First instance, through a proxy that will cut the connection midway.
@@ -150,7 +162,7 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
     let (peak_first, stop_first) = sample_peak_rss(first.pid());
     let started = Instant::now();
     let endpoint = proxy.url("http", &format!("/v1/posts/{post}/attachments/tus"));
-    let mut client = tuspy(&endpoint, &file, None);
+    let mut client = tuspy(&endpoint, &file.0, None);
     let url = upload_url(&mut client).await;
     let path = url
         .split_once("/v1/")
@@ -172,7 +184,7 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
     let resumed_at = Instant::now();
     let mut resumed = tuspy(
         &on_second.url(&format!("/v1/posts/{post}/attachments/tus")),
-        &file,
+        &file.0,
         Some(&on_second.url(&path)),
     );
     upload_url(&mut resumed).await;
@@ -213,7 +225,6 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
     .await;
     assert!(stored.multipart_uploads().await.is_empty());
     assert_eq!(stored.object_keys().await.len(), 1, "no tail is left");
-    std::fs::remove_file(&file).expect("scratch file removed");
     // The testbed keeps objects on disk: give the gibibyte back.
     let deleted = on_second
         .request(reqwest::Method::DELETE, &format!("/v1/posts/{post}"))

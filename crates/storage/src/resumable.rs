@@ -206,8 +206,7 @@ impl Storage {
         let received = writer.receive(stream).await;
         if let Err(error @ StorageError::UnsupportedType { .. }) = received {
             writer.abort_parts();
-            self.terminate_resumable_upload(post_id, upload_id).await?;
-            return Err(error);
+            return self.finished(&mut writer, &document, Err(error)).await;
         }
         let flushed = writer.flush_parts().await;
         // Every byte is here (even if the client then failed): finish the upload.
@@ -452,7 +451,9 @@ struct PartWriter {
     parts: Vec<PartRecord>,
     /// Bytes stored durably (recorded parts, then the recorded tail).
     durable: u64,
-    /// The recorded tail's length.
+    /// Where the recorded parts end.
+    recorded_end: u64,
+    /// The recorded tail's length, read back by `load_tail`.
     tail: u64,
     /// Where `buffer` starts in the upload: the end of the parts sent so far.
     buffer_start: u64,
@@ -487,6 +488,7 @@ impl PartWriter {
             parts: state.parts,
             durable: u64::try_from(state.offset).unwrap_or_default(),
             tail: u64::try_from(state.tail).unwrap_or_default(),
+            recorded_end: parts_end,
             buffer_start: parts_end,
             buffer: BytesMut::new(),
             in_flight: VecDeque::new(),
@@ -669,7 +671,7 @@ impl PartWriter {
             etag: part.etag,
             size: i64::try_from(size).unwrap_or(i64::MAX),
         };
-        let parts_end = self.durable_parts_end() + size;
+        let parts_end = self.recorded_end + size;
         self.write_record(doc! {
             "$push": { "resumable.parts": {
                 "number": record.number,
@@ -683,16 +685,9 @@ impl PartWriter {
         })
         .await?;
         self.parts.push(record);
+        self.recorded_end = parts_end;
         self.durable = parts_end;
-        self.tail = 0;
         Ok(())
-    }
-
-    fn durable_parts_end(&self) -> u64 {
-        self.parts
-            .iter()
-            .map(|part| u64::try_from(part.size).unwrap_or_default())
-            .sum()
     }
 
     /// Waits for every part in flight, recording each.
@@ -717,22 +712,22 @@ impl PartWriter {
     /// tail object, then recorded. Whatever happens between the two, the record's tail
     /// length names bytes the object starts with.
     async fn save_tail(&mut self) -> Result<(), StorageError> {
-        if self.end() <= self.durable {
+        let offset = self.end();
+        if offset <= self.durable {
             return Ok(());
         }
+        let tail = std::mem::take(&mut self.buffer).freeze();
+        let length = tail.len() as u64;
         self.storage
             .objects
-            .put_bytes(&self.tail_key, OCTET_STREAM, self.buffer.clone().freeze())
+            .put_bytes(&self.tail_key, OCTET_STREAM, tail)
             .await?;
-        let offset = self.end();
-        let tail = self.buffer.len() as u64;
         self.write_record(doc! { "$set": {
             "resumable.offset": i64::try_from(offset).unwrap_or(i64::MAX),
-            "resumable.tail": i64::try_from(tail).unwrap_or(i64::MAX),
+            "resumable.tail": i64::try_from(length).unwrap_or(i64::MAX),
         } })
         .await?;
         self.durable = offset;
-        self.tail = tail;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
-use storage::{AttachmentId, NewResumableUpload, PostId, ResumableUpload, StorageError};
+use storage::{AttachmentId, NewResumableUpload, PostId, ResumableUpload};
 use utoipa::ToSchema;
 
 use crate::admission::Refusal;
@@ -390,13 +390,7 @@ async fn append(
     });
     let upload = task
         .await
-        .map_err(|_| ApiError::Internal("the upload task failed"))?
-        .map_err(|error| match error {
-            StorageError::Client(detail) => ApiError::BadRequest(format!(
-                "the request body failed (bytes received are kept): {detail}"
-            )),
-            other => other.into(),
-        })?;
+        .map_err(|_| ApiError::Internal("the upload task failed"))??;
     if let Some(attachment) = &upload.attachment {
         uploads.metrics.add_uploaded(attachment.size);
     }

@@ -39,10 +39,15 @@ COPY config/default.toml config/production.toml config/
 # buffers) with mmap and gives them back when freed. Left dynamic, the threshold rises
 # past the part size after the first free and freed parts stay in the heap: a 1 GiB
 # upload then held 34-66 MiB over idle instead of 26 (BENCHMARKS.md, resumable uploads).
+# MALLOC_TRIM_THRESHOLD_: fixing the mmap threshold also fixes the heap's trim threshold
+# at 128 KiB, so every freed download chunk (up to ~0.5 MiB) shrank the heap and the
+# next one faulted its pages in again: 2.5x the CPU per downloaded byte. The heap keeps
+# up to 16 MiB of free space at its top instead.
 ENV APP_ENV=production \
     APP_CONFIG_DIR=/app/config \
     APP__SERVER__HOST=0.0.0.0 \
-    MALLOC_MMAP_THRESHOLD_=1048576
+    MALLOC_MMAP_THRESHOLD_=1048576 \
+    MALLOC_TRIM_THRESHOLD_=16777216
 USER 10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM

@@ -32,6 +32,7 @@ impl Service {
             .env("APP__LOG__LEVEL", "warn")
             // As the image runs it (Dockerfile): freed part buffers go back to the system.
             .env("MALLOC_MMAP_THRESHOLD_", "1048576")
+            .env("MALLOC_TRIM_THRESHOLD_", "16777216")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -122,6 +122,7 @@ async fn two_instances() -> TwoInstances {
             .env("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*")
             // As the image runs it (Dockerfile): freed part buffers go back to the system.
             .env("MALLOC_MMAP_THRESHOLD_", "1048576")
+            .env("MALLOC_TRIM_THRESHOLD_", "16777216")
             .spawn()
     };
     let (mut first, mut second) = (start(), start());

@@ -103,6 +103,13 @@ fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
+/// CPU-seconds per GiB moved.
+fn cpu_per_gib(cpu_seconds: f64, bytes: usize) -> f64 {
+    cpu_seconds * (1024 * MIB) as f64 / bytes as f64
+}
+
+const CPU_NOTE: &str = "user + system time of the service process, in 10 ms ticks";
+
 struct Api {
     base: String,
     token: String,
@@ -550,16 +557,21 @@ async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
             m.direct_multipart.push(mb_per_s(size, started.elapsed()));
 
             let idle = start_peak();
+            let cpu = cpu_seconds_of(pid);
             let started = Instant::now();
             let attachment = api.upload_raw(&post, bytes.clone()).await?;
             m.raw.push(mb_per_s(size, started.elapsed()));
+            m.raw_cpu.push(cpu_per_gib(cpu_seconds_of(pid) - cpu, size));
             let (added, over_fresh) = peak_above(idle);
             m.raw_rss.push(added);
             m.raw_rss_over_fresh.push(over_fresh);
             let idle = start_peak();
+            let cpu = cpu_seconds_of(pid);
             let started = Instant::now();
             api.upload(&post, bytes.clone()).await?;
             m.form.push(mb_per_s(size, started.elapsed()));
+            m.form_cpu
+                .push(cpu_per_gib(cpu_seconds_of(pid) - cpu, size));
             let (added, over_fresh) = peak_above(idle);
             m.form_rss.push(added);
             m.form_rss_over_fresh.push(over_fresh);
@@ -567,9 +579,12 @@ async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
             let started = Instant::now();
             let got = direct_get(s3, bucket, &key).await?;
             m.direct_get.push(mb_per_s(got, started.elapsed()));
+            let cpu = cpu_seconds_of(pid);
             let started = Instant::now();
             let got = api.download(&post, &attachment).await?;
             m.download.push(mb_per_s(got, started.elapsed()));
+            m.download_cpu
+                .push(cpu_per_gib(cpu_seconds_of(pid) - cpu, got));
             eprintln!("bench: {label} run {} done", run + 1);
         }
         m.report(&label);
@@ -621,19 +636,23 @@ async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Throughputs (MB/s) and peak RSS above idle (MiB) of one size, one value per run.
+/// Throughputs (MB/s), the service's CPU-seconds per GiB and peak RSS above idle (MiB) of
+/// one size, one value per run.
 #[derive(Default)]
 struct Measured {
     direct_put: Vec<f64>,
     direct_multipart: Vec<f64>,
     raw: Vec<f64>,
+    raw_cpu: Vec<f64>,
     raw_rss: Vec<f64>,
     raw_rss_over_fresh: Vec<f64>,
     form: Vec<f64>,
+    form_cpu: Vec<f64>,
     form_rss: Vec<f64>,
     form_rss_over_fresh: Vec<f64>,
     direct_get: Vec<f64>,
     download: Vec<f64>,
+    download_cpu: Vec<f64>,
 }
 
 impl Measured {
@@ -647,7 +666,7 @@ impl Measured {
         let ratio = |api: &[f64], direct: &[f64]| -> Vec<f64> {
             api.iter().zip(direct).map(|(a, d)| a / d).collect()
         };
-        let rows: [(&str, &str, Vec<f64>, &str); 13] = [
+        let rows: [(&str, &str, Vec<f64>, &str); 16] = [
             (
                 "upload, direct PutObject",
                 "MB/s",
@@ -701,6 +720,24 @@ impl Measured {
                 "",
                 ratio(&self.download, &self.direct_get),
                 "target ≥ 0.9 (within 1.1× the time)",
+            ),
+            (
+                "service CPU per GiB, raw upload",
+                "s",
+                self.raw_cpu,
+                CPU_NOTE,
+            ),
+            (
+                "service CPU per GiB, form upload",
+                "s",
+                self.form_cpu,
+                CPU_NOTE,
+            ),
+            (
+                "service CPU per GiB, download",
+                "s",
+                self.download_cpu,
+                CPU_NOTE,
             ),
             (
                 "peak RSS added by a raw upload",

@@ -23,18 +23,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state for one HTTP worker: the same, over a MongoDB client of the worker's own
-    /// runtime, so that its queries never cross threads. Falls back to the shared client.
+    /// The state for one HTTP worker: the same, over a MongoDB client and S3 connections
+    /// of the worker's own runtime, so that its queries and transfers never cross threads.
+    /// Falls back to the shared MongoDB client.
     pub fn for_this_worker(&self) -> Self {
+        let storage = self.storage.with_own_s3_connections();
         match self.mongo.on_this_runtime() {
             Ok(mongo) => Self {
-                storage: self.storage.with_mongo(&mongo),
+                storage: storage.with_mongo(&mongo),
                 mongo,
                 ..self.clone()
             },
             Err(error) => {
                 tracing::warn!(%error, "no MongoDB client of its own for an HTTP worker; sharing one");
-                self.clone()
+                Self {
+                    storage,
+                    ..self.clone()
+                }
             }
         }
     }

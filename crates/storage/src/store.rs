@@ -96,6 +96,15 @@ impl Storage {
         }
     }
 
+    /// The same storage with S3 connections of its own (see
+    /// [`ObjectStore::with_own_connections`]).
+    pub fn with_own_s3_connections(&self) -> Self {
+        Self {
+            objects: self.objects.with_own_connections(),
+            ..self.clone()
+        }
+    }
+
     /// The attachments bucket.
     pub fn objects(&self) -> &ObjectStore {
         &self.objects

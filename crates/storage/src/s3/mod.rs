@@ -10,10 +10,13 @@ use std::time::Duration;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 
 use aws_config::SdkConfig;
+use aws_sdk_s3::config::SharedHttpClient;
 use aws_sdk_s3::config::{
     IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation,
     SharedCredentialsProvider, SharedInterceptor,
 };
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::{ConnectorBuilder, tls};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::InvalidSetting;
@@ -145,6 +148,23 @@ pub struct ObjectStore {
     streaming_timeouts: TimeoutConfig,
 }
 
+/// A new HTTPS client as the SDK builds its default one: rustls with aws-lc, the
+/// connector settings and sleep of the calling client, and the proxy of `HTTPS_PROXY` and
+/// `NO_PROXY`.
+fn sdk_https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 /// The stall timeout when the SDK configuration sets no attempt timeout.
 const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -204,6 +224,23 @@ impl ObjectStore {
                 .disable_operation_timeout()
                 .disable_operation_attempt_timeout()
                 .build(),
+        }
+    }
+
+    /// The same bucket through an S3 client with a connection pool of its own, whose
+    /// connections are driven by the runtime that opens them. An HTTP worker's requests
+    /// then move their bytes on the worker's thread: through a shared pool, a connection
+    /// opened on another runtime woke that runtime's threads for every chunk.
+    pub fn with_own_connections(&self) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .http_client(sdk_https_client())
+            .build();
+        Self {
+            client: aws_sdk_s3::Client::from_conf(config),
+            ..self.clone()
         }
     }
 

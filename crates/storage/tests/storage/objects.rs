@@ -34,6 +34,26 @@ async fn round_trip(len: u64) {
 }
 
 #[tokio::test]
+async fn storage_with_its_own_s3_connections_serves_what_the_shared_client_stored() {
+    let h = harness().await;
+    let post = h.post().await;
+    let (chunks, sha256) = pseudo_random(3 * MIB);
+    let attachment = h
+        .storage
+        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .await
+        .expect("upload");
+
+    let own = h.storage.with_own_s3_connections();
+    let body = own
+        .open_attachment(&attachment, None)
+        .await
+        .expect("download");
+
+    assert_eq!(digest(body).await, (3 * MIB, sha256));
+}
+
+#[tokio::test]
 async fn an_empty_file_round_trips() {
     round_trip(0).await;
 }

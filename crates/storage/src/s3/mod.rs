@@ -149,8 +149,8 @@ pub struct ObjectStore {
 }
 
 /// A new HTTPS client as the SDK builds its default one: rustls with aws-lc, the
-/// connector settings and sleep of the calling client, and the proxy of `HTTPS_PROXY` and
-/// `NO_PROXY`.
+/// connector settings and sleep of the calling client, and the proxy variables of the
+/// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`).
 fn sdk_https_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
         let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(

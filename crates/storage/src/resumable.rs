@@ -437,6 +437,9 @@ fn view(document: &AttachmentDocument) -> ResumableUpload {
     }
 }
 
+/// A part's upload: S3's record of it, and the part's bytes to fill again.
+type PartUpload = JoinHandle<Result<(UploadedPart, Bytes), ObjectStoreError>>;
+
 /// One request's writing into a resumable upload, while it holds the lease.
 struct PartWriter {
     storage: Storage,
@@ -458,7 +461,11 @@ struct PartWriter {
     /// Where `buffer` starts in the upload: the end of the parts sent so far.
     buffer_start: u64,
     buffer: BytesMut,
-    in_flight: VecDeque<(JoinHandle<Result<UploadedPart, ObjectStoreError>>, u64)>,
+    /// Parts being uploaded, oldest first, with their sizes.
+    in_flight: VecDeque<(PartUpload, u64)>,
+    /// The allocation of a part S3 has taken, when nothing else holds it any more: the
+    /// next part is filled into it rather than into pages faulted in anew.
+    spare: Option<BytesMut>,
     sniffed: bool,
 }
 
@@ -492,6 +499,7 @@ impl PartWriter {
             buffer_start: parts_end,
             buffer: BytesMut::new(),
             in_flight: VecDeque::new(),
+            spare: None,
             sniffed: false,
         }
     }
@@ -515,8 +523,22 @@ impl PartWriter {
             .await?)
     }
 
+    /// The buffer of the part that starts at `buffer_start`: the spare allocation of a part
+    /// S3 has taken, else one of [`PartWriter::next_part_capacity`].
+    fn next_part_buffer(&mut self) -> BytesMut {
+        let capacity = self.next_part_capacity();
+        match self.spare.take() {
+            Some(mut spare) if spare.capacity() >= capacity => {
+                spare.clear();
+                spare
+            }
+            _ => BytesMut::with_capacity(capacity),
+        }
+    }
+
     /// The size of the part that starts at `buffer_start`: a whole part, or what is left.
-    /// Each part is one allocation of exactly this size, freed once S3 has it.
+    /// Each part is one allocation of at least this size, freed once S3 has it, or when
+    /// the request ends if the next part is filled into it.
     fn next_part_capacity(&self) -> usize {
         let left =
             usize::try_from(self.length.saturating_sub(self.buffer_start)).unwrap_or(usize::MAX);
@@ -571,7 +593,7 @@ impl PartWriter {
                 if self.buffer.len() == part_size {
                     let full = std::mem::take(&mut self.buffer).freeze();
                     self.send_part(full).await?;
-                    self.buffer = BytesMut::with_capacity(self.next_part_capacity());
+                    self.buffer = self.next_part_buffer();
                 }
             }
             self.record_finished_parts().await?;
@@ -624,8 +646,12 @@ impl PartWriter {
         self.buffer_start += size;
         let objects = self.storage.objects.clone();
         let key = self.key.clone();
-        let task =
-            tokio::spawn(async move { objects.upload_part(&key, &upload_id, number, part).await });
+        let task = tokio::spawn(async move {
+            let uploaded = objects
+                .upload_part(&key, &upload_id, number, part.clone())
+                .await?;
+            Ok((uploaded, part))
+        });
         self.in_flight.push_back((task, size));
         Ok(())
     }
@@ -659,7 +685,11 @@ impl PartWriter {
             }
         };
         let part = match joined {
-            Ok(part) => part?,
+            Ok(result) => {
+                let (part, bytes) = result?;
+                self.spare = bytes.try_into_mut().ok();
+                part
+            }
             Err(join_error) => {
                 return Err(StorageError::Objects(ObjectStoreError::Unavailable {
                     detail: format!("part upload task failed: {join_error}"),

@@ -438,7 +438,7 @@ fn view(document: &AttachmentDocument) -> ResumableUpload {
 }
 
 /// A part's upload: S3's record of it, and the part's bytes to fill again.
-type PartUpload = JoinHandle<Result<(UploadedPart, Bytes), ObjectStoreError>>;
+type PartUpload = JoinHandle<Result<(UploadedPart, Option<BytesMut>), ObjectStoreError>>;
 
 /// One request's writing into a resumable upload, while it holds the lease.
 struct PartWriter {
@@ -647,10 +647,9 @@ impl PartWriter {
         let objects = self.storage.objects.clone();
         let key = self.key.clone();
         let task = tokio::spawn(async move {
-            let uploaded = objects
-                .upload_part(&key, &upload_id, number, part.clone())
-                .await?;
-            Ok((uploaded, part))
+            objects
+                .upload_part_reclaiming(&key, &upload_id, number, part)
+                .await
         });
         self.in_flight.push_back((task, size));
         Ok(())
@@ -686,8 +685,8 @@ impl PartWriter {
         };
         let part = match joined {
             Ok(result) => {
-                let (part, bytes) = result?;
-                self.spare = bytes.try_into_mut().ok();
+                let (part, reclaimed) = result?;
+                self.spare = reclaimed;
                 part
             }
             Err(join_error) => {

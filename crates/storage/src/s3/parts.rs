@@ -70,6 +70,22 @@ impl ObjectStore {
         })
     }
 
+    /// [`ObjectStore::upload_part`], then the part's allocation back once S3 has it, when
+    /// nothing else holds it any more: the caller fills the next part into it rather than
+    /// into a new allocation whose pages fault in again.
+    pub async fn upload_part_reclaiming(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        bytes: Bytes,
+    ) -> Result<(UploadedPart, Option<BytesMut>), ObjectStoreError> {
+        let uploaded = self
+            .upload_part(key, upload_id, number, bytes.clone())
+            .await?;
+        Ok((uploaded, bytes.try_into_mut().ok()))
+    }
+
     /// Completes a multipart upload from its parts in ascending order; `NotFound` if the
     /// upload is gone.
     pub async fn complete_multipart_upload(

@@ -4,7 +4,7 @@
 use std::fmt::Display;
 
 use aws_sdk_s3::primitives::ByteStream;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use http_body_util::channel::Channel;
 use sha2::{Digest, Sha256};
@@ -331,7 +331,7 @@ impl PartBuffer {
 /// aborts it unless it completes.
 struct MultipartUpload {
     guard: AbortGuard,
-    in_flight: JoinSet<Result<(UploadedPart, Bytes), ObjectStoreError>>,
+    in_flight: JoinSet<Result<(UploadedPart, Option<BytesMut>), ObjectStoreError>>,
     completed: Vec<UploadedPart>,
     next_part: i32,
     store: ObjectStore,
@@ -355,10 +355,9 @@ impl MultipartUpload {
         let key = self.guard.key.clone();
         let upload_id = self.guard.upload_id.clone().unwrap_or_default();
         self.in_flight.spawn(async move {
-            let uploaded = store
-                .upload_part(&key, &upload_id, number, part.clone())
-                .await?;
-            Ok((uploaded, part))
+            store
+                .upload_part_reclaiming(&key, &upload_id, number, part)
+                .await
         });
         Ok(())
     }
@@ -366,11 +365,9 @@ impl MultipartUpload {
     async fn collect_one(&mut self) -> Result<(), ObjectStoreError> {
         match self.in_flight.join_next().await {
             Some(Ok(part)) => {
-                let (uploaded, bytes) = part?;
+                let (uploaded, reclaimed) = part?;
                 self.completed.push(uploaded);
-                if let Ok(unshared) = bytes.try_into_mut() {
-                    self.spare = Some(Vec::from(unshared));
-                }
+                self.spare = reclaimed.map(Vec::from);
                 Ok(())
             }
             Some(Err(join_error)) => Err(ObjectStoreError::Unavailable {

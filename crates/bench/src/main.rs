@@ -225,6 +225,20 @@ impl Api {
             .to_owned())
     }
 
+    /// Deletes an attachment and its object, so a run's bytes do not pile up on disk.
+    async fn delete(&self, post: &str, attachment: &str) -> anyhow::Result<()> {
+        self.client
+            .delete(format!(
+                "{}/v1/posts/{post}/attachments/{attachment}",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// Downloads an attachment, discarding the bytes; returns their count.
     async fn download(&self, post: &str, attachment: &str) -> anyhow::Result<usize> {
         let mut stream = self
@@ -341,6 +355,18 @@ async fn direct_multipart(
         )
         .send()
         .await?;
+    Ok(())
+}
+
+/// Deletes objects the bench wrote straight to the backend.
+async fn direct_delete(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    keys: &[String],
+) -> anyhow::Result<()> {
+    for key in keys {
+        s3.delete_object().bucket(bucket).key(key).send().await?;
+    }
     Ok(())
 }
 
@@ -568,7 +594,7 @@ async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
             let idle = start_peak();
             let cpu = cpu_seconds_of(pid);
             let started = Instant::now();
-            api.upload(&post, bytes.clone()).await?;
+            let form_attachment = api.upload(&post, bytes.clone()).await?;
             m.form.push(mb_per_s(size, started.elapsed()));
             m.form_cpu
                 .push(cpu_per_gib(cpu_seconds_of(pid) - cpu, size));
@@ -585,6 +611,10 @@ async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
             m.download.push(mb_per_s(got, started.elapsed()));
             m.download_cpu
                 .push(cpu_per_gib(cpu_seconds_of(pid) - cpu, got));
+            // A full run would otherwise keep about 16 GB per backend.
+            direct_delete(s3, bucket, &[key, multipart_key]).await?;
+            api.delete(&post, &attachment).await?;
+            api.delete(&post, &form_attachment).await?;
             eprintln!("bench: {label} run {} done", run + 1);
         }
         m.report(&label);
@@ -609,10 +639,15 @@ async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
         direct.push(mb_per_s(count * each, started.elapsed()));
         let started = Instant::now();
         let uploads = (0..count).map(|_| api.upload_raw(&post, bytes.clone()));
-        for result in futures::future::join_all(uploads).await {
-            result?;
-        }
+        let attachments = futures::future::join_all(uploads)
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?;
         through.push(mb_per_s(count * each, started.elapsed()));
+        direct_delete(s3, bucket, &keys).await?;
+        for attachment in &attachments {
+            api.delete(&post, attachment).await?;
+        }
     }
     let ratio: Vec<f64> = through.iter().zip(&direct).map(|(a, d)| a / d).collect();
     row(

@@ -22,7 +22,8 @@ pub struct AwsSettings {
     pub external_id: String,
     /// Longest an AWS call (STS or S3) may take, retries included.
     pub operation_timeout_secs: NonZeroU64,
-    /// Longest one attempt of an AWS call may take before it is retried.
+    /// Longest one attempt of an AWS call may take before it is retried; S3 also lets a
+    /// transfer's body move no byte for that long.
     pub attempt_timeout_secs: NonZeroU64,
 }
 

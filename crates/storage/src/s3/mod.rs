@@ -13,7 +13,7 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::config::SharedHttpClient;
 use aws_sdk_s3::config::{
     IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedCredentialsProvider, SharedInterceptor,
+    SharedCredentialsProvider, SharedInterceptor, StalledStreamProtectionConfig,
 };
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::{ConnectorBuilder, tls};
@@ -141,7 +141,8 @@ pub struct ObjectStore {
     part_size: usize,
     max_parts_in_flight: usize,
     /// How long S3 may take to accept a chunk of a streamed PutObject, or to answer it
-    /// (the SDK's attempt timeout, which that call does not use).
+    /// (the SDK's attempt timeout, which that call does not use); also how long any
+    /// body may move no byte (the SDK's stalled-stream grace period).
     stall_timeout: Duration,
     /// The SDK's timeouts without the operation and attempt ones, for a PutObject that
     /// lasts as long as its client takes to send.
@@ -191,7 +192,20 @@ impl ObjectStore {
         for interceptor in interceptors {
             config.push_interceptor(interceptor.clone());
         }
+        let stall_timeout = sdk_config
+            .timeout_config()
+            .and_then(|timeouts| timeouts.operation_attempt_timeout())
+            .unwrap_or(DEFAULT_STALL_TIMEOUT);
         let config = config
+            // The SDK fails a body that moves no byte for 5 s by default, sooner than
+            // the attempt timeout that is our one measure of a stalled S3: a backend
+            // that paused mid-transfer (moto flushing a large object to disk here) failed
+            // uploads the configuration allowed.
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(stall_timeout)
+                    .build(),
+            )
             .credentials_provider(credentials.clone())
             // The provider is the cache; a second cache in front would hold credentials
             // past our refresh point.
@@ -213,10 +227,7 @@ impl ObjectStore {
             part_size: usize::try_from(settings.part_size_bytes.max(MIN_PART_SIZE))
                 .unwrap_or(usize::MAX),
             max_parts_in_flight: usize::try_from(settings.max_parts_in_flight.get()).unwrap_or(1),
-            stall_timeout: sdk_config
-                .timeout_config()
-                .and_then(|timeouts| timeouts.operation_attempt_timeout())
-                .unwrap_or(DEFAULT_STALL_TIMEOUT),
+            stall_timeout,
             streaming_timeouts: sdk_config
                 .timeout_config()
                 .map(TimeoutConfig::to_builder)

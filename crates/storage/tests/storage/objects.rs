@@ -408,3 +408,115 @@ async fn s3_stalling_during_a_sized_upload_fails_it_within_the_attempt_timeout()
         .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
 }
+
+/// S3 held still for 7 s: past the SDK's default 5 s stalled-stream grace period, within
+/// the 10 s attempt timeout that is the service's one measure of a stalled S3.
+const PAUSE_WITHIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Lets traffic through `proxy` again after `pause`.
+fn restore_after(proxy: &std::sync::Arc<ChaosProxy>, pause: Duration) {
+    let proxy = proxy.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(pause).await;
+        proxy.restore();
+    });
+}
+
+#[tokio::test]
+async fn s3_pausing_within_the_attempt_timeout_during_a_sized_upload_does_not_fail_it() {
+    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let h = harness_with(Options {
+        endpoint: Some(format!("http://{}", proxy.address)),
+        attempt_timeout: Some(Duration::from_secs(10)),
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (chunks, sha256) = pseudo_random(30 * MIB);
+    let pause_at = chunks.len() / 4;
+    let proxy_in_stream = proxy.clone();
+    let stream = stream_of(chunks)
+        .enumerate()
+        .map(move |(index, chunk): (usize, Chunk)| {
+            if index == pause_at {
+                proxy_in_stream.stall();
+                restore_after(&proxy_in_stream, PAUSE_WITHIN_ATTEMPT_TIMEOUT);
+            }
+            chunk
+        });
+
+    let attachment = upload_sized(&h, post, 30 * MIB, Box::pin(stream))
+        .await
+        .expect("upload");
+
+    assert_eq!(attachment.sha256, sha256);
+}
+
+#[tokio::test]
+async fn s3_pausing_within_the_attempt_timeout_during_a_download_does_not_fail_it() {
+    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let h = harness_with(Options {
+        endpoint: Some(format!("http://{}", proxy.address)),
+        attempt_timeout: Some(Duration::from_secs(10)),
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (chunks, sha256) = pseudo_random(30 * MIB);
+    let attachment = h
+        .storage
+        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .await
+        .expect("upload");
+    let body = h
+        .storage
+        .open_attachment(&attachment, None)
+        .await
+        .expect("download");
+
+    proxy.stall();
+    restore_after(&proxy, PAUSE_WITHIN_ATTEMPT_TIMEOUT);
+
+    assert_eq!(digest(body).await, (30 * MIB, sha256));
+}
+
+#[tokio::test]
+async fn s3_stalling_during_a_download_fails_it_within_the_attempt_timeout() {
+    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let h = harness_with(Options {
+        endpoint: Some(format!("http://{}", proxy.address)),
+        attempt_timeout: Some(Duration::from_secs(1)),
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let (chunks, _) = pseudo_random(30 * MIB);
+    let attachment = h
+        .storage
+        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .await
+        .expect("upload");
+    let mut body = h
+        .storage
+        .open_attachment(&attachment, None)
+        .await
+        .expect("download");
+    proxy.stall();
+    let started = std::time::Instant::now();
+
+    let mut outcome = Ok(());
+    while let Some(chunk) = body.stream.next().await {
+        if let Err(error) = chunk {
+            outcome = Err(error);
+            break;
+        }
+    }
+
+    assert!(outcome.is_err(), "the download completed through a stall");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed after {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+}

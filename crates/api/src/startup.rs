@@ -95,6 +95,14 @@ impl Application {
         );
 
         let (listener, port) = bind(&settings.server.host, settings.server.port)?;
+        disconnect_clients_that_stop_reading(
+            &listener,
+            Duration::from_secs(settings.server.response_body_timeout_secs.get()),
+        )
+        .map_err(|source| StartupError::Bind {
+            address: format!("{}:{port}", settings.server.host),
+            source,
+        })?;
         let management_listener = match settings.server.management_port {
             0 => None,
             management_port => Some(bind(&settings.server.host, management_port)?),
@@ -247,6 +255,28 @@ async fn storage_origin(storage: &storage::Storage, settings: &Settings) -> Opti
             None
         }
     }
+}
+
+/// Sets `TCP_USER_TIMEOUT` on the listener, which its connections inherit: the kernel
+/// closes a connection whose client took no byte for `timeout`, and the response (a
+/// download's S3 stream with it) fails at its next write. actix-web has no write timeout
+/// of its own.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn disconnect_clients_that_stop_reading(
+    listener: &TcpListener,
+    timeout: Duration,
+) -> io::Result<()> {
+    socket2::SockRef::from(listener).set_tcp_user_timeout(Some(timeout))
+}
+
+/// Elsewhere (a developer's macOS) the option does not exist; connections keep the
+/// system's behaviour.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn disconnect_clients_that_stop_reading(
+    _listener: &TcpListener,
+    _timeout: Duration,
+) -> io::Result<()> {
+    Ok(())
 }
 
 /// Binds `host:port`; returns the listener and the port it got (for port 0).

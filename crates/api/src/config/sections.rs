@@ -19,6 +19,8 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// An upload whose body sends nothing for this long fails.
     pub request_body_timeout_secs: NonZeroU64,
+    /// A client that takes no byte of a response for this long is disconnected.
+    pub response_body_timeout_secs: NonZeroU64,
     /// Longest a request's metadata work (MongoDB, and the S3 calls beside it) may take.
     pub storage_timeout_secs: NonZeroU64,
     /// Serve `/readyz` and `/metrics` on this port only, not on `port`; 0 keeps them on

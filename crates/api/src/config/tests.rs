@@ -198,6 +198,10 @@ fn a_zero_where_at_least_one_is_needed_is_named() {
             "APP__SERVER__REQUEST_BODY_TIMEOUT_SECS",
             "server.request_body_timeout_secs",
         ),
+        (
+            "APP__SERVER__RESPONSE_BODY_TIMEOUT_SECS",
+            "server.response_body_timeout_secs",
+        ),
     ] {
         assert_eq!(error_key(&[], &[(variable, "0")]), key);
     }

@@ -502,6 +502,49 @@ async fn a_stalled_upload_is_timed_out_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_download_whose_client_stops_reading_is_disconnected() {
+    const LENGTH: usize = 24 * 1024 * 1024;
+    let mut settings = test_settings();
+    settings.server.response_body_timeout_secs = NonZero::<u64>::MIN;
+    settings.uploads.max_file_bytes = NonZero::new(LENGTH as u64).expect("non-zero");
+    settings.uploads.allowed_content_types = vec!["*/*".into()];
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+    let bytes: Vec<u8> = (0..LENGTH).map(|index| (index % 251) as u8).collect();
+    let attachment = app.upload_one_id(&post, "large.bin", &bytes).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let mut client = socket
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /v1/posts/{post}/attachments/{attachment}/content HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    client
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    // The client takes nothing for five times the timeout, then reads what is left.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut received = 0;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        while let Ok(read @ 1..) = client.read(&mut buffer).await {
+            received += read;
+        }
+    })
+    .await;
+
+    assert!(closed.is_ok(), "the connection is still open");
+    assert!(received < LENGTH, "the whole download arrived");
+}
+
+#[tokio::test]
 async fn the_links_in_responses_lead_to_the_post_its_attachments_and_the_bytes() {
     let app = spawn_app().await;
     let (post, attachment) = app.post_with_attachment("a.txt", b"linked").await;

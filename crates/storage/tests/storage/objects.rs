@@ -1,6 +1,7 @@
 //! Streamed uploads and downloads through `Storage`: sizes around the part size, ranges,
 //! limits and failures in the middle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,11 +11,14 @@ use test_support::{ChaosProxy, MIB, pseudo_random, socket_address_of, testbed};
 
 use crate::support::{Chunk, Options, PART, digest, harness, harness_with, stream_of};
 
-async fn round_trip(len: u64) {
-    let h = harness().await;
-    let post = h.post().await;
+/// Stores `len` pseudo-random bytes and opens them for reading; returns the attachment,
+/// the body and the bytes' SHA-256.
+async fn stored_and_opened(
+    h: &crate::support::Harness,
+    post: storage::PostId,
+    len: u64,
+) -> (storage::Attachment, storage::ObjectBody, String) {
     let (chunks, sha256) = pseudo_random(len);
-
     let attachment = h
         .storage
         .upload_attachment(post, "data.bin", None, stream_of(chunks))
@@ -25,6 +29,14 @@ async fn round_trip(len: u64) {
         .open_attachment(&attachment, None)
         .await
         .expect("download");
+    (attachment, body, sha256)
+}
+
+async fn round_trip(len: u64) {
+    let h = harness().await;
+    let post = h.post().await;
+
+    let (attachment, body, sha256) = stored_and_opened(&h, post, len).await;
 
     assert_eq!(attachment.size, len);
     assert_eq!(attachment.sha256, sha256);
@@ -369,30 +381,60 @@ async fn a_sized_upload_slower_than_the_sdk_timeouts_completes() {
     assert_eq!(attachment.sha256, sha256);
 }
 
-#[tokio::test]
-async fn s3_stalling_during_a_sized_upload_fails_it_within_the_attempt_timeout() {
+/// A storage whose S3 traffic passes through a proxy the test controls, with
+/// `attempt_timeout`, and a post to store under.
+async fn behind_a_proxy(
+    attempt_timeout: Duration,
+) -> (Arc<ChaosProxy>, crate::support::Harness, storage::PostId) {
     let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
     let h = harness_with(Options {
         endpoint: Some(format!("http://{}", proxy.address)),
-        attempt_timeout: Some(Duration::from_secs(1)),
+        attempt_timeout: Some(attempt_timeout),
         ..Options::default()
     })
     .await;
     let post = h.post().await;
-    let (chunks, _) = pseudo_random(30 * MIB);
-    let stall_at = chunks.len() / 4;
-    let proxy_in_stream = proxy.clone();
-    let stream = stream_of(chunks)
+    (proxy, h, post)
+}
+
+/// `chunks` as a stream that calls `act` when its first quarter has been read.
+fn acting_after_a_quarter(
+    chunks: Vec<Bytes>,
+    mut act: impl FnMut() + Unpin,
+) -> impl futures::Stream<Item = Chunk> + Unpin {
+    let quarter = chunks.len() / 4;
+    stream_of(chunks)
         .enumerate()
         .map(move |(index, chunk): (usize, Chunk)| {
-            if index == stall_at {
-                proxy_in_stream.stall();
+            if index == quarter {
+                act();
             }
             chunk
-        });
+        })
+}
+
+/// Lets traffic through `proxy` again after `pause`.
+fn restore_after(proxy: &Arc<ChaosProxy>, pause: Duration) {
+    let proxy = proxy.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(pause).await;
+        proxy.restore();
+    });
+}
+
+/// S3 held still for 7 s: past the SDK's default 5 s stalled-stream grace period, within
+/// the 10 s attempt timeout that is the service's one measure of a stalled S3.
+const PAUSE_WITHIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(7);
+
+#[tokio::test]
+async fn s3_stalling_during_a_sized_upload_fails_it_within_the_attempt_timeout() {
+    let (proxy, h, post) = behind_a_proxy(Duration::from_secs(1)).await;
+    let (chunks, _) = pseudo_random(30 * MIB);
+    let stalling = proxy.clone();
+    let stream = acting_after_a_quarter(chunks, move || stalling.stall());
     let started = std::time::Instant::now();
 
-    let result = upload_sized(&h, post, 30 * MIB, Box::pin(stream)).await;
+    let result = upload_sized(&h, post, 30 * MIB, stream).await;
 
     assert!(
         matches!(result, Err(StorageError::Objects(_))),
@@ -409,43 +451,16 @@ async fn s3_stalling_during_a_sized_upload_fails_it_within_the_attempt_timeout()
         .await;
 }
 
-/// S3 held still for 7 s: past the SDK's default 5 s stalled-stream grace period, within
-/// the 10 s attempt timeout that is the service's one measure of a stalled S3.
-const PAUSE_WITHIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(7);
-
-/// Lets traffic through `proxy` again after `pause`.
-fn restore_after(proxy: &std::sync::Arc<ChaosProxy>, pause: Duration) {
-    let proxy = proxy.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(pause).await;
-        proxy.restore();
-    });
-}
-
 #[tokio::test]
 async fn s3_pausing_within_the_attempt_timeout_during_a_sized_upload_does_not_fail_it() {
-    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
-    let h = harness_with(Options {
-        endpoint: Some(format!("http://{}", proxy.address)),
-        attempt_timeout: Some(Duration::from_secs(10)),
-        ..Options::default()
-    })
-    .await;
-    let post = h.post().await;
+    let (proxy, h, post) = behind_a_proxy(Duration::from_secs(10)).await;
     let (chunks, sha256) = pseudo_random(30 * MIB);
-    let pause_at = chunks.len() / 4;
-    let proxy_in_stream = proxy.clone();
-    let stream = stream_of(chunks)
-        .enumerate()
-        .map(move |(index, chunk): (usize, Chunk)| {
-            if index == pause_at {
-                proxy_in_stream.stall();
-                restore_after(&proxy_in_stream, PAUSE_WITHIN_ATTEMPT_TIMEOUT);
-            }
-            chunk
-        });
+    let stream = acting_after_a_quarter(chunks, move || {
+        proxy.stall();
+        restore_after(&proxy, PAUSE_WITHIN_ATTEMPT_TIMEOUT);
+    });
 
-    let attachment = upload_sized(&h, post, 30 * MIB, Box::pin(stream))
+    let attachment = upload_sized(&h, post, 30 * MIB, stream)
         .await
         .expect("upload");
 
@@ -454,25 +469,8 @@ async fn s3_pausing_within_the_attempt_timeout_during_a_sized_upload_does_not_fa
 
 #[tokio::test]
 async fn s3_pausing_within_the_attempt_timeout_during_a_download_does_not_fail_it() {
-    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
-    let h = harness_with(Options {
-        endpoint: Some(format!("http://{}", proxy.address)),
-        attempt_timeout: Some(Duration::from_secs(10)),
-        ..Options::default()
-    })
-    .await;
-    let post = h.post().await;
-    let (chunks, sha256) = pseudo_random(30 * MIB);
-    let attachment = h
-        .storage
-        .upload_attachment(post, "data.bin", None, stream_of(chunks))
-        .await
-        .expect("upload");
-    let body = h
-        .storage
-        .open_attachment(&attachment, None)
-        .await
-        .expect("download");
+    let (proxy, h, post) = behind_a_proxy(Duration::from_secs(10)).await;
+    let (_, body, sha256) = stored_and_opened(&h, post, 30 * MIB).await;
 
     proxy.stall();
     restore_after(&proxy, PAUSE_WITHIN_ATTEMPT_TIMEOUT);
@@ -482,25 +480,8 @@ async fn s3_pausing_within_the_attempt_timeout_during_a_download_does_not_fail_i
 
 #[tokio::test]
 async fn s3_stalling_during_a_download_fails_it_within_the_attempt_timeout() {
-    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
-    let h = harness_with(Options {
-        endpoint: Some(format!("http://{}", proxy.address)),
-        attempt_timeout: Some(Duration::from_secs(1)),
-        ..Options::default()
-    })
-    .await;
-    let post = h.post().await;
-    let (chunks, _) = pseudo_random(30 * MIB);
-    let attachment = h
-        .storage
-        .upload_attachment(post, "data.bin", None, stream_of(chunks))
-        .await
-        .expect("upload");
-    let mut body = h
-        .storage
-        .open_attachment(&attachment, None)
-        .await
-        .expect("download");
+    let (proxy, h, post) = behind_a_proxy(Duration::from_secs(1)).await;
+    let (_, mut body, _) = stored_and_opened(&h, post, 30 * MIB).await;
     proxy.stall();
     let started = std::time::Instant::now();
 

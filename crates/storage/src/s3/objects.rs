@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -64,6 +65,10 @@ impl ObjectStore {
     }
 
     /// Streams an object, or the given range of it.
+    ///
+    /// A connection to S3 that breaks midway is resumed where it stopped, with a ranged
+    /// GetObject of the same object (`If-Match` its ETag), a few times at most: the reader
+    /// sees one unbroken stream.
     pub async fn get_stream(
         &self,
         key: &str,
@@ -86,22 +91,20 @@ impl ObjectStore {
             .content_range
             .as_deref()
             .and_then(parse_content_range);
-        let bucket = self.bucket.clone();
-        let stream = futures::stream::unfold(output.body, move |mut body| {
-            let bucket = bucket.clone();
-            async move {
-                body.next().await.map(|chunk| {
-                    let chunk = chunk.map_err(|error| ObjectStoreError::Unavailable {
-                        detail: format!("reading from bucket `{bucket}`: {error}"),
-                    });
-                    (chunk, body)
-                })
-            }
-        });
+        let first = content_range.map_or(0, |(start, _, _)| start);
+        let download = Download {
+            store: self.clone(),
+            key: key.to_owned(),
+            etag: output.e_tag,
+            next: first,
+            end: first.saturating_add(content_length),
+            body: output.body,
+            resumes_left: RESUMES_PER_DOWNLOAD,
+        };
         Ok(ObjectBody {
             content_length,
             content_range,
-            stream: stream.boxed(),
+            stream: futures::stream::unfold(download, Download::next_chunk).boxed(),
         })
     }
 
@@ -184,6 +187,88 @@ impl ObjectStore {
             }
         }
         Ok(listed)
+    }
+}
+
+/// How many times one download may resume after its S3 connection broke. Each resume is
+/// one GetObject within the operation timeout, so a dead S3 fails the download within
+/// the stall grace period and this many operation timeouts.
+const RESUMES_PER_DOWNLOAD: u32 = 2;
+
+/// A download in progress: the bytes `next..end` of `key` are still to come.
+struct Download {
+    store: ObjectStore,
+    key: String,
+    etag: Option<String>,
+    next: u64,
+    end: u64,
+    body: ByteStream,
+    resumes_left: u32,
+}
+
+impl Download {
+    /// The next chunk, resuming the download once a broken connection has failed it.
+    async fn next_chunk(mut self) -> Option<(Result<Bytes, ObjectStoreError>, Self)> {
+        loop {
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    self.next += chunk.len() as u64;
+                    return Some((Ok(chunk), self));
+                }
+                None => return None,
+                Some(Err(error)) => {
+                    let broken = ObjectStoreError::Unavailable {
+                        detail: format!("reading from bucket `{}`: {error}", self.store.bucket),
+                    };
+                    if self.resumes_left == 0 || self.next >= self.end {
+                        return Some((Err(broken), self.finished()));
+                    }
+                    self.resumes_left -= 1;
+                    tracing::warn!(%error, offset = self.next, "S3 download broke; resuming");
+                    match self.resume().await {
+                        Ok(body) => self.body = body,
+                        Err(error) => return Some((Err(error), self.finished())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rest of the object from S3, provided it is still the object that was started
+    /// and S3 answers with the range asked for.
+    async fn resume(&self) -> Result<ByteStream, ObjectStoreError> {
+        let output = self
+            .store
+            .client
+            .get_object()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .range(ByteRange::Inclusive(self.next, self.end - 1).header())
+            .set_if_match(self.etag.clone())
+            .send()
+            .await
+            .map_err(|error| self.store.classify_object(error))?;
+        match output
+            .content_range
+            .as_deref()
+            .and_then(parse_content_range)
+        {
+            Some((start, _, _)) if start == self.next => Ok(output.body),
+            _ => Err(ObjectStoreError::Unavailable {
+                detail: format!(
+                    "resuming `{}` at byte {}, S3 answered another range",
+                    self.key, self.next
+                ),
+            }),
+        }
+    }
+
+    /// The state after a failure: nothing more comes.
+    fn finished(mut self) -> Self {
+        self.body = ByteStream::default();
+        self.resumes_left = 0;
+        self.next = self.end;
+        self
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use sha2::Digest;
 use storage::{ByteRange, StorageError};
 use test_support::{ChaosProxy, MIB, pseudo_random, socket_address_of, testbed};
 
@@ -500,4 +501,64 @@ async fn s3_stalling_during_a_download_fails_it_within_the_attempt_timeout() {
         started.elapsed()
     );
     proxy.restore();
+}
+
+/// Cuts every connection through `proxy` now and lets new ones through after `pause`.
+fn cut_for(proxy: &Arc<ChaosProxy>, pause: Duration) {
+    proxy.cut();
+    restore_after(proxy, pause);
+}
+
+#[tokio::test]
+async fn a_download_whose_s3_connection_breaks_midway_resumes_where_it_stopped() {
+    let (proxy, h, post) = behind_a_proxy(Duration::from_secs(10)).await;
+    let (_, mut body, sha256) = stored_and_opened(&h, post, 30 * MIB).await;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0;
+    let first = body.stream.next().await.expect("a chunk").expect("bytes");
+    hasher.update(&first);
+    size += first.len() as u64;
+
+    cut_for(&proxy, Duration::from_millis(200));
+    while let Some(chunk) = body.stream.next().await {
+        let chunk = chunk.expect("the download resumes");
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+
+    assert_eq!((size, hex::encode(hasher.finalize())), (30 * MIB, sha256));
+}
+
+#[tokio::test]
+async fn a_ranged_download_whose_s3_connection_breaks_resumes_within_its_range() {
+    let (proxy, h, post) = behind_a_proxy(Duration::from_secs(10)).await;
+    let (chunks, _) = pseudo_random(30 * MIB);
+    let all: Vec<u8> = chunks.iter().flatten().copied().collect();
+    let attachment = h
+        .storage
+        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .await
+        .expect("upload");
+    let (start, end) = (MIB + 7, 25 * MIB);
+    let mut body = h
+        .storage
+        .open_attachment(&attachment, Some(ByteRange::Inclusive(start, end)))
+        .await
+        .expect("ranged download");
+    let mut received = body
+        .stream
+        .next()
+        .await
+        .expect("a chunk")
+        .expect("bytes")
+        .to_vec();
+
+    cut_for(&proxy, Duration::from_millis(200));
+    while let Some(chunk) = body.stream.next().await {
+        received.extend_from_slice(&chunk.expect("the download resumes"));
+    }
+
+    let expected =
+        &all[usize::try_from(start).expect("fits")..=usize::try_from(end).expect("fits")];
+    assert!(received == expected, "the resumed range differs");
 }

@@ -199,7 +199,7 @@ impl ObjectStore {
         let config = config
             // The SDK fails a body that moves no byte for 5 s by default, sooner than
             // the attempt timeout that is our one measure of a stalled S3: a backend
-            // that paused mid-transfer (moto flushing a large object to disk here) failed
+            // that paused mid-transfer for longer (moto, on 1 GiB uploads here) failed
             // uploads the configuration allowed.
             .stalled_stream_protection(
                 StalledStreamProtectionConfig::enabled()

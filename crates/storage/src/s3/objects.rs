@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -75,14 +76,8 @@ impl ObjectStore {
         range: Option<ByteRange>,
     ) -> Result<ObjectBody, ObjectStoreError> {
         let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_range(range.map(ByteRange::header))
-            .send()
-            .await
-            .map_err(|error| self.classify_object(error))?;
+            .get_object(key, range.map(ByteRange::header), None)
+            .await?;
         let content_length = output
             .content_length
             .and_then(|length| u64::try_from(length).ok())
@@ -106,6 +101,24 @@ impl ObjectStore {
             content_range,
             stream: futures::stream::unfold(download, Download::next_chunk).boxed(),
         })
+    }
+
+    /// One GetObject of `key`, with an optional `Range` and `If-Match`.
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<String>,
+        if_match: Option<String>,
+    ) -> Result<GetObjectOutput, ObjectStoreError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .set_if_match(if_match)
+            .send()
+            .await
+            .map_err(|error| self.classify_object(error))
     }
 
     /// Size of the object at `key`.
@@ -237,17 +250,11 @@ impl Download {
     /// The rest of the object from S3, provided it is still the object that was started
     /// and S3 answers with the range asked for.
     async fn resume(&self) -> Result<ByteStream, ObjectStoreError> {
+        let range = ByteRange::Inclusive(self.next, self.end - 1).header();
         let output = self
             .store
-            .client
-            .get_object()
-            .bucket(&self.store.bucket)
-            .key(&self.key)
-            .range(ByteRange::Inclusive(self.next, self.end - 1).header())
-            .set_if_match(self.etag.clone())
-            .send()
-            .await
-            .map_err(|error| self.store.classify_object(error))?;
+            .get_object(&self.key, Some(range), self.etag.clone())
+            .await?;
         match output
             .content_range
             .as_deref()

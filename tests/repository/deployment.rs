@@ -1,21 +1,15 @@
 //! The deployment files agree with the code: variables the configuration understands, the
-//! health check that exists, exactly the S3 permissions the storage uses, templates that
-//! render into a configuration the service starts with, and an image build context that
-//! holds the whole workspace.
+//! health check that exists, exactly the S3 permissions the storage uses, and an image
+//! build context that holds the whole workspace. tests/stack deploys the ECS stack itself
+//! and checks what AWS would hold.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use api::Settings;
 use api::config::LEGACY_VARIABLES;
-use serde_json::Value;
 use test_support::repository_root;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::{read, setting_keys};
-
-fn json(path: &str) -> Value {
-    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
-}
 
 fn compose() -> Yaml {
     let mut documents = YamlLoader::load_from_str(&read("docker-compose.yml"))
@@ -52,28 +46,33 @@ fn understood(name: &str, keys: &BTreeSet<String>) -> bool {
         })
 }
 
-fn container() -> Value {
-    json("deploy/ecs/task-definition.json")["containerDefinitions"][0].clone()
+/// `deploy/ecs/stack.yaml`. Its short forms read as plain values: `!Ref Name` as `"Name"`,
+/// `!FindInMap [Map, Key, Field]` as the list.
+fn stack() -> Yaml {
+    let mut documents = YamlLoader::load_from_str(&read("deploy/ecs/stack.yaml"))
+        .unwrap_or_else(|e| panic!("deploy/ecs/stack.yaml is not YAML: {e}"));
+    assert_eq!(documents.len(), 1);
+    documents.remove(0)
 }
 
-#[test]
-fn every_json_file_under_deploy_parses() {
-    for entry in ["task-definition.json", "bucket-lifecycle.json"]
-        .iter()
-        .map(|f| format!("deploy/ecs/{f}"))
-        .chain(
-            [
-                "task-role-trust.json",
-                "task-role-s3-policy.json",
-                "task-role-assume-policy.json",
-                "target-role-trust.json",
-                "execution-role-secrets-policy.json",
-            ]
+fn properties(resource: &str) -> Yaml {
+    stack()["Resources"][resource]["Properties"].clone()
+}
+
+fn container() -> Yaml {
+    properties("TaskDefinition")["ContainerDefinitions"][0].clone()
+}
+
+/// A string or a list of strings, as IAM policies write actions.
+fn strings(node: &Yaml) -> Vec<String> {
+    match node {
+        Yaml::String(one) => vec![one.clone()],
+        Yaml::Array(many) => many
             .iter()
-            .map(|f| format!("deploy/ecs/iam/{f}")),
-        )
-    {
-        json(&entry);
+            .filter_map(Yaml::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -81,16 +80,18 @@ fn every_json_file_under_deploy_parses() {
 fn the_task_definition_sets_only_variables_the_service_understands() {
     let keys = setting_keys();
     let container = container();
-    let names = container["environment"]
-        .as_array()
-        .into_iter()
-        .chain(container["secrets"].as_array())
-        .flatten()
-        .filter_map(|variable| variable["name"].as_str());
+    let names: Vec<&str> = container["Environment"]
+        .as_vec()
+        .expect("environment")
+        .iter()
+        .chain(container["Secrets"].as_vec().expect("secrets"))
+        .filter_map(|variable| variable["Name"].as_str())
+        .collect();
+    assert!(names.contains(&"MONGODB_URI") && names.contains(&"APP_ENV"));
     for name in names {
         assert!(
             understood(name, &keys),
-            "task definition sets unknown {name}"
+            "the stack's task definition sets unknown {name}"
         );
     }
 }
@@ -153,14 +154,7 @@ fn compose_publishes_the_api_on_loopback_only_and_restarts_it_on_failure() {
 #[test]
 fn every_health_check_runs_the_healthcheck_command() {
     let expected = ["CMD", "posts-api", "healthcheck"];
-    let container = container();
-    let task: Vec<&str> = container["healthCheck"]["command"]
-        .as_array()
-        .expect("task health check")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(task, expected);
+    assert_eq!(strings(&container()["HealthCheck"]["Command"]), expected);
     let compose = compose();
     let compose_test: Vec<&str> = compose["services"]["api"]["healthcheck"]["test"]
         .as_vec()
@@ -189,209 +183,42 @@ fn the_health_check_probes_a_route_the_service_serves() {
 
 #[test]
 fn the_s3_policy_grants_exactly_the_actions_the_storage_uses() {
-    let policy = json("deploy/ecs/iam/task-role-s3-policy.json");
+    let policy = properties("S3AccessPolicy")["PolicyDocument"].clone();
     let granted: BTreeSet<String> = policy["Statement"]
-        .as_array()
+        .as_vec()
         .expect("statements")
         .iter()
-        .flat_map(|statement| match &statement["Action"] {
-            Value::String(action) => vec![action.clone()],
-            Value::Array(actions) => actions
-                .iter()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        })
+        .flat_map(|statement| strings(&statement["Action"]))
         .collect();
     let used: BTreeSet<String> = storage::IAM_ACTIONS
         .iter()
         .map(|(action, _)| (*action).to_owned())
         .collect();
     assert_eq!(granted, used);
-    for statement in policy["Statement"].as_array().expect("statements") {
-        let resource = statement["Resource"].as_str().expect("one resource");
-        assert!(resource.starts_with("arn:aws:s3:::${BUCKET}"), "{resource}");
-        assert_ne!(resource, "*");
-    }
 }
 
 #[test]
-fn the_task_stops_no_sooner_than_the_shutdown_grace() {
-    let keys = setting_keys();
-    assert!(keys.contains("server.shutdown_grace_secs"));
-    let container = container();
-    let grace: u64 = container["environment"]
-        .as_array()
-        .expect("environment")
-        .iter()
-        .find(|v| v["name"] == "APP__SERVER__SHUTDOWN_GRACE_SECS")
-        .and_then(|v| v["value"].as_str())
-        .and_then(|v| v.parse().ok())
-        .expect("the grace is set explicitly");
-    let stop_timeout = container["stopTimeout"].as_u64().expect("stopTimeout");
-    assert!(
-        stop_timeout >= grace,
-        "stopTimeout {stop_timeout} < grace {grace}"
-    );
+fn the_load_balancer_checks_the_route_the_container_health_check_probes() {
+    let path = properties("TargetGroup")["HealthCheckPath"].clone();
+    assert_eq!(path.as_str(), Some("/healthz"));
 }
 
 #[test]
-fn the_container_port_is_the_default_listen_port() {
-    let port = container()["portMappings"][0]["containerPort"].as_u64();
+fn the_image_exposes_the_port_the_task_maps() {
+    let port = stack()["Mappings"]["Container"]["Ports"]["Http"].as_i64();
     assert_eq!(port, Some(8080));
     assert!(read("Dockerfile").contains("EXPOSE 8080"));
 }
 
 #[test]
-fn incomplete_multipart_uploads_expire_after_a_day() {
-    let rule = &json("deploy/ecs/bucket-lifecycle.json")["Rules"][0];
+fn the_task_role_trusts_ecs_tasks_of_this_account_only() {
+    let trust = properties("TaskRole")["AssumeRolePolicyDocument"]["Statement"][0].clone();
     assert_eq!(
-        rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
-        1
+        trust["Principal"]["Service"].as_str(),
+        Some("ecs-tasks.amazonaws.com")
     );
-    assert_eq!(rule["Status"], "Enabled");
-}
-
-#[test]
-fn staged_direct_uploads_expire_after_a_day() {
-    let rules = json("deploy/ecs/bucket-lifecycle.json")["Rules"].clone();
-    let staging = rules
-        .as_array()
-        .expect("rules")
-        .iter()
-        .find(|rule| rule["Filter"]["Prefix"] == "${PREFIX}/staging/")
-        .expect("a rule for the staging prefix");
-    assert_eq!(staging["Expiration"]["Days"], 1);
-    assert_eq!(staging["Status"], "Enabled");
-}
-
-#[test]
-fn the_task_trust_policy_names_ecs_tasks_with_source_conditions() {
-    let statement = &json("deploy/ecs/iam/task-role-trust.json")["Statement"][0];
-    assert_eq!(statement["Principal"]["Service"], "ecs-tasks.amazonaws.com");
-    assert!(statement["Condition"]["StringEquals"]["aws:SourceAccount"].is_string());
-    assert!(statement["Condition"]["ArnLike"]["aws:SourceArn"].is_string());
-}
-
-/// The values docs/deploy.md has a user export before rendering the templates.
-const EXAMPLE: &[(&str, &str)] = &[
-    ("ACCOUNT_ID", "123456789012"),
-    ("REGION", "eu-west-1"),
-    ("BUCKET", "example-attachments"),
-    ("PREFIX", "posts"),
-    ("IMAGE_TAG", "1.0.0"),
-    ("ASSUME_ROLE_ARN", ""),
-    (
-        "JWKS_URL",
-        "https://example.eu.auth0.com/.well-known/jwks.json",
-    ),
-    ("ISSUER", "https://example.eu.auth0.com/"),
-    ("AUDIENCE", "https://posts.example.com"),
-];
-
-/// `deploy/render TEMPLATE` with `variables` as its whole environment.
-fn render(template: &str, variables: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new("bash")
-        .arg("deploy/render")
-        .arg(template)
-        .current_dir(repository_root())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(variables.iter().copied())
-        .output()
-        .expect("bash runs deploy/render")
-}
-
-fn placeholders(text: &str) -> BTreeSet<String> {
-    text.split("${")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
-        .collect()
-}
-
-#[test]
-fn the_rendered_task_definition_loads_as_a_production_configuration() {
-    let output = render("deploy/ecs/task-definition.json", EXAMPLE);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let task: Value = serde_json::from_slice(&output.stdout).expect("rendered JSON");
-    let container = &task["containerDefinitions"][0];
-    let mut env: HashMap<String, String> = container["environment"]
-        .as_array()
-        .expect("environment")
-        .iter()
-        .map(|variable| {
-            (
-                variable["name"].as_str().expect("name").to_owned(),
-                variable["value"].as_str().expect("value").to_owned(),
-            )
-        })
-        .collect();
-    // Secrets Manager supplies these at start.
-    for secret in container["secrets"].as_array().expect("secrets") {
-        let name = secret["name"].as_str().expect("secret name");
-        assert_eq!(name, "MONGODB_URI", "a secret the test does not know");
-        env.insert(
-            name.into(),
-            "mongodb+srv://user:pass@cluster.example.net/".into(),
-        );
-    }
-
-    let settings = Settings::load_from(&repository_root().join("config"), &env)
-        .unwrap_or_else(|error| panic!("the task would exit at start-up: {error}"));
-
-    assert!(settings.is_production());
-    assert!(!settings.auth.disabled);
-    assert_eq!(
-        settings.auth.jwks_url(),
-        Some("https://example.eu.auth0.com/.well-known/jwks.json")
-    );
-    assert_eq!(settings.s3.bucket, "example-attachments");
-    assert_eq!(settings.aws.role_arn(), None);
-    assert!(placeholders(&String::from_utf8_lossy(&output.stdout)).is_empty());
-}
-
-#[test]
-fn rendering_refuses_a_placeholder_whose_variable_is_unset() {
-    let without_bucket: Vec<(&str, &str)> = EXAMPLE
-        .iter()
-        .copied()
-        .filter(|(name, _)| *name != "BUCKET")
-        .collect();
-
-    let output = render("deploy/ecs/task-definition.json", &without_bucket);
-
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("BUCKET"));
-}
-
-#[test]
-fn every_placeholder_of_the_templates_is_a_variable_the_guide_exports() {
-    let guide = read("docs/deploy.md");
-    let templates = [
-        "deploy/ecs/task-definition.json",
-        "deploy/ecs/bucket-lifecycle.json",
-        "deploy/ecs/iam/task-role-trust.json",
-        "deploy/ecs/iam/task-role-s3-policy.json",
-        "deploy/ecs/iam/task-role-assume-policy.json",
-        "deploy/ecs/iam/target-role-trust.json",
-        "deploy/ecs/iam/execution-role-secrets-policy.json",
-    ];
-    for template in templates {
-        for name in placeholders(&read(template)) {
-            assert!(
-                guide.contains(&format!("{name}=")),
-                "{template} uses ${{{name}}}, which docs/deploy.md never sets"
-            );
-            assert!(
-                EXAMPLE.iter().any(|(example, _)| *example == name),
-                "{template} uses ${{{name}}}, which this test does not render"
-            );
-        }
-    }
+    assert!(!trust["Condition"]["StringEquals"]["aws:SourceAccount"].is_badvalue());
+    assert!(!trust["Condition"]["ArnLike"]["aws:SourceArn"].is_badvalue());
 }
 
 /// Whether `.dockerignore` leaves `path` out of the build context, by Docker's rules: the

@@ -258,3 +258,36 @@ async fn a_readiness_answer_is_reused_for_a_second_then_checked_again() {
         "checked again once the answer was a second old"
     );
 }
+
+/// The path the ECS stack's load balancer health-checks (`HealthCheckPath`).
+fn load_balancer_health_check_path() -> String {
+    let stack =
+        std::fs::read_to_string(test_support::repository_root().join("deploy/ecs/stack.yaml"))
+            .expect("deploy/ecs/stack.yaml");
+    stack
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("HealthCheckPath:"))
+        .map(|path| path.trim().to_owned())
+        .expect("the target group names a HealthCheckPath")
+}
+
+#[tokio::test]
+async fn the_load_balancer_health_check_answers_200_while_mongodb_is_down() {
+    let path = load_balancer_health_check_path();
+    let mongo = OwnMongo::start(free_port());
+    let mut settings = test_settings();
+    settings.mongo.uri =
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", mongo.port).into();
+    settings.mongo.server_selection_timeout_ms = 1000;
+    let app = spawn_app_with(settings).await;
+    assert_eq!(app.get(&path).await.status(), 200);
+
+    mongo.kill();
+    readyz_until(&app, 503, Duration::from_secs(15)).await;
+
+    assert_eq!(
+        app.get(&path).await.status(),
+        200,
+        "{path} fails with MongoDB: an outage would replace every task"
+    );
+}

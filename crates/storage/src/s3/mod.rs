@@ -36,7 +36,7 @@ pub use self::presign::PresignedUrl;
 pub use self::upload::StoredObject;
 
 /// Every IAM action the object store needs, and the S3 operations that need it. The
-/// deployment's least-privilege policy (`deploy/ecs/iam/task-role-s3-policy.json`) must
+/// deployment's least-privilege policy (`S3AccessPolicy` in `deploy/ecs/stack.yaml`) must
 /// grant exactly these; a test keeps the two equal.
 pub const IAM_ACTIONS: &[(&str, &[&str])] = &[
     (

@@ -7,6 +7,8 @@
                                              serve ECS container credentials: a new key at
                                              each call, valid LIFETIME seconds; the number
                                              of calls served is kept in COUNT_FILE
+  container_test.py jwks PORT CERT KEY JWK   serve {"keys": [JWK]} over HTTPS at /jwks.json,
+                                             an identity provider's key set
 """
 import base64
 import hashlib
@@ -14,6 +16,7 @@ import http.server
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 import urllib.error
@@ -152,7 +155,30 @@ def credentials(port, token, lifetime, count_file):
     server.serve_forever()
 
 
+def jwks(port, certificate, key, jwk):
+    with open(jwk) as f:
+        body = json.dumps({"keys": [json.load(f)]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/jwks.json" else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", int(port)), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.serve_forever()
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     {"ready": ready, "round-trip": round_trip, "slow-upload": slow_upload,
-     "credentials": credentials}[command](*args)
+     "credentials": credentials, "jwks": jwks}[command](*args)

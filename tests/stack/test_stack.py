@@ -107,6 +107,7 @@ class TheDefaultStack(StackTest):
         self.assertEqual(configuration["s3"]["key_prefix"], "posts")
         self.assertEqual(configuration["aws"]["region"], "eu-west-1")
         self.assertEqual(configuration["aws"]["role_arn"], "", "the task role itself, no AssumeRole")
+        self.assertEqual(configuration["server"]["cors_allowed_origins"], [])
 
     def test_the_mongodb_uri_comes_from_the_secret_named_by_its_full_arn(self):
         (secret,) = self.stack.container()["secrets"]
@@ -362,10 +363,13 @@ class TheOptions(StackTest):
         }
         self.assertEqual(sources, {8080: [self.stack.resources["LoadBalancerSecurityGroup"]], 9090: [self.scraper]})
 
-    def test_browsers_of_the_listed_origins_may_put_straight_to_the_bucket(self):
+    def test_browsers_of_the_listed_origins_may_call_the_api_and_put_straight_to_the_bucket(self):
+        origins = ["https://app.example.com", "https://admin.example.com"]
         (rule,) = self.stack.resolved("AttachmentsBucket")["CorsConfiguration"]["CorsRules"]
-        self.assertEqual(rule["AllowedOrigins"], ["https://app.example.com", "https://admin.example.com"])
+        self.assertEqual(rule["AllowedOrigins"], origins)
         self.assertIn("PUT", rule["AllowedMethods"])
+        configuration = effective_configuration(self.stack.container_environment())
+        self.assertEqual(configuration["server"]["cors_allowed_origins"], origins)
 
     def test_the_execution_role_may_decrypt_the_secret_with_its_key(self):
         decrypt = [

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use aws_config::{BehaviorVersion, Region};
 use aws_creds::{CredentialsError, TemporaryCredentials};
@@ -17,7 +17,7 @@ use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::background::{Reaper, refresh_jwks_periodically};
 use crate::config::Settings;
-use crate::http::request_id;
+use crate::http::{self, request_id};
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::routes::ops::ReadinessCache;
@@ -120,12 +120,18 @@ impl Application {
         let jwks_refresher = refresh_jwks_periodically(authenticator.clone());
         let authenticator = web::Data::new(authenticator);
         let separate_management = management_listener.is_some();
+        let cors_origins = settings.server.cors_allowed_origins.clone();
         let server = HttpServer::new({
             let (data, metrics, readiness) = (data.clone(), metrics.clone(), readiness.clone());
             move || {
                 App::new()
                     .wrap(from_fn(crate::metrics::record))
                     .wrap(from_fn(request_id::assign))
+                    // Outermost, so that every answer, errors included, carries its headers.
+                    .wrap(Condition::new(
+                        !cors_origins.is_empty(),
+                        http::cors::policy(&cors_origins),
+                    ))
                     .app_data(web::Data::new(data.for_this_worker()))
                     .app_data(metrics.clone())
                     .app_data(readiness.clone())

@@ -267,6 +267,7 @@ fn layered(
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("uploads.allowed_content_types")
+                .with_list_parse_key("server.cors_allowed_origins")
                 .try_parsing(true)
                 .source(Some(env.clone())),
         );

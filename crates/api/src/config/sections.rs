@@ -3,7 +3,7 @@
 use std::num::{NonZeroU32, NonZeroU64};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Environment, SettingsError};
 
@@ -26,6 +26,9 @@ pub struct ServerSettings {
     /// Serve `/readyz` and `/metrics` on this port only, not on `port`; 0 keeps them on
     /// `port`.
     pub management_port: u16,
+    /// Origins of web pages that may call the API from a browser (CORS); empty: none.
+    #[serde(deserialize_with = "non_blank_items")]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl ServerSettings {
@@ -38,6 +41,19 @@ impl ServerSettings {
             return Err(SettingsError::new(
                 "server.management_port",
                 "must differ from server.port (0 serves readiness and metrics on server.port)",
+            ));
+        }
+        if let Some(origin) = self
+            .cors_allowed_origins
+            .iter()
+            .find(|origin| !crate::http::cors::is_origin(origin))
+        {
+            return Err(SettingsError::new(
+                "server.cors_allowed_origins",
+                format!(
+                    "`{origin}` is not an origin: write scheme://host[:port] in lower case, \
+                     without a path or a wildcard"
+                ),
             ));
         }
         Ok(())
@@ -244,4 +260,15 @@ fn serialize_redacted<S: Serializer>(secret: &SecretString, s: S) -> Result<S::O
     } else {
         "[redacted]"
     })
+}
+
+/// A list without its blank items, each trimmed: an empty variable is an empty list, and
+/// `a, b` is `a` and `b`.
+fn non_blank_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let items = Vec::<String>::deserialize(deserializer)?;
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
 }

@@ -369,3 +369,40 @@ fn printed_configuration_redacts_secrets() {
     assert!(printed.contains("mongodb://app:***@db:27017"));
     assert!(printed.contains("jwt_hs256_secret = \"[redacted]\""));
 }
+
+#[test]
+fn cors_origins_are_a_comma_separated_variable() {
+    let settings = load_ok(
+        &[],
+        &[(
+            "APP__SERVER__CORS_ALLOWED_ORIGINS",
+            "https://app.example.com,http://127.0.0.1:5173",
+        )],
+    );
+    assert_eq!(
+        settings.server.cors_allowed_origins,
+        ["https://app.example.com", "http://127.0.0.1:5173"]
+    );
+}
+
+#[test]
+fn no_cors_origins_by_default() {
+    assert!(load_ok(&[], &[]).server.cors_allowed_origins.is_empty());
+}
+
+#[test]
+fn a_cors_origin_with_a_path_or_a_wildcard_is_named() {
+    for origin in ["https://app.example.com/", "*"] {
+        assert_eq!(
+            error_key(&[], &[("APP__SERVER__CORS_ALLOWED_ORIGINS", origin)]),
+            "server.cors_allowed_origins",
+            "{origin}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_cors_variable_lists_no_origin() {
+    let settings = load_ok(&[], &[("APP__SERVER__CORS_ALLOWED_ORIGINS", "")]);
+    assert!(settings.server.cors_allowed_origins.is_empty());
+}

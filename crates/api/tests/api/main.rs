@@ -4,6 +4,7 @@ mod attachments;
 mod auth;
 mod browser;
 mod conditional;
+mod cors;
 mod faults;
 mod helpers;
 mod load;

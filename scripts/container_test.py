@@ -2,6 +2,9 @@
 
   container_test.py ready URL SECONDS        wait for 200 from URL
   container_test.py round-trip BASE [TOKEN]  post + attachment up and down, bytes compared
+  container_test.py direct-upload BASE TOKEN S3_ORIGIN
+                                             a direct upload PUT to S3 by its presigned URL,
+                                             then a presigned GET; both URLs on S3_ORIGIN
   container_test.py slow-upload BASE SECONDS upload 32 MiB paced over SECONDS; prints the status
   container_test.py credentials PORT TOKEN LIFETIME COUNT_FILE
                                              serve ECS container credentials: a new key at
@@ -92,6 +95,49 @@ def round_trip(base, token=None):
     print(f"post {post['id']}: {len(data)} bytes up and down, sha256 {attachment['sha256'][:16]}…")
 
 
+def presigned(method, url, body=None, headers=None):
+    """A request to S3 by a presigned URL: its own signature, never the API's token."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def direct_upload(base, token, s3_origin):
+    AUTHORIZATION["Authorization"] = f"Bearer {token}"
+    post = create_post(base)
+    data = base64.b64encode(os.urandom(600 * 1024))
+    status, answer = request(
+        "POST", base + post["attachments_url"] + "/uploads",
+        json.dumps({"filename": "direct.txt", "content_type": "text/plain", "size": len(data)}).encode(),
+        {"content-type": "application/json"},
+    )
+    if status != 201:
+        sys.exit(f"starting a direct upload answered {status}: {answer[:300]!r}")
+    ticket = json.loads(answer)
+    if not ticket["url"].startswith(s3_origin + "/"):
+        sys.exit(f"the presigned PUT names {ticket['url'][:80]}, not {s3_origin}")
+    status, answer = presigned("PUT", ticket["url"], data, ticket["headers"])
+    if status != 200:
+        sys.exit(f"the presigned PUT answered {status}: {answer[:300]!r}")
+    status, answer = request("POST", base + ticket["complete_url"])
+    if status != 201:
+        sys.exit(f"completing the direct upload answered {status}: {answer[:300]!r}")
+    attachment = json.loads(answer)
+    status, answer = request("GET", base + attachment["url"] + "/url")
+    if status != 200:
+        sys.exit(f"GET …/url answered {status}: {answer[:300]!r}")
+    download = json.loads(answer)["url"]
+    if not download.startswith(s3_origin + "/"):
+        sys.exit(f"the presigned GET names {download[:80]}, not {s3_origin}")
+    status, downloaded = presigned("GET", download)
+    if status != 200 or downloaded != data:
+        sys.exit(f"the presigned GET answered {status} with other bytes than were uploaded")
+    print(f"post {post['id']}: {len(data)} bytes to S3 by presigned PUT and back by presigned GET")
+
+
 def slow_upload(base, seconds):
     """Sends 32 MiB of text at an even pace over SECONDS; prints `STATUS POST_ID`."""
     post = create_post(base)
@@ -180,5 +226,5 @@ def jwks(port, certificate, key, jwk):
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"ready": ready, "round-trip": round_trip, "slow-upload": slow_upload,
+    {"ready": ready, "round-trip": round_trip, "direct-upload": direct_upload, "slow-upload": slow_upload,
      "credentials": credentials, "jwks": jwks}[command](*args)

@@ -3,8 +3,11 @@
 Usage: testbed_seed.py ENDPOINT BUCKET
 Prints `ACCESS_KEY_ID SECRET_ACCESS_KEY` of the seeded user on stdout: a fresh key, the
 user's earlier ones deleted. Running it again against the same server is harmless.
+The bucket lets browsers of the origins in BUCKET_CORS_ORIGINS and
+APP__SERVER__CORS_ALLOWED_ORIGINS (comma-separated) PUT and GET presigned URLs.
 """
 import json
+import os
 import sys
 
 import boto3
@@ -79,6 +82,20 @@ def main():
         iam.put_role_policy(RoleName=name, PolicyName="s3", PolicyDocument=policy)
 
     unless_exists(s3.create_bucket, Bucket=bucket)
+    origins = [
+        origin.strip()
+        for variable in ("BUCKET_CORS_ORIGINS", "APP__SERVER__CORS_ALLOWED_ORIGINS")
+        for origin in os.environ.get(variable, "").split(",")
+        if origin.strip()
+    ]
+    if origins:
+        s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{
+            "AllowedOrigins": origins,
+            "AllowedMethods": ["PUT", "GET", "HEAD"],
+            "AllowedHeaders": ["content-type"],
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": 3600,
+        }]})
     print(key["AccessKeyId"], key["SecretAccessKey"])
 
 

@@ -96,58 +96,126 @@ fn the_task_definition_sets_only_variables_the_service_understands() {
     }
 }
 
+/// `NAME` of every `NAME=value` line of an env file; with `commented`, of `# NAME=value`
+/// lines too (the examples of `.env.example`).
+fn env_file_names(path: &str, commented: bool) -> Vec<String> {
+    read(path)
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| match line.strip_prefix('#') {
+            Some(example) if commented => Some(example.trim()),
+            Some(_) => None,
+            None => Some(line),
+        })
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect()
+}
+
 #[test]
-fn the_compose_environment_sets_only_variables_the_service_understands() {
+fn compose_gives_the_api_only_variables_the_service_understands() {
     let keys = setting_keys();
+    let compose = compose();
+    let api = &compose["services"]["api"];
+    let files: Vec<&str> = api["env_file"]
+        .as_vec()
+        .expect("the api reads env files")
+        .iter()
+        .filter_map(|file| file.as_str().or_else(|| file["path"].as_str()))
+        .collect();
+    assert_eq!(
+        files,
+        ["compose.env", ".env"],
+        "compose.env first, .env over it"
+    );
+    let mut names = env_file_names("compose.env", false);
+    names.extend(
+        api["environment"]
+            .as_hash()
+            .expect("the api's environment")
+            .keys()
+            .filter_map(Yaml::as_str)
+            .map(str::to_owned),
+    );
+    assert!(names.iter().any(|name| name == "MONGODB_URI"));
+    for name in names {
+        assert!(
+            understood(&name, &keys),
+            "compose gives the api unknown {name}"
+        );
+    }
+}
+
+#[test]
+fn compose_takes_no_setting_from_the_invoking_shell() {
     let compose = compose();
     let environment = compose["services"]["api"]["environment"]
         .as_hash()
-        .expect("the api service has an environment map");
-    let names: Vec<&str> = environment.keys().filter_map(Yaml::as_str).collect();
-    assert!(names.contains(&"MONGODB_URI"));
-    for name in names {
-        assert!(
-            understood(name, &keys),
-            "docker-compose.yml sets unknown {name}"
-        );
-    }
-}
-
-#[test]
-fn every_variable_of_env_example_overrides_something_compose_reads() {
-    let compose_text = read("docker-compose.yml");
-    for line in read(".env.example").lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+        .expect("the api's environment");
+    for (name, value) in environment {
+        let value = value.as_str().unwrap_or_default();
+        let interpolated: Vec<&str> = value
+            .split("${")
+            .skip(1)
+            .filter_map(|rest| rest.split([':', '}']).next())
+            .collect();
+        for variable in interpolated {
+            assert!(
+                ["S3_PUBLIC_URL", "S3_PORT"].contains(&variable),
+                "{name:?} takes ${{{variable}}} from the shell: settings belong in compose.env"
+            );
         }
-        let (name, _) = line.split_once('=').expect("NAME=value");
+    }
+}
+
+#[test]
+fn every_variable_of_env_example_is_a_compose_variable_or_a_setting() {
+    let keys = setting_keys();
+    let compose_text = read("docker-compose.yml");
+    for name in env_file_names(".env.example", true) {
         assert!(
-            compose_text.contains(&format!("${{{name}:-")),
-            ".env.example sets {name}, which docker-compose.yml never reads"
+            compose_text.contains(&format!("${{{name}:-")) || understood(&name, &keys),
+            ".env.example sets {name}, which neither compose nor the service reads"
         );
     }
 }
 
 #[test]
-fn compose_publishes_the_api_on_loopback_only_and_restarts_it_on_failure() {
+fn compose_publishes_the_api_and_s3_on_loopback_only_and_restarts_the_api_on_failure() {
     let compose = compose();
-    let api = &compose["services"]["api"];
-    let ports: Vec<&str> = api["ports"]
-        .as_vec()
-        .expect("api ports")
-        .iter()
-        .filter_map(Yaml::as_str)
-        .collect();
+    let published = |service: &str| -> Vec<String> {
+        compose["services"][service]["ports"]
+            .as_vec()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .filter_map(Yaml::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     assert_eq!(
-        ports,
+        published("api"),
         ["${API_BIND_ADDRESS:-127.0.0.1}:${API_PORT:-8080}:8080"]
     );
-    assert_eq!(api["restart"].as_str(), Some("on-failure"));
-    for service in ["mongo", "moto", "moto-init"] {
-        assert!(
-            compose["services"][service]["ports"].is_badvalue(),
-            "{service} is published; only the API is"
-        );
+    assert_eq!(
+        published("moto"),
+        ["${S3_BIND_ADDRESS:-127.0.0.1}:${S3_PORT:-5000}:5000"],
+        "presigned URLs are links to it"
+    );
+    assert_eq!(
+        compose["services"]["api"]["restart"].as_str(),
+        Some("on-failure")
+    );
+    for service in ["mongo", "moto-init"] {
+        assert!(published(service).is_empty(), "{service} is published");
     }
 }
 

@@ -34,6 +34,17 @@ pub fn testbed(name: &str) -> String {
     })
 }
 
+/// A program a test drives, from the testbed variable `name`; `tool` is its name for
+/// `scripts/test-tools`, which installs it.
+pub fn testbed_tool(name: &str, tool: &str) -> String {
+    let path = testbed(name);
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} ({name}) is not installed: run scripts/test-tools {tool}"
+    );
+    path
+}
+
 /// The repository root, where `config/`, `docs/` and `deploy/` live.
 pub fn repository_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

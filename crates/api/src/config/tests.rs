@@ -406,3 +406,11 @@ fn an_empty_cors_variable_lists_no_origin() {
     let settings = load_ok(&[], &[("APP__SERVER__CORS_ALLOWED_ORIGINS", "")]);
     assert!(settings.server.cors_allowed_origins.is_empty());
 }
+
+#[test]
+fn a_presign_endpoint_that_is_not_a_url_is_named() {
+    assert_eq!(
+        error_key(&[], &[("APP__S3__PRESIGN_ENDPOINT", "127.0.0.1:5000")]),
+        "s3.presign_endpoint"
+    );
+}

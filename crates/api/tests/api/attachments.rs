@@ -8,7 +8,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use test_support::{BOUNDARY, closing_boundary, expect_problem, multipart, part_header};
+use test_support::{
+    BOUNDARY, ChaosProxy, closing_boundary, expect_problem, multipart, part_header,
+    socket_address_of, testbed,
+};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
 
@@ -357,6 +360,33 @@ async fn a_presigned_url_downloads_the_same_bytes() {
             .as_str()
             .expect("expiry")
             .ends_with('Z')
+    );
+}
+
+#[tokio::test]
+async fn a_presigned_url_names_the_presign_endpoint_when_clients_reach_s3_elsewhere() {
+    // Another address of the same S3, as the host's published port is in compose.
+    let elsewhere = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let endpoint = elsewhere.url("http", "");
+    let mut settings = test_settings();
+    settings.s3.presign_endpoint = endpoint.clone();
+    let app = spawn_app_with(settings).await;
+    let (post, attachment) = app
+        .post_with_attachment("note.txt", b"reached elsewhere")
+        .await;
+    let id = attachment["id"].as_str().expect("id");
+
+    let presigned = app
+        .get_json(&format!("/v1/posts/{post}/attachments/{id}/url"))
+        .await;
+
+    let url = presigned["url"].as_str().expect("url");
+    assert!(url.starts_with(&format!("{endpoint}/")), "{url}");
+    let fetched = reqwest::get(url).await.expect("GET presigned");
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(
+        fetched.bytes().await.expect("body").as_ref(),
+        b"reached elsewhere"
     );
 }
 

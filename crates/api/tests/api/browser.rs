@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use test_support::{repository_root, testbed};
+use test_support::{repository_root, testbed_tool};
 
 use crate::auth::app_with_users;
 
@@ -20,8 +20,11 @@ async fn the_page_works_in_a_real_browser_without_serious_accessibility_violatio
     let run = tokio::process::Command::new("node")
         .arg(repository_root().join("crates/api/tests/browser/page.mjs"))
         .env("POSTS_API_URL", &app.address)
-        .env("BROWSER_MODULES", testbed("TESTBED_BROWSER_MODULES"))
-        .env("CHROMIUM", testbed("TESTBED_CHROMIUM"))
+        .env(
+            "BROWSER_MODULES",
+            testbed_tool("TESTBED_BROWSER_MODULES", "browser"),
+        )
+        .env("CHROMIUM", testbed_tool("TESTBED_CHROMIUM", "browser"))
         .env("ARTEFACTS", &artefacts)
         .kill_on_drop(true)
         .output();

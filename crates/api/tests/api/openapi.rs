@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use test_support::{repository_root, testbed};
+use test_support::{repository_root, testbed_tool};
 
 use crate::helpers::{ServiceCommand, spawn_app};
 
@@ -108,7 +108,7 @@ async fn schemathesis_finds_no_server_error_and_no_contradiction() {
         .await;
 
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/schemathesis.toml");
-    let output = tokio::process::Command::new(testbed("TESTBED_SCHEMATHESIS"))
+    let output = tokio::process::Command::new(testbed_tool("TESTBED_SCHEMATHESIS", "schemathesis"))
         .arg("--config-file")
         .arg(&config)
         .args([

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use test_support::{
     ApiClient, ChaosProxy, Inspector, MIB, pseudo_random, rss_of, socket_address_of, testbed,
+    testbed_tool,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -22,7 +23,7 @@ const GIB: u64 = 1024 * MIB;
 /// tuspy uploading `file` to `endpoint`, or resuming the upload at `resume`.
 fn tuspy(endpoint: &str, file: &Path, resume: Option<&str>) -> Child {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tus/upload.py");
-    let mut command = Command::new(testbed("TESTBED_TUS_PYTHON"));
+    let mut command = Command::new(testbed_tool("TESTBED_TUS_PYTHON", "tus"));
     command
         .arg(script)
         .arg(endpoint)

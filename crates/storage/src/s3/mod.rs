@@ -96,6 +96,9 @@ pub struct S3Settings {
     pub max_parts_in_flight: NonZeroU32,
     /// Lifetime of presigned URLs.
     pub presign_ttl_secs: NonZeroU64,
+    /// The S3 endpoint presigned URLs name, where clients reach S3 by another address
+    /// than the service does (compose: the host's published port); empty: the service's.
+    pub presign_endpoint: String,
 }
 
 impl S3Settings {
@@ -118,6 +121,14 @@ impl S3Settings {
                 "must be letters, digits, '-', '_' or '/'",
             ));
         }
+        let endpoint = self.presign_endpoint.trim();
+        let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !(endpoint.is_empty() || is_url) {
+            return Err(InvalidSetting::new(
+                "s3.presign_endpoint",
+                "must be an http:// or https:// URL, or empty",
+            ));
+        }
         if self.part_size_bytes < MIN_PART_SIZE {
             return Err(InvalidSetting::new(
                 "s3.part_size_bytes",
@@ -135,6 +146,8 @@ impl S3Settings {
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
     client: aws_sdk_s3::Client,
+    /// The client that signs presigned URLs: `client`, or one naming `presign_endpoint`.
+    presigner: aws_sdk_s3::Client,
     credentials: SharedCredentialsProvider,
     bucket: String,
     key_prefix: String,
@@ -219,8 +232,16 @@ impl ObjectStore {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        let presigner = match settings.presign_endpoint.trim() {
+            "" => client.clone(),
+            endpoint => aws_sdk_s3::Client::from_conf(
+                client.config().to_builder().endpoint_url(endpoint).build(),
+            ),
+        };
         Self {
-            client: aws_sdk_s3::Client::from_conf(config),
+            client,
+            presigner,
             credentials,
             bucket: settings.bucket.clone(),
             key_prefix: settings.key_prefix.trim_end_matches('/').to_owned(),

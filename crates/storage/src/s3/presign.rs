@@ -36,7 +36,7 @@ impl ObjectStore {
     ) -> Result<PresignedUrl, ObjectStoreError> {
         let (config, expires_at) = self.presigning(ttl).await?;
         let request = self
-            .client
+            .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -58,7 +58,7 @@ impl ObjectStore {
     ) -> Result<PresignedUrl, ObjectStoreError> {
         let (config, expires_at) = self.presigning(ttl).await?;
         let request = self
-            .client
+            .presigner
             .put_object()
             .bucket(&self.bucket)
             .key(key)

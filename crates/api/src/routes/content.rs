@@ -31,7 +31,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// Download an attachment's bytes (`HEAD` for the headers only).
 #[utoipa::path(
-    get, path = "/v1/posts/{post_id}/attachments/{attachment_id}/content", tag = "attachments",
+    method(get, head), path = "/v1/posts/{post_id}/attachments/{attachment_id}/content", tag = "attachments",
     params(
         ("post_id" = String, Path, description = "Post id"),
         ("attachment_id" = String, Path, description = "Attachment id"),

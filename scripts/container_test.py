@@ -167,61 +167,59 @@ def slow_upload(base, seconds):
         print("disconnected", post["id"])
 
 
-def credentials(port, token, lifetime, count_file):
-    served = []
+def serve(port, answer, tls=None):
+    """Serves GETs on 127.0.0.1:PORT until SIGTERM: `answer(request)` gives the status and
+    the JSON body (bytes, or None for none); `tls` is (certificate, key) for HTTPS."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.headers.get("Authorization") != token:
-                self.send_response(401)
-                self.end_headers()
-                return
-            served.append(self.path)
-            with open(count_file, "w") as f:
-                f.write(str(len(served)))
-            expiry = datetime.now(timezone.utc) + timedelta(seconds=int(lifetime))
-            body = json.dumps({
-                "AccessKeyId": "ASIA" + uuid.uuid4().hex[:16].upper(),
-                "SecretAccessKey": uuid.uuid4().hex,
-                "Token": uuid.uuid4().hex,
-                "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "RoleArn": "arn:aws:iam::123456789012:role/posts-api-task",
-            }).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
+            status, body = answer(self)
+            self.send_response(status)
+            if body is not None:
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if body is not None:
+                self.wfile.write(body)
 
         def log_message(self, *args):
             pass
 
     server = http.server.HTTPServer(("127.0.0.1", int(port)), Handler)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
+
+
+def credentials(port, token, lifetime, count_file):
+    served = []
+
+    def answer(request):
+        if request.headers.get("Authorization") != token:
+            return 401, None
+        served.append(request.path)
+        with open(count_file, "w") as f:
+            f.write(str(len(served)))
+        expiry = datetime.now(timezone.utc) + timedelta(seconds=int(lifetime))
+        return 200, json.dumps({
+            "AccessKeyId": "ASIA" + uuid.uuid4().hex[:16].upper(),
+            "SecretAccessKey": uuid.uuid4().hex,
+            "Token": uuid.uuid4().hex,
+            "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "RoleArn": "arn:aws:iam::123456789012:role/posts-api-task",
+        }).encode()
+
+    serve(port, answer)
 
 
 def jwks(port, certificate, key, jwk):
     with open(jwk) as f:
         body = json.dumps({"keys": [json.load(f)]}).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200 if self.path == "/jwks.json" else 404)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", int(port)), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificate, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server.serve_forever()
+    serve(port, lambda request: (200, body) if request.path == "/jwks.json" else (404, None),
+          tls=(certificate, key))
 
 
 if __name__ == "__main__":

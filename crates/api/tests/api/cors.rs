@@ -33,6 +33,15 @@ async fn preflight(
     response.headers().clone()
 }
 
+async fn get_from(app: &TestApp, origin: &str, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header("origin", origin)
+        .send()
+        .await
+        .expect("request")
+}
+
 fn listed(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(name)
@@ -47,13 +56,7 @@ fn listed(headers: &HeaderMap, name: &str) -> Vec<String> {
 async fn without_listed_origins_no_cors_headers_are_sent() {
     let app = spawn_app().await;
 
-    let response = app
-        .client
-        .get(app.url("/v1/posts"))
-        .header("origin", APP)
-        .send()
-        .await
-        .expect("request");
+    let response = get_from(&app, APP, "/v1/posts").await;
 
     assert_eq!(response.status(), 200);
     assert!(
@@ -141,13 +144,7 @@ async fn a_response_to_a_listed_origin_exposes_the_headers_clients_read() {
 async fn an_error_to_a_listed_origin_carries_cors_headers_so_the_page_can_read_it() {
     let app = app_allowing(&[APP]).await;
 
-    let response = app
-        .client
-        .get(app.url("/v1/posts/000000000000000000000000"))
-        .header("origin", APP)
-        .send()
-        .await
-        .expect("request");
+    let response = get_from(&app, APP, "/v1/posts/000000000000000000000000").await;
 
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["access-control-allow-origin"], APP);
@@ -157,13 +154,7 @@ async fn an_error_to_a_listed_origin_carries_cors_headers_so_the_page_can_read_i
 async fn an_unlisted_origin_is_served_without_cors_headers() {
     let app = app_allowing(&[APP]).await;
 
-    let response = app
-        .client
-        .get(app.url("/v1/posts"))
-        .header("origin", "https://elsewhere.example.net")
-        .send()
-        .await
-        .expect("request");
+    let response = get_from(&app, "https://elsewhere.example.net", "/v1/posts").await;
 
     assert_eq!(
         response.status(),

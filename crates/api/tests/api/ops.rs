@@ -191,14 +191,20 @@ async fn readyz_until(app: &crate::helpers::TestApp, status: u16, limit: Duratio
     }
 }
 
-#[tokio::test]
-async fn readyz_turns_503_while_mongodb_is_down_and_200_when_it_is_back() {
+/// The service on a SecantusDB of its own, which the test may stop.
+async fn app_on_own_mongo() -> (OwnMongo, crate::helpers::TestApp) {
     let mongo = OwnMongo::start(free_port());
     let mut settings = test_settings();
     settings.mongo.uri =
         format!("mongodb://127.0.0.1:{}/?directConnection=true", mongo.port).into();
     settings.mongo.server_selection_timeout_ms = 1000;
     let app = spawn_app_with(settings).await;
+    (mongo, app)
+}
+
+#[tokio::test]
+async fn readyz_turns_503_while_mongodb_is_down_and_200_when_it_is_back() {
+    let (mongo, app) = app_on_own_mongo().await;
     readyz_until(&app, 200, Duration::from_secs(5)).await;
 
     let port = mongo.kill();
@@ -274,12 +280,7 @@ fn load_balancer_health_check_path() -> String {
 #[tokio::test]
 async fn the_load_balancer_health_check_answers_200_while_mongodb_is_down() {
     let path = load_balancer_health_check_path();
-    let mongo = OwnMongo::start(free_port());
-    let mut settings = test_settings();
-    settings.mongo.uri =
-        format!("mongodb://127.0.0.1:{}/?directConnection=true", mongo.port).into();
-    settings.mongo.server_selection_timeout_ms = 1000;
-    let app = spawn_app_with(settings).await;
+    let (mongo, app) = app_on_own_mongo().await;
     assert_eq!(app.get(&path).await.status(), 200);
 
     mongo.kill();

@@ -104,6 +104,7 @@ impl Modify for CommonResponses {
             }
             let operations = [
                 (&mut item.get, false),
+                (&mut item.options, false),
                 // A resumable upload's state is its writer's only.
                 (&mut item.head, path.contains("/tus/")),
                 (&mut item.post, true),

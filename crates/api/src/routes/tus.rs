@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use crate::admission::Refusal;
 use crate::domain::{FileName, parse_id};
 use crate::http::error::{ApiError, method_not_allowed};
-use crate::http::extractors::Writer;
+use crate::http::extractors::{Reader, Writer};
 use crate::http::problem::Problem;
 use crate::routes::direct_uploads::is_media_type;
 use crate::routes::multipart::{BodyPace, Uploads, closing, paced};
@@ -94,11 +94,11 @@ fn tus_resumable() -> DefaultHeaders {
     DefaultHeaders::new().add(("Tus-Resumable", TUS_VERSION))
 }
 
-/// What the server supports, for a post that exists.
+/// What the server supports, for a post that exists. Needs a token when reads do
+/// (`auth.public_reads = false`).
 #[utoipa::path(
     options, path = "/v1/posts/{post_id}/attachments/tus", tag = "resumable uploads",
     params(("post_id" = String, Path, description = "Post id")),
-    security(()),
     responses(
         (status = 204, description = "The protocol version, extensions and largest upload", headers(
             ("Tus-Version" = String, description = "1.0.0"),
@@ -106,10 +106,11 @@ fn tus_resumable() -> DefaultHeaders {
             ("Tus-Max-Size" = u64, description = "The largest upload, in bytes"),
         )),
         (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn capabilities(
+    // Whether the post exists is for those who may read it.
+    _reader: Reader,
     uploads: Uploads,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {

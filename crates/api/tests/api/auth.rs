@@ -313,6 +313,31 @@ async fn without_public_reads_reads_need_a_token() {
 }
 
 #[tokio::test]
+async fn without_public_reads_tus_options_tell_no_stranger_whether_a_post_exists() {
+    let app = app(false).await;
+    let ann = token_for("ann");
+    let post = create_post_as(&app, &ann).await;
+    let options = |post: String, token: Option<String>| {
+        let mut request = app.client.request(
+            Method::OPTIONS,
+            app.url(&format!("/v1/posts/{post}/attachments/tus")),
+        );
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    let existing = options(post.clone(), None).await.expect("OPTIONS");
+    let missing = options("0".repeat(24), None).await.expect("OPTIONS");
+
+    assert_401(existing, "").await;
+    assert_401(missing, "").await;
+    let with_token = options(post, Some(ann)).await.expect("OPTIONS");
+    assert_eq!(with_token.status(), 204);
+}
+
+#[tokio::test]
 async fn reads_are_public_by_default() {
     let app = app(true).await;
     let post = create_post_as(&app, &token_for("ann")).await;

@@ -294,7 +294,9 @@ impl Jwks {
 
     /// The key `kid`. An unknown one refetches the set, as after a rotation, but at most
     /// once per [`JWKS_MIN_REFETCH`] whether fetches work or fail, one fetch at a time;
-    /// ids still unknown after a fetch are refused without another until the next one.
+    /// ids that a fetch just showed the set lacks are refused without another until the
+    /// next one. An id refused without a fetch, or after a failed one, is not remembered:
+    /// it is looked up again once a fetch is due.
     async fn key(&self, kid: &str) -> Result<DecodingKey, TokenRejected> {
         let unknown = || invalid("the token's signing key is unknown");
         if let Some(key) = self.find(kid) {
@@ -303,20 +305,23 @@ impl Jwks {
         if self.is_known_miss(kid) {
             return Err(unknown());
         }
-        {
-            let mut last_attempt = self.last_attempt.lock().await;
-            // Another caller may have fetched while this one waited.
-            if let Some(key) = self.find(kid) {
-                return Ok(key);
-            }
-            if last_attempt.elapsed() >= JWKS_MIN_REFETCH {
-                *last_attempt = Instant::now();
-                match fetch(&self.client, &self.url).await {
-                    Ok(keys) => self.replace_keys(keys),
-                    Err(error) => tracing::warn!(%error, "JWKS refetch for an unknown key failed"),
-                }
+        let mut last_attempt = self.last_attempt.lock().await;
+        // Another caller may have fetched while this one waited.
+        if let Some(key) = self.find(kid) {
+            return Ok(key);
+        }
+        if last_attempt.elapsed() < JWKS_MIN_REFETCH {
+            return Err(unknown());
+        }
+        *last_attempt = Instant::now();
+        match fetch(&self.client, &self.url).await {
+            Ok(keys) => self.replace_keys(keys),
+            Err(error) => {
+                tracing::warn!(%error, "JWKS refetch for an unknown key failed");
+                return Err(unknown());
             }
         }
+        drop(last_attempt);
         let key = self.find(kid);
         if key.is_none() {
             self.remember_miss(kid);

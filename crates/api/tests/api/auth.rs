@@ -476,22 +476,9 @@ pub fn jwk(key: &str) -> Value {
 #[tokio::test]
 async fn rs256_tokens_are_checked_against_the_jwks_and_a_rotated_key_is_picked_up() {
     let (url, keys) = jwks_server(json!({ "keys": [jwk("a")] })).await;
-    let mut settings = test_settings();
-    settings.auth.disabled = false;
-    settings.auth.jwks_url = url;
-    settings.auth.issuer = ISSUER.into();
-    settings.auth.audience = AUDIENCE.into();
-    let app = spawn_app_with(settings).await;
+    let app = app_with_jwks(url).await;
 
-    let with_a = send(
-        &app,
-        Method::POST,
-        "/v1/posts",
-        Some(&rs256(&claims("ann"), "a")),
-        Some(json!({ "title": "a" })),
-    )
-    .await;
-    assert_eq!(with_a.status(), 201);
+    assert_eq!(post_with_key(&app, "a").await, 201);
     let forged = send(
         &app,
         Method::POST,
@@ -509,14 +496,59 @@ async fn rs256_tokens_are_checked_against_the_jwks_and_a_rotated_key_is_picked_u
     *keys.lock().expect("keys") = json!({ "keys": [jwk("b")] });
     // Unknown key ids refetch the set, at most every few seconds.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let with_b = send(
-        &app,
+
+    assert_eq!(
+        post_with_key(&app, "b").await,
+        201,
+        "the rotated key is used"
+    );
+}
+
+async fn app_with_jwks(url: String) -> TestApp {
+    let mut settings = test_settings();
+    settings.auth.disabled = false;
+    settings.auth.jwks_url = url;
+    settings.auth.issuer = ISSUER.into();
+    settings.auth.audience = AUDIENCE.into();
+    spawn_app_with(settings).await
+}
+
+async fn post_with_key(app: &TestApp, key: &str) -> u16 {
+    send(
+        app,
         Method::POST,
         "/v1/posts",
-        Some(&rs256(&claims("ann"), "b")),
-        Some(json!({ "title": "b" })),
+        Some(&rs256(&claims("ann"), key)),
+        Some(json!({ "title": key })),
     )
-    .await;
+    .await
+    .status()
+    .as_u16()
+}
 
-    assert_eq!(with_b.status(), 201, "the rotated key is used");
+#[tokio::test]
+async fn a_key_refused_before_a_refetch_was_due_is_accepted_once_the_set_has_it() {
+    let (url, keys) = jwks_server(json!({ "keys": [jwk("a")] })).await;
+    let app = app_with_jwks(url).await;
+    // Just after start-up's fetch: no refetch is due, so key b is refused unseen.
+    assert_eq!(post_with_key(&app, "b").await, 401);
+
+    *keys.lock().expect("keys") = json!({ "keys": [jwk("a"), jwk("b")] });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    assert_eq!(post_with_key(&app, "b").await, 201);
+}
+
+#[tokio::test]
+async fn a_key_refused_while_the_provider_was_down_is_accepted_once_it_is_back() {
+    let (url, keys) = jwks_server(json!({ "keys": [jwk("a")] })).await;
+    let app = app_with_jwks(url).await;
+    *keys.lock().expect("keys") = json!("503 Service Unavailable");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(post_with_key(&app, "b").await, 401, "the fetch failed");
+
+    *keys.lock().expect("keys") = json!({ "keys": [jwk("a"), jwk("b")] });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    assert_eq!(post_with_key(&app, "b").await, 201);
 }

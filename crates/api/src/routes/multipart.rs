@@ -204,10 +204,15 @@ impl Uploads {
             )));
         }
 
+        // Authenticated first: a request without a valid token is answered at once, its
+        // body unread, and holds no upload memory.
+        let writer = match writer {
+            Ok(writer) => writer,
+            Err(error) => return closing(error),
+        };
         // Admitted before a byte of the body is read; the ticket holds the memory until the
         // response is sent.
-        let user = writer.as_ref().ok().and_then(Writer::subject);
-        let _ticket = match admission.admit(user) {
+        let _ticket = match admission.admit(writer.subject()) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 return closing(match refusal {
@@ -220,14 +225,13 @@ impl Uploads {
         // Every file stays pending, invisible, until the last one is stored; then all turn
         // ready in one update. A failure, or a crash, leaves none of them visible.
         let mut staged = Vec::new();
-        let stored = match (writer, &mut body) {
-            (Ok(writer), Body::Form(parts)) => {
+        let stored = match &mut body {
+            Body::Form(parts) => {
                 store_files(state, settings, metrics, &writer, path, parts, &mut staged).await
             }
-            (Ok(writer), Body::Raw(file)) => {
+            Body::Raw(file) => {
                 store_raw_file(state, settings, metrics, &writer, path, file, &mut staged).await
             }
-            (Err(error), _) => Err(error),
         };
         let outcome = match stored {
             Ok(()) => state.bounded(state.storage.publish(staged)).await,

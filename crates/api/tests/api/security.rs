@@ -12,10 +12,11 @@ use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
 use test_support::{expect_problem, multipart};
+use tokio::io::AsyncWriteExt;
 
 use crate::auth::{
-    AUDIENCE, ISSUER, SECRET, app, claims, counting_jwks_server, create_post_as, fixture, hs256,
-    jwk, now, rs256, send,
+    AUDIENCE, ISSUER, SECRET, app, app_with_users, claims, counting_jwks_server, create_post_as,
+    fixture, hs256, jwk, now, rs256, send,
 };
 use crate::helpers::{ServiceCommand, TestApp, spawn_app_with, test_settings};
 
@@ -297,4 +298,40 @@ async fn no_secret_or_token_reaches_the_logs() {
     ] {
         assert!(!logs.contains(&secret), "{what} is in the logs");
     }
+}
+
+#[tokio::test]
+async fn uploads_without_a_valid_token_hold_no_upload_memory() {
+    let (app, ann, _) = app_with_users(|_| {}).await;
+    let post = create_post_as(&app, &ann).await;
+    // More idle bodies than the default budget has room for (256 MiB, 24 MiB an upload).
+    let mut idle = Vec::new();
+    for _ in 0..14 {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /v1/posts/{post}/attachments/raw?filename=idle.txt HTTP/1.1\r\n\
+             Host: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n"
+        );
+        socket
+            .write_all(head.as_bytes())
+            .await
+            .expect("request head");
+        idle.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let upload = app
+        .client
+        .post(app.url(&format!("/v1/posts/{post}/attachments/raw?filename=a.txt")))
+        .bearer_auth(&ann)
+        .header("content-type", "text/plain")
+        .body("admitted")
+        .send()
+        .await
+        .expect("upload");
+
+    assert_eq!(upload.status(), 201);
+    drop(idle);
 }

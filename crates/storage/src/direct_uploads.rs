@@ -129,26 +129,36 @@ impl Storage {
         }
         // The bytes are copied to a key no client can write, then verified there: what is
         // verified is exactly what will be served, whatever is PUT to the staging key later.
+        // The staged object stays until the attachment is ready, so that a completion that
+        // fails on the way (S3 or MongoDB unavailable) can be retried as it is.
         let key = self.objects.key_for(post_id, document.id.to_hex());
         self.objects.copy(&staging, &key).await?;
-        if let Err(error) = self.objects.delete(&staging).await {
-            tracing::warn!(%staging, %error, "could not delete a staged upload; the reaper will");
-        }
         let (stored, content_type) = self
             .digest_object(&key, &declared.declared_content_type)
             .await?;
-        if stored.size != declared_size {
-            self.objects.delete(&key).await?;
-            return Err(StorageError::UploadMismatch(
+        let refused = if stored.size != declared_size {
+            Some(StorageError::UploadMismatch(
                 "the object changed before it was verified".into(),
-            ));
-        }
-        if !self.policy.allows(&content_type) {
+            ))
+        } else if !self.policy.allows(&content_type) {
+            Some(StorageError::UnsupportedType {
+                content_type: content_type.clone(),
+            })
+        } else {
+            None
+        };
+        if let Some(refusal) = refused {
             self.objects.delete(&key).await?;
-            return Err(StorageError::UnsupportedType { content_type });
+            self.objects.delete(&staging).await?;
+            return Err(refusal);
         }
-        self.mark_ready(&document, &stored, &content_type, Entity::Upload)
-            .await
+        let attachment = self
+            .mark_ready(&document, &stored, &content_type, Entity::Upload)
+            .await?;
+        if let Err(error) = self.objects.delete(&staging).await {
+            tracing::warn!(%staging, %error, "could not delete a staged upload; the reaper will");
+        }
+        Ok(attachment)
     }
 
     /// Reads a stored object once: its size, SHA-256 and sniffed type.

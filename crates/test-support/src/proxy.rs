@@ -1,9 +1,10 @@
 //! One TCP proxy for every fault test: it can delay each new connection, stall traffic,
-//! cut every connection (and refuse new ones), be restored, and spread connections over
-//! several upstreams as a load balancer does.
+//! cut every connection (and refuse new ones), now or from the Nth new connection on, be
+//! restored, and spread connections over several upstreams as a load balancer does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +27,9 @@ enum Mode {
 pub struct ChaosProxy {
     /// Where clients connect.
     pub address: SocketAddr,
-    mode: watch::Sender<Mode>,
+    mode: Arc<watch::Sender<Mode>>,
+    /// New connections still let through before the proxy cuts; negative: no limit.
+    allowance: Arc<AtomicI64>,
 }
 
 impl ChaosProxy {
@@ -66,13 +69,23 @@ impl ChaosProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let address = listener.local_addr().expect("proxy address");
         let (mode, watcher) = watch::channel(Mode::Up);
+        let mode = Arc::new(mode);
+        let allowance = Arc::new(AtomicI64::new(-1));
         let upstreams = Arc::new(upstreams);
+        let (cutter, counted) = (mode.clone(), allowance.clone());
         tokio::spawn(async move {
             let mut delay = delay;
             let mut next = 0;
             while let Ok((client, _)) = listener.accept().await {
+                if counted.load(Ordering::SeqCst) == 0 {
+                    cutter.send_replace(Mode::Cut);
+                    counted.store(-1, Ordering::SeqCst);
+                }
                 if *watcher.borrow() == Mode::Cut {
                     continue;
+                }
+                if counted.load(Ordering::SeqCst) > 0 {
+                    counted.fetch_sub(1, Ordering::SeqCst);
                 }
                 let order: Vec<SocketAddr> = (0..upstreams.len())
                     .map(|offset| upstreams[(next + offset) % upstreams.len()])
@@ -84,7 +97,11 @@ impl ChaosProxy {
                 }
             }
         });
-        Arc::new(Self { address, mode })
+        Arc::new(Self {
+            address,
+            mode,
+            allowance,
+        })
     }
 
     /// Stops every byte without closing anything, as a hung dependency does.
@@ -97,8 +114,17 @@ impl ChaosProxy {
         self.mode.send_replace(Mode::Cut);
     }
 
-    /// Lets traffic flow again.
+    /// Lets the next `connections` new connections through, then cuts as [`Self::cut`]
+    /// does: with a backend that closes its connection after every response (moto), the
+    /// requests after the first `connections` fail.
+    pub fn cut_after_connections(&self, connections: u32) {
+        self.allowance
+            .store(i64::from(connections), Ordering::SeqCst);
+    }
+
+    /// Lets traffic flow again, without a limit on connections.
     pub fn restore(&self) {
+        self.allowance.store(-1, Ordering::SeqCst);
         self.mode.send_replace(Mode::Up);
     }
 

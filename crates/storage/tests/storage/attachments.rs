@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use storage::StorageError;
 
+use test_support::{ChaosProxy, socket_address_of, testbed};
+
 use crate::support::{Options, harness, harness_with, stream_of};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
@@ -120,6 +122,44 @@ async fn served(h: &crate::support::Harness, attachment: &storage::Attachment) -
         .expect("open");
     let chunks: Vec<Bytes> = body.stream.try_collect().await.expect("download");
     chunks.concat()
+}
+
+#[tokio::test]
+async fn a_direct_upload_whose_completion_failed_midway_completes_when_retried() {
+    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let h = harness_with(Options {
+        endpoint: Some(format!("http://{}", proxy.address)),
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let ticket = h
+        .storage
+        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
+        .await
+        .expect("begin");
+    put_presigned(&ticket, PNG).await;
+    // S3 answers the staged object's HEAD, its copy and one more request, then goes away:
+    // moto closes its connection after every response, so each request is a connection.
+    proxy.cut_after_connections(3);
+
+    let first = h
+        .storage
+        .complete_direct_upload(post, ticket.upload_id)
+        .await;
+    proxy.restore();
+    let attachment = match first {
+        Ok(attachment) => attachment,
+        Err(error) => {
+            assert!(error.is_unavailable(), "{error:?}");
+            h.storage
+                .complete_direct_upload(post, ticket.upload_id)
+                .await
+                .expect("the retry completes")
+        }
+    };
+
+    assert_eq!(served(&h, &attachment).await, PNG);
 }
 
 /// Bytes of `PNG`'s length that are not a PNG.

@@ -1,7 +1,9 @@
 //! Admission of streamed uploads: a service-wide memory budget and a per-user limit, both
-//! checked before a byte of the body is read. A request that does not fit is refused with
-//! `Retry-After`, so a burst of uploads turns into retries instead of an out-of-memory
-//! kill of every request in flight.
+//! checked before a byte of the body is read. Each request reserves what it can hold: the
+//! bytes it declares (with a little for its buffers), at most one upload's share
+//! ((parts in flight + 1) × part size), and that share when its length is unknown. A
+//! request that does not fit is refused with `Retry-After`, so a burst of uploads turns
+//! into retries instead of an out-of-memory kill of every request in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +22,14 @@ pub enum Refusal {
 }
 
 type InFlight = Arc<Mutex<HashMap<String, usize>>>;
+
+/// What any admitted request holds beside its body: the HTTP and multipart buffers.
+const REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
+
+/// `bytes` in KiB, rounded up, as the semaphore counts them.
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
 
 /// The budget, shared by every worker.
 #[derive(Debug)]
@@ -63,7 +73,6 @@ impl Drop for UserSlot {
 impl Admission {
     /// The budget of `settings.admission`.
     pub fn new(settings: &Settings) -> Self {
-        let kib = |bytes: u64| u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         let budget = kib(settings.admission.upload_memory_bytes.get());
         Self {
             memory: Arc::new(Semaphore::new(budget as usize)),
@@ -73,13 +82,17 @@ impl Admission {
         }
     }
 
-    /// Admits one upload of `user` (`None` while authentication is off), or says why not.
-    pub fn admit(&self, user: Option<&str>) -> Result<Ticket, Refusal> {
+    /// Admits one upload of `user` (`None` while authentication is off) that holds at
+    /// most `holds_at_most` bytes of body (`None`: unknown), or says why not.
+    pub fn admit(&self, user: Option<&str>, holds_at_most: Option<u64>) -> Result<Ticket, Refusal> {
         let slot = user.map(|user| self.take_slot(user)).transpose()?;
+        let reserved = holds_at_most.map_or(self.per_request_kib, |bytes| {
+            kib(bytes.saturating_add(REQUEST_OVERHEAD_BYTES)).min(self.per_request_kib)
+        });
         let memory = self
             .memory
             .clone()
-            .try_acquire_many_owned(self.per_request_kib)
+            .try_acquire_many_owned(reserved)
             .map_err(|_| Refusal::ServiceBusy)?;
         Ok(Ticket {
             _memory: memory,
@@ -121,38 +134,72 @@ mod tests {
     #[test]
     fn uploads_beyond_the_memory_budget_are_refused_until_one_ends() {
         let admission = admission(2, 10);
-        let first = admission.admit(None).expect("first");
-        let _second = admission.admit(None).expect("second");
+        let first = admission.admit(None, None).expect("first");
+        let _second = admission.admit(None, None).expect("second");
 
-        assert_eq!(admission.admit(None).err(), Some(Refusal::ServiceBusy));
+        assert_eq!(
+            admission.admit(None, None).err(),
+            Some(Refusal::ServiceBusy)
+        );
         drop(first);
-        assert!(admission.admit(None).is_ok());
+        assert!(admission.admit(None, None).is_ok());
     }
 
     #[test]
     fn a_user_beyond_their_share_is_refused_and_others_are_not() {
         let admission = admission(10, 2);
-        let _one = admission.admit(Some("ann")).expect("one");
-        let two = admission.admit(Some("ann")).expect("two");
+        let _one = admission.admit(Some("ann"), None).expect("one");
+        let two = admission.admit(Some("ann"), None).expect("two");
 
-        assert_eq!(admission.admit(Some("ann")).err(), Some(Refusal::UserBusy));
-        assert!(admission.admit(Some("bob")).is_ok());
+        assert_eq!(
+            admission.admit(Some("ann"), None).err(),
+            Some(Refusal::UserBusy)
+        );
+        assert!(admission.admit(Some("bob"), None).is_ok());
         drop(two);
-        assert!(admission.admit(Some("ann")).is_ok());
+        assert!(admission.admit(Some("ann"), None).is_ok());
+    }
+
+    #[test]
+    fn a_small_upload_reserves_its_length_and_an_unknown_one_a_whole_share() {
+        let admission = admission(1, 100);
+        let small: Vec<Ticket> = (0..100)
+            .map(|_| admission.admit(None, Some(8 * 1024)).expect("small"))
+            .collect();
+
+        assert_eq!(
+            admission.admit(None, None).err(),
+            Some(Refusal::ServiceBusy),
+            "an unknown length needs a whole share"
+        );
+        drop(small);
+        let _whole = admission.admit(None, None).expect("whole");
+        assert_eq!(
+            admission.admit(None, Some(8 * 1024)).err(),
+            Some(Refusal::ServiceBusy)
+        );
+    }
+
+    #[test]
+    fn a_declared_length_beyond_a_share_reserves_only_the_share() {
+        let admission = admission(2, 10);
+        let _first = admission.admit(None, Some(u64::MAX)).expect("first");
+
+        assert!(admission.admit(None, Some(1 << 40)).is_ok());
     }
 
     #[test]
     fn a_refusal_for_memory_gives_the_users_slot_back() {
         let admission = admission(1, 1);
-        let held = admission.admit(Some("ann")).expect("held");
+        let held = admission.admit(Some("ann"), None).expect("held");
 
         assert_eq!(
-            admission.admit(Some("bob")).err(),
+            admission.admit(Some("bob"), None).err(),
             Some(Refusal::ServiceBusy)
         );
         drop(held);
         assert!(
-            admission.admit(Some("bob")).is_ok(),
+            admission.admit(Some("bob"), None).is_ok(),
             "bob's refused attempt left no slot taken"
         );
     }

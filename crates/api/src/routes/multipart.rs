@@ -130,7 +130,7 @@ pub async fn upload_raw_attachment(
 }
 
 /// The request's `Content-Length`, if it sent one.
-fn declared_length(request: &HttpRequest) -> Option<u64> {
+pub(crate) fn declared_length(request: &HttpRequest) -> Option<u64> {
     request
         .headers()
         .get(CONTENT_LENGTH)
@@ -212,7 +212,7 @@ impl Uploads {
         };
         // Admitted before a byte of the body is read; the ticket holds the memory until the
         // response is sent.
-        let _ticket = match admission.admit(writer.subject()) {
+        let _ticket = match admission.admit(writer.subject(), declared_length) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 return closing(match refusal {

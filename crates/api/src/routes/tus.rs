@@ -26,7 +26,7 @@ use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
 use crate::http::problem::Problem;
 use crate::routes::direct_uploads::is_media_type;
-use crate::routes::multipart::{BodyPace, Uploads, closing, paced};
+use crate::routes::multipart::{BodyPace, Uploads, closing, declared_length, paced};
 
 /// The protocol version spoken, the only one.
 pub const TUS_VERSION: &str = "1.0.0";
@@ -211,7 +211,17 @@ pub async fn create_upload(
             .insert_header((LOCATION, location))
             .finish();
     }
-    match append(&uploads, &writer, upload.post_id, upload.id, 0, payload).await {
+    let declared = declared_length(&request);
+    match append(
+        &uploads,
+        &writer,
+        (upload.post_id, upload.id),
+        0,
+        payload,
+        declared,
+    )
+    .await
+    {
         Ok(upload) => upload_response(HttpResponse::Created(), &upload)
             .insert_header((LOCATION, location))
             .finish(),
@@ -322,7 +332,16 @@ pub async fn append_bytes(
             None => return Err(ApiError::BadRequest("Upload-Offset is required".into())),
         };
         authorize_upload(&uploads, &writer, post_id).await?;
-        append(&uploads, &writer, post_id, upload_id, offset, payload).await
+        let declared = declared_length(&request);
+        append(
+            &uploads,
+            &writer,
+            (post_id, upload_id),
+            offset,
+            payload,
+            declared,
+        )
+        .await
     }
     .await;
     match appended {
@@ -362,20 +381,25 @@ pub async fn terminate_upload(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Streams the request body into the upload, admitted like every streamed upload. The
-/// work runs as a task of its own, so that a client going away mid-body cannot cancel
-/// it before the bytes received are saved.
+/// Streams the request body (`declared` bytes, when it says) into the upload, admitted
+/// like every streamed upload: it holds the upload's stored tail, less than a part, and
+/// its body. The work runs as a task of its own, so that a client going away mid-body
+/// cannot cancel it before the bytes received are saved.
 async fn append(
     uploads: &Uploads,
     writer: &Writer,
-    post_id: PostId,
-    upload_id: AttachmentId,
+    (post_id, upload_id): (PostId, AttachmentId),
     offset: u64,
     payload: web::Payload,
+    declared: Option<u64>,
 ) -> Result<ResumableUpload, ApiError> {
+    let tail = uploads.settings.s3.part_size_bytes;
     let ticket = uploads
         .admission
-        .admit(writer.subject())
+        .admit(
+            writer.subject(),
+            declared.map(|body| body.saturating_add(tail)),
+        )
         .map_err(|refusal| match refusal {
             Refusal::UserBusy => ApiError::TooManyUploads,
             Refusal::ServiceBusy => ApiError::AtCapacity,

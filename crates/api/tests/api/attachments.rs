@@ -638,9 +638,11 @@ async fn the_files_of_a_request_become_visible_together_when_the_last_is_stored(
 }
 
 /// An upload whose body is sent only in part, holding its admission until dropped.
+/// A form upload that declares 32 MiB, more than one upload may hold, and sends a few
+/// bytes of it: admitted, it holds its whole share of the memory until the socket goes.
 async fn upload_in_flight(app: &TestApp, post: &str, token: Option<&str>) -> tokio::net::TcpStream {
     let head = part_header("slow.txt");
-    let length = head.len() + 1024 * 1024 + closing_boundary().len() + 2;
+    let length = head.len() + 32 * 1024 * 1024 + closing_boundary().len() + 2;
     let authorization = token.map_or(String::new(), |token| {
         format!("Authorization: Bearer {token}\r\n")
     });
@@ -682,6 +684,33 @@ async fn uploads_beyond_the_memory_budget_are_refused_with_503_and_retry_after()
         201,
         "the memory came back when the first upload ended"
     );
+}
+
+#[tokio::test]
+async fn small_uploads_reserve_what_they_can_hold_so_many_fit_at_once() {
+    let (app, _, _) = crate::auth::app_with_users(|_| {}).await;
+    let users: Vec<String> = (0..16)
+        .map(|n| crate::auth::token_for(&format!("user-{n}")))
+        .collect();
+    let mut posts = Vec::new();
+    for token in &users {
+        posts.push(crate::auth::create_post_as(&app, token).await);
+    }
+    let (content_type, body) = multipart(&[("small.txt", &[b'x'; 8 * 1024])]);
+
+    // Four at once per user (admission.uploads_per_user), 64 in all, with the defaults.
+    let uploads = (0..64).map(|n| {
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/posts/{}/attachments", posts[n % 16])))
+            .bearer_auth(&users[n % 16])
+            .header("content-type", content_type.clone())
+            .body(body.clone());
+        async move { request.send().await.expect("upload").status().as_u16() }
+    });
+    let statuses = futures::future::join_all(uploads).await;
+
+    assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
 }
 
 #[tokio::test]

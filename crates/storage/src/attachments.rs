@@ -271,13 +271,16 @@ impl Storage {
         stored: &StoredObject,
         content_type: &str,
         missing: Entity,
+        condition: Document,
     ) -> Result<Attachment, StorageError> {
         let size = i64::try_from(stored.size).unwrap_or(i64::MAX);
         let sha256 = hex::encode(stored.sha256);
+        let mut filter = doc! { "_id": document.id, "status": AttachmentStatus::Pending.as_str() };
+        filter.extend(condition);
         let result = self
             .attachments()
             .update_one(
-                doc! { "_id": document.id, "status": AttachmentStatus::Pending.as_str() },
+                filter,
                 doc! { "$set": {
                     "status": AttachmentStatus::Ready.as_str(),
                     "size": size,

@@ -1,7 +1,7 @@
 //! Direct uploads: the client PUTs the bytes to a presigned URL, then the service verifies
 //! the object (size, sniffed type, SHA-256) before the attachment turns ready.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use futures::TryStreamExt;
@@ -15,6 +15,15 @@ use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, DirectUpload, now};
 use crate::s3::{PresignedUrl, StoredObject};
 use crate::store::Storage;
+
+/// The field of a direct upload's record that names the completion working on it.
+const COMPLETION_CLAIM: &str = "direct_upload.completion_claim";
+/// Until when that completion may work on it.
+const COMPLETION_CLAIMED_UNTIL: &str = "direct_upload.completion_claimed_until";
+/// How long a completion's claim holds: longer than a completion takes (a copy and one
+/// read of at most `uploads.max_file_bytes`), short enough that a client's retry after an
+/// instance died goes through within minutes.
+const COMPLETION_CLAIM_TTL: Duration = Duration::from_secs(300);
 
 /// A direct upload handed to a client: where to PUT the bytes.
 #[derive(Clone, Debug)]
@@ -88,7 +97,9 @@ impl Storage {
     /// Verifies a direct upload and makes it a ready attachment: the staged object is
     /// copied to the attachment's key, which no client can write, and verified there (the
     /// declared size, allowed bytes); so the verified bytes are the served ones. Completing
-    /// twice returns the attachment.
+    /// twice returns the attachment. One completion runs at a time: it claims the record
+    /// first, and another one meanwhile is refused as locked, so that a second PUT and a
+    /// second completion cannot overwrite what the first one verified.
     pub async fn complete_direct_upload(
         &self,
         post_id: PostId,
@@ -108,6 +119,62 @@ impl Storage {
             }
             _ => return Err(StorageError::NotFound(Entity::Upload)),
         };
+        let claim = self.claim_completion(&document).await?;
+        let completed = self.verify_and_publish(&document, &declared, claim).await;
+        if completed.is_err() {
+            // Whatever failed, a retry may start at once.
+            self.attachments()
+                .update_one(
+                    doc! { "_id": document.id, COMPLETION_CLAIM: claim },
+                    doc! { "$unset": { COMPLETION_CLAIM: "", COMPLETION_CLAIMED_UNTIL: "" } },
+                )
+                .await?;
+        }
+        completed
+    }
+
+    /// Claims a pending direct upload for one completion, until
+    /// [`COMPLETION_CLAIM_TTL`] from now; an earlier claim that ran out (its instance
+    /// died) is taken over.
+    async fn claim_completion(
+        &self,
+        document: &AttachmentDocument,
+    ) -> Result<ObjectId, StorageError> {
+        let claim = ObjectId::new();
+        let now = SystemTime::now();
+        let claimed = self
+            .attachments()
+            .update_one(
+                doc! {
+                    "_id": document.id,
+                    "status": AttachmentStatus::Pending.as_str(),
+                    "$or": [
+                        { COMPLETION_CLAIMED_UNTIL: { "$exists": false } },
+                        { COMPLETION_CLAIMED_UNTIL: { "$lt": DateTime::from_system_time(now) } },
+                    ],
+                },
+                doc! { "$set": {
+                    COMPLETION_CLAIM: claim,
+                    COMPLETION_CLAIMED_UNTIL: DateTime::from_system_time(now + COMPLETION_CLAIM_TTL),
+                } },
+            )
+            .await?;
+        if claimed.matched_count == 1 {
+            Ok(claim)
+        } else {
+            Err(StorageError::UploadLocked)
+        }
+    }
+
+    /// Copies the staged object to the attachment's key, verifies it there and makes the
+    /// attachment ready while `claim` holds.
+    async fn verify_and_publish(
+        &self,
+        document: &AttachmentDocument,
+        declared: &DirectUpload,
+        claim: ObjectId,
+    ) -> Result<Attachment, StorageError> {
+        let post_id = PostId(document.post_id);
         self.active_post(post_id).await?;
         let staging = self.objects.staging_key_for(post_id, document.id.to_hex());
         let info = match self.objects.head(&staging).await {
@@ -153,7 +220,13 @@ impl Storage {
             return Err(refusal);
         }
         let attachment = self
-            .mark_ready(&document, &stored, &content_type, Entity::Upload)
+            .mark_ready(
+                document,
+                &stored,
+                &content_type,
+                Entity::Upload,
+                doc! { COMPLETION_CLAIM: claim },
+            )
             .await?;
         if let Err(error) = self.objects.delete(&staging).await {
             tracing::warn!(%staging, %error, "could not delete a staged upload; the reaper will");

@@ -842,7 +842,7 @@ impl PartWriter {
             return Err(StorageError::UnsupportedType { content_type });
         }
         storage
-            .mark_ready(document, &stored, &content_type, Entity::Upload)
+            .mark_ready(document, &stored, &content_type, Entity::Upload, doc! {})
             .await
     }
 

@@ -162,6 +162,43 @@ async fn a_direct_upload_whose_completion_failed_midway_completes_when_retried()
     assert_eq!(served(&h, &attachment).await, PNG);
 }
 
+#[tokio::test]
+async fn a_second_completion_while_one_is_running_is_refused_as_locked() {
+    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
+    let h = harness_with(Options {
+        endpoint: Some(format!("http://{}", proxy.address)),
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let ticket = h
+        .storage
+        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
+        .await
+        .expect("begin");
+    put_presigned(&ticket, PNG).await;
+    // The first completion waits on S3 while the second one asks.
+    proxy.stall();
+    let storage = h.storage.clone();
+    let first =
+        tokio::spawn(async move { storage.complete_direct_upload(post, ticket.upload_id).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        h.storage.complete_direct_upload(post, ticket.upload_id),
+    )
+    .await;
+    proxy.restore();
+
+    assert!(
+        matches!(second, Ok(Err(StorageError::UploadLocked))),
+        "{second:?}"
+    );
+    let attachment = first.await.expect("join").expect("the first completes");
+    assert_eq!(served(&h, &attachment).await, PNG);
+}
+
 /// Bytes of `PNG`'s length that are not a PNG.
 const NOT_A_PNG: &[u8] = b"<html><b>not a png</b></html>";
 

@@ -209,6 +209,9 @@ impl Storage {
     ) -> Result<(), StorageError> {
         let staging = self.objects.staging_prefix();
         let resumable = self.objects.resumable_prefix();
+        // Only records ready before the listing began are judged by it: a resumable
+        // upload that completes meanwhile writes its object after the listing.
+        let listing_began = DateTime::from_system_time(SystemTime::now());
         let listed = self
             .objects
             .list(&self.objects.key_prefix(), RECONCILE_LIMIT)
@@ -252,6 +255,7 @@ impl Storage {
             .find(doc! {
                 "status": AttachmentStatus::Ready.as_str(),
                 "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+                "updated_at": { "$lt": listing_began },
                 "object_missing_since": { "$exists": false },
             })
             .await?;

@@ -155,6 +155,38 @@ async fn a_ready_record_whose_object_is_missing_is_reported_once() {
 }
 
 #[tokio::test]
+async fn a_record_that_turned_ready_after_the_listing_is_not_called_missing() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let attachment = h.attach(post, "late.txt", None, b"late").await;
+    h.stored
+        .s3
+        .delete_object()
+        .bucket(&h.stored.bucket)
+        .key(h.storage.objects().key_for(post, attachment.id))
+        .send()
+        .await
+        .expect("delete behind the service's back");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // As a resumable upload created long ago that completes while the pass runs: its
+    // object is written after the pass listed the bucket, its record is ready after that.
+    let later = mongodb::bson::DateTime::from_system_time(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+    );
+    h.stored
+        .update_every("attachments", doc! { "$set": { "updated_at": later } })
+        .await;
+
+    let report = h.storage.reap().await.expect("reap");
+
+    assert_eq!(report.records_missing_objects, 0);
+}
+
+#[tokio::test]
 async fn a_ready_attachment_its_post_does_not_list_is_listed_again() {
     let h = harness_with(Options {
         pending_ttl_secs: 1,

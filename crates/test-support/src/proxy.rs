@@ -1,6 +1,7 @@
 //! One TCP proxy for every fault test: it can delay each new connection, stall traffic,
-//! cut every connection (and refuse new ones), now or from the Nth new connection on, be
-//! restored, and spread connections over several upstreams as a load balancer does.
+//! break the connections open now (and take new ones), cut every connection (and refuse
+//! new ones), now or from the Nth new connection on, be restored, and spread connections
+//! over several upstreams as a load balancer does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// What the proxy does to traffic right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct ChaosProxy {
     mode: Arc<watch::Sender<Mode>>,
     /// New connections still let through before the proxy cuts; negative: no limit.
     allowance: Arc<AtomicI64>,
+    /// Wakes the relays of the connections open now, which then close.
+    severed: Arc<Notify>,
 }
 
 impl ChaosProxy {
@@ -72,7 +75,8 @@ impl ChaosProxy {
         let mode = Arc::new(mode);
         let allowance = Arc::new(AtomicI64::new(-1));
         let upstreams = Arc::new(upstreams);
-        let (cutter, counted) = (mode.clone(), allowance.clone());
+        let severed = Arc::new(Notify::new());
+        let (cutter, counted, severing) = (mode.clone(), allowance.clone(), severed.clone());
         tokio::spawn(async move {
             let mut delay = delay;
             let mut next = 0;
@@ -91,7 +95,13 @@ impl ChaosProxy {
                     .map(|offset| upstreams[(next + offset) % upstreams.len()])
                     .collect();
                 next += 1;
-                tokio::spawn(relay(client, order, delay, watcher.clone()));
+                tokio::spawn(relay(
+                    client,
+                    order,
+                    delay,
+                    watcher.clone(),
+                    severing.clone(),
+                ));
                 if first_only {
                     delay = Duration::ZERO;
                 }
@@ -101,12 +111,19 @@ impl ChaosProxy {
             address,
             mode,
             allowance,
+            severed,
         })
     }
 
     /// Stops every byte without closing anything, as a hung dependency does.
     pub fn stall(&self) {
         self.mode.send_replace(Mode::Stalled);
+    }
+
+    /// Closes every connection open now and keeps taking new ones, as a network that
+    /// broke the connections in use and came straight back.
+    pub fn sever(&self) {
+        self.severed.notify_waiters();
     }
 
     /// Closes every connection and refuses new ones, as a dependency that went away.
@@ -140,6 +157,7 @@ async fn relay(
     upstreams: Vec<SocketAddr>,
     delay: Duration,
     mode: watch::Receiver<Mode>,
+    severed: Arc<Notify>,
 ) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -160,6 +178,7 @@ async fn relay(
         () = pump(client_read, server_write, mode.clone()) => {}
         () = pump(server_read, client_write, mode.clone()) => {}
         () = cut(mode) => {}
+        () = severed.notified() => {}
     }
 }
 

@@ -503,8 +503,8 @@ async fn s3_stalling_during_a_download_fails_it_within_the_attempt_timeout() {
     proxy.restore();
 }
 
-/// Reads `body` to its end, cutting every connection through `proxy` after the first
-/// chunk; new connections get through again 200 ms later.
+/// Reads `body` to its end, breaking every connection open through `proxy` after the
+/// first chunk; new connections get through.
 async fn read_across_a_cut(proxy: &Arc<ChaosProxy>, mut body: storage::ObjectBody) -> Vec<u8> {
     let mut received = body
         .stream
@@ -513,8 +513,7 @@ async fn read_across_a_cut(proxy: &Arc<ChaosProxy>, mut body: storage::ObjectBod
         .expect("a chunk")
         .expect("bytes")
         .to_vec();
-    proxy.cut();
-    restore_after(proxy, Duration::from_millis(200));
+    proxy.sever();
     while let Some(chunk) = body.stream.next().await {
         received.extend_from_slice(&chunk.expect("the download resumes"));
     }

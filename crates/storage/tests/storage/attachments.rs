@@ -124,8 +124,13 @@ async fn served(h: &crate::support::Harness, attachment: &storage::Attachment) -
     chunks.concat()
 }
 
-#[tokio::test]
-async fn a_direct_upload_whose_completion_failed_midway_completes_when_retried() {
+/// A direct upload of `PNG`, PUT and not completed yet, with S3 behind a proxy.
+async fn uploaded_behind_a_proxy() -> (
+    std::sync::Arc<ChaosProxy>,
+    crate::support::Harness,
+    storage::PostId,
+    storage::DirectUploadTicket,
+) {
     let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
     let h = harness_with(Options {
         endpoint: Some(format!("http://{}", proxy.address)),
@@ -139,6 +144,12 @@ async fn a_direct_upload_whose_completion_failed_midway_completes_when_retried()
         .await
         .expect("begin");
     put_presigned(&ticket, PNG).await;
+    (proxy, h, post, ticket)
+}
+
+#[tokio::test]
+async fn a_direct_upload_whose_completion_failed_midway_completes_when_retried() {
+    let (proxy, h, post, ticket) = uploaded_behind_a_proxy().await;
     // S3 answers the staged object's HEAD, its copy and one more request, then goes away:
     // moto closes its connection after every response, so each request is a connection.
     proxy.cut_after_connections(3);
@@ -164,19 +175,7 @@ async fn a_direct_upload_whose_completion_failed_midway_completes_when_retried()
 
 #[tokio::test]
 async fn a_second_completion_while_one_is_running_is_refused_as_locked() {
-    let proxy = ChaosProxy::start(socket_address_of(&testbed("AWS_ENDPOINT_URL"))).await;
-    let h = harness_with(Options {
-        endpoint: Some(format!("http://{}", proxy.address)),
-        ..Options::default()
-    })
-    .await;
-    let post = h.post().await;
-    let ticket = h
-        .storage
-        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
-        .await
-        .expect("begin");
-    put_presigned(&ticket, PNG).await;
+    let (proxy, h, post, ticket) = uploaded_behind_a_proxy().await;
     // The first completion waits on S3 while the second one asks.
     proxy.stall();
     let storage = h.storage.clone();

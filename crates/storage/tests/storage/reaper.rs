@@ -125,8 +125,9 @@ async fn an_object_no_record_names_is_deleted_once_older_than_the_pending_ttl() 
     h.stored.assert_nothing_stored().await;
 }
 
-#[tokio::test]
-async fn a_ready_record_whose_object_is_missing_is_reported_once() {
+/// A service whose pending TTL is a second, with one ready attachment, older than that,
+/// whose object was deleted behind its back.
+async fn ready_attachment_whose_object_is_gone() -> crate::support::Harness {
     let h = harness_with(Options {
         pending_ttl_secs: 1,
         ..Options::default()
@@ -143,6 +144,12 @@ async fn a_ready_record_whose_object_is_missing_is_reported_once() {
         .await
         .expect("delete behind the service's back");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    h
+}
+
+#[tokio::test]
+async fn a_ready_record_whose_object_is_missing_is_reported_once() {
+    let h = ready_attachment_whose_object_is_gone().await;
 
     let first = h.storage.reap().await.expect("reap");
     let second = h.storage.reap().await.expect("reap");
@@ -156,22 +163,7 @@ async fn a_ready_record_whose_object_is_missing_is_reported_once() {
 
 #[tokio::test]
 async fn a_record_that_turned_ready_after_the_listing_is_not_called_missing() {
-    let h = harness_with(Options {
-        pending_ttl_secs: 1,
-        ..Options::default()
-    })
-    .await;
-    let post = h.post().await;
-    let attachment = h.attach(post, "late.txt", None, b"late").await;
-    h.stored
-        .s3
-        .delete_object()
-        .bucket(&h.stored.bucket)
-        .key(h.storage.objects().key_for(post, attachment.id))
-        .send()
-        .await
-        .expect("delete behind the service's back");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let h = ready_attachment_whose_object_is_gone().await;
     // As a resumable upload created long ago that completes while the pass runs: its
     // object is written after the pass listed the bucket, its record is ready after that.
     let later = mongodb::bson::DateTime::from_system_time(

@@ -13,6 +13,7 @@ NAME=value a line, for `docker run --env-file`.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import socket
@@ -34,8 +35,10 @@ ACCOUNT = "123456789012"
 CONTAINER = "posts-api"
 
 
+@functools.cache
 def template() -> dict[str, Any]:
-    """The stack's template, its short forms (!Ref, !Sub ...) read as their long ones."""
+    """The stack's template, its short forms (!Ref, !Sub ...) read as their long ones;
+    read once. Callers must not change it."""
     return cfn_yaml.loads(TEMPLATE_PATH.read_text())
 
 
@@ -216,7 +219,8 @@ class Stack:
         """A resource's properties in the template, resolved with this stack's parameters
         and physical ids: for what moto does not keep (bucket lifecycle, target group
         attributes, deployment configuration, scaling)."""
-        return Resolver(template(), self).resolve(template()["Resources"][logical_id].get("Properties", {}))
+        document = template()
+        return Resolver(document, self).resolve(document["Resources"][logical_id].get("Properties", {}))
 
 
 def _document(document: dict[str, Any] | str) -> dict[str, Any]:

@@ -7,11 +7,11 @@ use actix_cors::Cors;
 use actix_web::http::{Method, Uri};
 
 /// How long a browser may reuse a preflight answer.
-pub const PREFLIGHT_MAX_AGE_SECS: usize = 3600;
+const PREFLIGHT_MAX_AGE_SECS: usize = 3600;
 
 /// Request headers a page may send: authentication, bodies, the tus protocol, method
 /// override for proxies that pass only GET and POST, and conditional and ranged reads.
-pub const ALLOWED_REQUEST_HEADERS: &[&str] = &[
+const ALLOWED_REQUEST_HEADERS: &[&str] = &[
     "authorization",
     "content-type",
     "tus-resumable",
@@ -26,7 +26,7 @@ pub const ALLOWED_REQUEST_HEADERS: &[&str] = &[
 
 /// Response headers a page may read: where a created resource is, versions, the tus
 /// protocol's state, when to retry, request ids and the shape of a download.
-pub const EXPOSED_RESPONSE_HEADERS: &[&str] = &[
+const EXPOSED_RESPONSE_HEADERS: &[&str] = &[
     "location",
     "etag",
     "upload-offset",

@@ -93,17 +93,26 @@ async fn put_presigned(ticket: &storage::DirectUploadTicket, bytes: &'static [u8
     assert!(response.status().is_success(), "{}", response.status());
 }
 
-/// A completed direct upload of `PNG`.
-async fn completed_direct_upload(
+/// A direct upload of `PNG`, begun and PUT, not completed yet.
+async fn put_direct_upload(
     h: &crate::support::Harness,
     post: storage::PostId,
-) -> (storage::DirectUploadTicket, storage::Attachment) {
+) -> storage::DirectUploadTicket {
     let ticket = h
         .storage
         .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
         .await
         .expect("begin");
     put_presigned(&ticket, PNG).await;
+    ticket
+}
+
+/// A completed direct upload of `PNG`.
+async fn completed_direct_upload(
+    h: &crate::support::Harness,
+    post: storage::PostId,
+) -> (storage::DirectUploadTicket, storage::Attachment) {
+    let ticket = put_direct_upload(h, post).await;
     let attachment = h
         .storage
         .complete_direct_upload(post, ticket.upload_id)
@@ -138,12 +147,7 @@ async fn uploaded_behind_a_proxy() -> (
     })
     .await;
     let post = h.post().await;
-    let ticket = h
-        .storage
-        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
-        .await
-        .expect("begin");
-    put_presigned(&ticket, PNG).await;
+    let ticket = put_direct_upload(&h, post).await;
     (proxy, h, post, ticket)
 }
 

@@ -1,7 +1,8 @@
 //! Admission of streamed uploads: a service-wide memory budget and a per-user limit, both
 //! checked before a byte of the body is read. Each request reserves what it can hold: the
-//! bytes it declares (with a little for its buffers), at most one upload's share
-//! ((parts in flight + 1) × part size), and that share when its length is unknown. A
+//! bytes it declares (with a little for its buffers; past one part, in whole parts, since
+//! part buffers are reused whole), at most one upload's share ((parts in flight + 1) ×
+//! part size), and that share when its length is unknown. A
 //! request that does not fit is refused with `Retry-After`, so a burst of uploads turns
 //! into retries instead of an out-of-memory kill of every request in flight.
 
@@ -37,6 +38,7 @@ pub struct Admission {
     /// Budget in KiB, the unit the semaphore counts (it takes `u32` permits).
     memory: Arc<Semaphore>,
     per_request_kib: u32,
+    part_size: u64,
     per_user: usize,
     in_flight: InFlight,
 }
@@ -77,6 +79,7 @@ impl Admission {
         Self {
             memory: Arc::new(Semaphore::new(budget as usize)),
             per_request_kib: kib(settings.upload_memory_per_request()).min(budget),
+            part_size: settings.s3.part_size_bytes,
             per_user: settings.admission.uploads_per_user.get() as usize,
             in_flight: Arc::default(),
         }
@@ -87,7 +90,14 @@ impl Admission {
     pub fn admit(&self, user: Option<&str>, holds_at_most: Option<u64>) -> Result<Ticket, Refusal> {
         let slot = user.map(|user| self.take_slot(user)).transpose()?;
         let reserved = holds_at_most.map_or(self.per_request_kib, |bytes| {
-            kib(bytes.saturating_add(REQUEST_OVERHEAD_BYTES)).min(self.per_request_kib)
+            let buffers = if bytes > self.part_size {
+                bytes
+                    .div_ceil(self.part_size)
+                    .saturating_mul(self.part_size)
+            } else {
+                bytes
+            };
+            kib(buffers.saturating_add(REQUEST_OVERHEAD_BYTES)).min(self.per_request_kib)
         });
         let memory = self
             .memory
@@ -126,6 +136,7 @@ mod tests {
         Admission {
             memory: Arc::new(Semaphore::new((budget_uploads * per_request_kib) as usize)),
             per_request_kib: per_request_kib as u32,
+            part_size: 8 * 1024 * 1024,
             per_user: per_user as usize,
             in_flight: Arc::default(),
         }
@@ -177,6 +188,21 @@ mod tests {
         assert_eq!(
             admission.admit(None, Some(8 * 1024)).err(),
             Some(Refusal::ServiceBusy)
+        );
+    }
+
+    #[test]
+    fn a_length_past_one_part_reserves_whole_parts() {
+        let admission = admission(3, 10);
+        let twenty_mib = Some(20 * 1024 * 1024);
+        let _uploads: Vec<Ticket> = (0..3)
+            .map(|_| admission.admit(None, twenty_mib).expect("fits in 24 MiB"))
+            .collect();
+
+        assert_eq!(
+            admission.admit(None, Some(1024)).err(),
+            Some(Refusal::ServiceBusy),
+            "three 20 MiB uploads hold three parts each"
         );
     }
 

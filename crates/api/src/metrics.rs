@@ -74,9 +74,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the service's metrics; credentials metrics are read from the cache at
-    /// each scrape.
-    pub fn new(credentials: TemporaryCredentials) -> Self {
+    /// Registers the service's metrics; credentials metrics are read from the cache, and
+    /// MongoDB commands from the client, at each scrape.
+    pub fn new(credentials: TemporaryCredentials, mongo: storage::Mongo) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -128,6 +128,7 @@ impl Metrics {
             attachments_restored.clone(),
         );
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
+        registry.register_collector(Box::new(MongoCollector { mongo }));
         Self {
             registry,
             requests,
@@ -225,6 +226,28 @@ pub async fn record(
         metrics.observe_request(route, method, response.status().as_u16(), started.elapsed());
     }
     Ok(response)
+}
+
+/// Exposes the MongoDB commands sent, by command name, at scrape time.
+#[derive(Debug)]
+struct MongoCollector {
+    mongo: storage::Mongo,
+}
+
+impl Collector for MongoCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "posts_api_mongodb_commands",
+            "Commands sent to MongoDB (each one round trip), by command name",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (command, count) in self.mongo.commands_sent() {
+            ConstCounter::new(count)
+                .encode(family.encode_family(&[("command", command.as_str())])?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Exposes [`aws_creds::CredentialsStatus`] at scrape time.

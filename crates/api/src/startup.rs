@@ -87,7 +87,7 @@ impl Application {
         )?;
         let applied = storage::run_migrations(state.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
-        let metrics = web::Data::new(Metrics::new(state.credentials.clone()));
+        let metrics = web::Data::new(Metrics::new(state.credentials.clone(), state.mongo.clone()));
         let reaper = Reaper::start(
             state.storage.clone(),
             Duration::from_secs(settings.uploads.reaper_interval_secs.get()),

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::content::{SNIFF_BYTES, essence, sniff};
 use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, AttachmentId, PostId};
-use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, DirectUpload, now};
+use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, DirectUpload};
 use crate::s3::{PresignedUrl, StoredObject};
 use crate::store::Storage;
 
@@ -35,17 +35,17 @@ pub struct DirectUploadTicket {
 }
 
 impl Storage {
-    /// Records a pending direct upload and presigns the PUT for it. The content type must
-    /// be allowed and the size within the limit; both are verified again on completion.
+    /// Reserves a place on the post (whose author must be `author` when given), presigns
+    /// the PUT and records the pending direct upload. The content type must be allowed and
+    /// the size within the limit; both are verified again on completion.
     pub async fn begin_direct_upload(
         &self,
         post_id: PostId,
+        author: Option<&str>,
         filename: &str,
         content_type: &str,
         size: u64,
     ) -> Result<DirectUploadTicket, StorageError> {
-        self.active_post(post_id).await?;
-        self.ensure_room_for_an_attachment(post_id).await?;
         if size > self.max_file_bytes {
             return Err(StorageError::TooLarge {
                 limit: self.max_file_bytes,
@@ -55,43 +55,30 @@ impl Storage {
         if !self.policy.allows(&content_type) {
             return Err(StorageError::UnsupportedType { content_type });
         }
-        let created_at = now();
-        let expires_at = SystemTime::now() + self.pending_ttl;
-        let document = AttachmentDocument {
-            id: ObjectId::new(),
-            post_id: post_id.0,
-            filename: filename.to_owned(),
-            content_type: content_type.clone(),
-            size: 0,
-            sha256: String::new(),
-            status: AttachmentStatus::Pending,
-            created_at,
-            updated_at: created_at,
-            direct_upload: Some(DirectUpload {
-                declared_size: i64::try_from(size).unwrap_or(i64::MAX),
-                declared_content_type: content_type.clone(),
-                expires_at: DateTime::from_system_time(expires_at),
-            }),
-            resumable: None,
-        };
-        self.attachments().insert_one(&document).await?;
-        let key = self.objects.staging_key_for(post_id, document.id.to_hex());
-        match self
+        let reservation = self.reserve(post_id, author, self.pending_ttl).await?;
+        let key = self.objects.staging_key_for(post_id, reservation.id);
+        let url = match self
             .objects
             .presign_put(&key, self.presign_ttl, &content_type, size)
             .await
         {
-            Ok(url) => Ok(DirectUploadTicket {
-                upload_id: AttachmentId(document.id),
-                url,
-            }),
+            Ok(url) => url,
             Err(error) => {
-                self.attachments()
-                    .delete_one(doc! { "_id": document.id })
-                    .await?;
-                Err(error.into())
+                reservation.discard().await;
+                return Err(error.into());
             }
-        }
+        };
+        let upload_id = AttachmentId(reservation.id);
+        let document = AttachmentDocument {
+            direct_upload: Some(DirectUpload {
+                declared_size: i64::try_from(size).unwrap_or(i64::MAX),
+                declared_content_type: content_type.clone(),
+                expires_at: DateTime::from_system_time(SystemTime::now() + self.pending_ttl),
+            }),
+            ..Self::pending_document(&reservation, filename, content_type)
+        };
+        self.record_pending(reservation, &document).await?;
+        Ok(DirectUploadTicket { upload_id, url })
     }
 
     /// Verifies a direct upload and makes it a ready attachment: the staged object is

@@ -54,6 +54,9 @@ pub enum StorageError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The caller did not write the post it wants to change.
+    #[error("only the post's author may change it")]
+    NotAuthor,
     /// The post has as many attachments as one may.
     #[error("the post has {limit} attachments, as many as one may")]
     TooManyAttachments {

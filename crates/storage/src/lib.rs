@@ -43,6 +43,7 @@ mod attachments;
 mod content;
 mod direct_uploads;
 mod error;
+mod lifecycle;
 mod model;
 mod mongo;
 mod posts;
@@ -53,10 +54,10 @@ mod settings;
 mod store;
 mod summaries;
 
-pub use crate::attachments::StagedAttachment;
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
 pub use crate::direct_uploads::DirectUploadTicket;
 pub use crate::error::{Entity, StorageError};
+pub use crate::lifecycle::StagedAttachment;
 pub use crate::model::{
     Attachment, AttachmentId, InvalidId, NewPost, Page, Post, PostChanges, PostId,
 };

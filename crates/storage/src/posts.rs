@@ -8,7 +8,7 @@ use mongodb::options::ReturnDocument;
 use crate::error::{Entity, StorageError};
 use crate::model::{NewPost, Page, Post, PostChanges, PostId};
 use crate::mongo::cursor::Cursor;
-use crate::mongo::documents::{AttachmentStatus, PostDocument, PostStatus, now};
+use crate::mongo::documents::{PostDocument, PostStatus, now};
 use crate::store::Storage;
 
 impl Storage {
@@ -129,22 +129,6 @@ impl Storage {
         if let Err(error) = self.finish_post_deletion(id.0).await {
             tracing::warn!(post_id = %id, %error, "post deletion interrupted; the reaper will finish it");
         }
-        Ok(())
-    }
-
-    /// Removes the attachments of a `deleting` post, then the post record.
-    pub(crate) async fn finish_post_deletion(&self, post_id: ObjectId) -> Result<(), StorageError> {
-        self.attachments()
-            .update_many(
-                doc! { "post_id": post_id },
-                doc! { "$set": { "status": AttachmentStatus::Deleting.as_str(), "updated_at": now() } },
-            )
-            .await?;
-        self.remove_deleting_attachments(doc! { "post_id": post_id })
-            .await?;
-        self.posts()
-            .delete_one(doc! { "_id": post_id, "status": PostStatus::Deleting.as_str() })
-            .await?;
         Ok(())
     }
 

@@ -60,8 +60,9 @@ impl Storage {
     }
 
     /// One reaper pass:
-    /// 1. pending uploads older than the pending TTL become `deleting` (resumable ones once
-    ///    they expire);
+    /// 1. uploads whose reservation expired are discarded, and pending records without a
+    ///    reservation (an older instance's) older than the pending TTL become `deleting`
+    ///    (resumable ones once they expire);
     /// 2. posts left `deleting` get their attachments removed, then themselves;
     /// 3. attachments left `deleting` lose their object, then their record;
     /// 4. multipart uploads under the key prefix older than the pending TTL are aborted,
@@ -82,6 +83,8 @@ impl Storage {
             .update_many(
                 doc! {
                     "status": AttachmentStatus::Pending.as_str(),
+                    // Reserved records expire with their reservation, below.
+                    "reserved": { "$ne": true },
                     "$or": [
                         {
                             "created_at": { "$lt": DateTime::from_system_time(cutoff) },
@@ -94,6 +97,7 @@ impl Storage {
             )
             .await?
             .modified_count;
+        let expired_uploads = expired_uploads + self.expire_reservations().await?;
         let mut report = ReapReport {
             expired_uploads,
             ..ReapReport::default()
@@ -110,7 +114,7 @@ impl Storage {
             report.removed_posts += 1;
         }
 
-        report.removed_attachments = self.remove_deleting_attachments(doc! {}).await?;
+        report.removed_attachments = self.remove_deleting_attachments(doc! {}).await?.len();
 
         let stale = self.objects.incomplete_uploads(cutoff).await?;
         let resuming = self

@@ -84,14 +84,13 @@ pub struct NewResumableUpload<'a> {
 }
 
 impl Storage {
-    /// Records a new resumable upload of a post: pending, at offset 0, expiring after
-    /// `uploads.resumable_ttl_secs`. An upload of length 0 is complete at once.
+    /// Records a new resumable upload of a post (whose author must be its owner, when
+    /// given): pending, at offset 0, expiring after `uploads.resumable_ttl_secs`. An upload of length 0 is complete at once.
     pub async fn create_resumable_upload(
         &self,
         post_id: PostId,
         new: NewResumableUpload<'_>,
     ) -> Result<ResumableUpload, StorageError> {
-        self.active_post(post_id).await?;
         if new.length > self.max_file_bytes {
             return Err(StorageError::TooLarge {
                 limit: self.max_file_bytes,
@@ -105,7 +104,6 @@ impl Storage {
                 content_type: content_type.clone(),
             });
         }
-        self.ensure_room_for_an_attachment(post_id).await?;
         if let Some(owner) = new.owner {
             let unfinished = self
                 .attachments()
@@ -121,18 +119,9 @@ impl Storage {
                 });
             }
         }
-        let created_at = now();
+        let reservation = self.reserve(post_id, new.owner, self.resumable_ttl).await?;
+        let content_type = declared_type.clone().unwrap_or_else(|| OCTET_STREAM.into());
         let document = AttachmentDocument {
-            id: ObjectId::new(),
-            post_id: post_id.0,
-            filename: new.filename.to_owned(),
-            content_type: declared_type.clone().unwrap_or_else(|| OCTET_STREAM.into()),
-            size: 0,
-            sha256: String::new(),
-            status: AttachmentStatus::Pending,
-            created_at,
-            updated_at: created_at,
-            direct_upload: None,
             resumable: Some(ResumableState {
                 length: i64::try_from(new.length).unwrap_or(i64::MAX),
                 offset: 0,
@@ -146,8 +135,9 @@ impl Storage {
                 lease: None,
                 lease_until: None,
             }),
+            ..Self::pending_document(&reservation, new.filename, content_type)
         };
-        self.attachments().insert_one(&document).await?;
+        self.record_pending(reservation, &document).await?;
         if new.length == 0 {
             return self
                 .append_to_resumable_upload(
@@ -269,54 +259,12 @@ impl Storage {
         post_id: PostId,
         upload_id: AttachmentId,
     ) -> Result<(), StorageError> {
-        let marked = self
-            .attachments()
-            .update_one(
-                doc! {
-                    "_id": upload_id.0,
-                    "post_id": post_id.0,
-                    "status": AttachmentStatus::Pending.as_str(),
-                    "resumable": { "$exists": true },
-                },
-                doc! { "$set": { "status": AttachmentStatus::Deleting.as_str(), "updated_at": now() } },
-            )
-            .await?;
-        if marked.matched_count == 0 {
-            return Err(StorageError::NotFound(Entity::Upload));
-        }
-        if let Err(error) = self
-            .remove_deleting_attachments(doc! { "_id": upload_id.0 })
-            .await
-        {
-            tracing::warn!(%upload_id, %error, "resumable upload termination interrupted; the reaper will finish it");
-        }
-        Ok(())
-    }
-
-    /// Removes what a resumable upload wrote besides its object: its multipart upload
-    /// and its tail.
-    pub(crate) async fn remove_resumable_leftovers(
-        &self,
-        document: &AttachmentDocument,
-    ) -> Result<(), StorageError> {
-        let Some(state) = &document.resumable else {
-            return Ok(());
-        };
-        let key = self.objects.key_for(document.post_id, document.id);
-        if let Some(multipart_id) = &state.multipart_id {
-            self.objects
-                .abort_upload(&crate::IncompleteUpload {
-                    key,
-                    upload_id: multipart_id.clone(),
-                    initiated: None,
-                })
-                .await?;
-        }
-        let tail = self
-            .objects
-            .resumable_tail_key_for(document.post_id, document.id);
-        self.objects.delete(&tail).await?;
-        Ok(())
+        self.end_pending_upload(
+            post_id,
+            upload_id,
+            doc! { "resumable": { "$exists": true } },
+        )
+        .await
     }
 
     /// The upload's record, pending or ready; `UploadExpired` past its expiry.

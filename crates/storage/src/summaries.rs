@@ -1,22 +1,24 @@
 //! The readers' view of attachments: a summary of each ready attachment kept in its post's
 //! document, so that one post, a page of posts or a post's attachments is one query.
 //!
-//! A summary is pushed only after the attachment's record turned `ready` (its bytes are
-//! complete and verified at their final key), and pulled before its object is deleted: a
-//! reader never sees an attachment without its bytes. Both bump the post's `version`, the
-//! post's entity tag. A ready record whose summary is missing (a crash between the two
-//! writes, or an older instance during a rolling deploy) is restored by the reaper.
+//! A summary is pushed (by `lifecycle`) only after the attachment's record turned `ready`
+//! (its bytes are complete and verified at their final key), and pulled before its object
+//! is deleted: a reader never sees an attachment without its bytes. Both bump the post's
+//! `version`, the post's entity tag. A ready record whose summary is missing (a crash
+//! between the two writes, or an older instance during a rolling deploy) is restored by
+//! the reaper if its object is there.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{self, DateTime, Document, doc};
+use mongodb::bson::{DateTime, Document, doc};
 
-use crate::error::{Entity, StorageError};
+use crate::error::StorageError;
 use crate::model::{Attachment, PostId};
-use crate::mongo::documents::{AttachmentStatus, AttachmentSummary, PostStatus};
+use crate::mongo::documents::{AttachmentStatus, PostStatus};
+use crate::s3::ObjectStoreError;
 use crate::store::Storage;
 
 /// Ready records one reaper pass checks against their posts' summaries at a time.
@@ -30,40 +32,6 @@ const RESTORE_BATCH: usize = 500;
 const RESTORE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl Storage {
-    /// Shows ready attachments of one post to readers, in creation order among the others;
-    /// `NotFound(Post)` unless the post is active.
-    pub(crate) async fn show_attachments(
-        &self,
-        post_id: PostId,
-        attachments: &[Attachment],
-    ) -> Result<(), StorageError> {
-        let summaries: Vec<AttachmentSummary> =
-            attachments.iter().map(AttachmentSummary::of).collect();
-        let ids: Vec<ObjectId> = summaries.iter().map(|summary| summary.id).collect();
-        let summaries = bson::to_bson(&summaries).map_err(mongodb::error::Error::from)?;
-        let shown = self
-            .posts()
-            .update_one(
-                doc! {
-                    "_id": post_id.0,
-                    "status": PostStatus::Active.as_str(),
-                    "attachments._id": { "$nin": &ids },
-                },
-                doc! {
-                    "$push": { "attachments": {
-                        "$each": summaries,
-                        "$sort": { "created_at": 1, "_id": 1 },
-                    } },
-                    "$inc": { "version": 1 },
-                },
-            )
-            .await?;
-        if shown.matched_count == 0 {
-            return Err(StorageError::NotFound(Entity::Post));
-        }
-        Ok(())
-    }
-
     /// Hides attachments of a post from readers; done before their objects are deleted.
     pub(crate) async fn hide_attachments(
         &self,
@@ -137,14 +105,45 @@ impl Storage {
         }
         let mut restored = 0;
         for (post_id, attachments) in missing {
-            match self.show_attachments(post_id, &attachments).await {
-                Ok(()) => {
-                    tracing::warn!(%post_id, count = attachments.len(), "restored attachments missing from their post");
-                    restored += attachments.len();
+            let mut present = Vec::with_capacity(attachments.len());
+            for attachment in attachments {
+                // Never list what has no bytes (the reconciliation reports those).
+                let key = self.objects.key_for(post_id, attachment.id);
+                match self.objects.head(&key).await {
+                    Ok(_) => present.push(attachment),
+                    Err(ObjectStoreError::NotFound) => {}
+                    Err(error) => return Err(error.into()),
                 }
-                Err(StorageError::NotFound(_)) => {}
+            }
+            if present.is_empty() {
+                continue;
+            }
+            match self.list(post_id, &present, false).await {
+                Ok(()) => {}
+                Err(StorageError::NotFound(_)) => continue,
                 Err(error) => return Err(error),
             }
+            // A delete may have marked one of them meanwhile and hidden it before it was
+            // listed again: hide those once more, so no summary outlives its record.
+            let ids: Vec<ObjectId> = present.iter().map(|attachment| attachment.id.0).collect();
+            let still_ready: HashSet<ObjectId> = self
+                .attachments()
+                .find(doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Ready.as_str() })
+                .await?
+                .map_ok(|document| document.id)
+                .try_collect()
+                .await?;
+            let gone: Vec<ObjectId> = ids
+                .iter()
+                .copied()
+                .filter(|id| !still_ready.contains(id))
+                .collect();
+            if !gone.is_empty() {
+                self.hide_attachments(post_id.0, &gone).await?;
+            }
+            let listed = ids.len() - gone.len();
+            tracing::warn!(%post_id, count = listed, "restored attachments missing from their post");
+            restored += listed;
         }
         Ok(restored)
     }

@@ -84,6 +84,22 @@ impl Inspector {
             .expect("count attachments")
     }
 
+    /// Reservations that uploads hold on posts (their posts' `pending` entries).
+    pub async fn reservations(&self) -> usize {
+        let mut posts = self
+            .database
+            .collection::<mongodb::bson::Document>("posts")
+            .find(mongodb::bson::doc! {})
+            .await
+            .expect("find posts");
+        let mut reservations = 0;
+        while posts.advance().await.expect("read posts") {
+            let post = posts.deserialize_current().expect("a post document");
+            reservations += post.get_array("pending").map_or(0, Vec::len);
+        }
+        reservations
+    }
+
     /// Applies `update` to every document of `collection` behind the service's back, as a
     /// crash or an operator would leave them.
     pub async fn update_every(&self, collection: &str, update: mongodb::bson::Document) {
@@ -94,14 +110,15 @@ impl Inspector {
             .expect("update behind the service's back");
     }
 
-    /// Whether no record, object or multipart upload exists.
+    /// Whether no record, object, multipart upload or reservation exists.
     pub async fn nothing_stored(&self) -> bool {
         self.attachment_records().await == 0
             && self.object_keys().await.is_empty()
             && self.multipart_uploads().await.is_empty()
+            && self.reservations().await == 0
     }
 
-    /// Asserts that no record, object or multipart upload is left.
+    /// Asserts that no record, object, multipart upload or reservation is left.
     pub async fn assert_nothing_stored(&self) {
         self.assert_nothing_stored_within(Duration::ZERO).await;
     }
@@ -113,10 +130,11 @@ impl Inspector {
         while !self.nothing_stored().await {
             assert!(
                 started.elapsed() <= limit,
-                "still stored after {limit:?}: {} records, objects {:?}, multipart uploads {:?}",
+                "still stored after {limit:?}: {} records, objects {:?}, multipart uploads {:?}, {} reservations",
                 self.attachment_records().await,
                 self.object_keys().await,
-                self.multipart_uploads().await
+                self.multipart_uploads().await,
+                self.reservations().await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -196,6 +196,7 @@ impl From<StorageError> for ApiError {
             StorageError::InvalidCursor => Self::BadRequest("the cursor is not valid".into()),
             StorageError::Conflict(detail) => Self::Conflict(detail),
             StorageError::StaleVersion => Self::PreconditionFailed,
+            error @ StorageError::NotAuthor => Self::Forbidden(error.to_string()),
             error @ StorageError::TooManyAttachments { .. } => Self::Conflict(error.to_string()),
             StorageError::TooLarge { limit } => {
                 Self::TooLarge(format!("a file exceeds the limit of {limit} bytes"))

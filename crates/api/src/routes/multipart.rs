@@ -285,7 +285,6 @@ async fn store_raw_file(
     staged: &mut Vec<StagedAttachment>,
 ) -> Result<(), ApiError> {
     let post_id: PostId = parse_id(post_id, "post")?;
-    state.authorize(writer, post_id).await?;
     let filename = FileName::parse(&file.filename)
         .map_err(|error| ApiError::BadRequest(format!("filename {}", error.message)))?;
     let _in_flight = metrics.upload_started();
@@ -295,13 +294,26 @@ async fn store_raw_file(
         Some(size) => {
             state
                 .storage
-                .stage_sized_attachment(post_id, filename.as_str(), declared, size, bytes)
+                .stage_sized_attachment(
+                    post_id,
+                    writer.subject(),
+                    filename.as_str(),
+                    declared,
+                    size,
+                    bytes,
+                )
                 .await
         }
         None => {
             state
                 .storage
-                .stage_attachment(post_id, filename.as_str(), declared, bytes)
+                .stage_attachment(
+                    post_id,
+                    writer.subject(),
+                    filename.as_str(),
+                    declared,
+                    bytes,
+                )
                 .await
         }
     };
@@ -332,7 +344,6 @@ async fn store_files(
     staged: &mut Vec<StagedAttachment>,
 ) -> Result<(), ApiError> {
     let post_id: PostId = parse_id(post_id, "post")?;
-    state.authorize(writer, post_id).await?;
     let pace = BodyPace::new(settings);
     while let Some(field) = parts.next().await {
         let field = match field {
@@ -371,6 +382,7 @@ async fn store_files(
             .storage
             .stage_attachment(
                 post_id,
+                writer.subject(),
                 filename.as_str(),
                 declared.as_deref(),
                 paced(field, pace.clone()),

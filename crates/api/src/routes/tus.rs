@@ -184,7 +184,6 @@ pub async fn create_upload(
         let raw_metadata = header(request.headers(), "Upload-Metadata").unwrap_or_default();
         let metadata = UploadMetadata::parse(raw_metadata)?;
         let state = &uploads.state;
-        state.authorize(&writer, post_id).await?;
         let upload = state
             .bounded(state.storage.create_resumable_upload(
                 post_id,

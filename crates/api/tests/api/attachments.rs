@@ -785,3 +785,33 @@ async fn an_upload_body_past_its_deadline_is_cut_and_leaves_nothing() {
         .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
 }
+
+/// MongoDB commands the service has sent, from its metrics.
+async fn database_commands(app: &TestApp) -> u64 {
+    let text = app.get_text("/metrics").await;
+    text.lines()
+        .filter(|line| line.starts_with("posts_api_mongodb_commands_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_small_upload_takes_three_database_round_trips() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    app.upload_one(&post, "warm-up.txt", b"warm").await;
+
+    // The fewest of three, so that a reaper pass in between does not count.
+    let mut fewest = u64::MAX;
+    for _ in 0..3 {
+        let before = database_commands(&app).await;
+        let response = app.upload(&post, &[("small.txt", &[b'x'; 8192])]).await;
+        assert_eq!(response.status(), 201);
+        fewest = fewest.min(database_commands(&app).await - before);
+    }
+
+    assert_eq!(
+        fewest, 3,
+        "reserve on the post, insert the record, list it in the post"
+    );
+}

@@ -584,7 +584,17 @@ async fn a_completion_cut_short_after_s3_assembled_the_object_is_finished_by_the
     );
     // As if the process died after CompleteMultipartUpload, before the record turned
     // ready, and its lease ran out: the record is pending at the last offset it stored,
-    // the post lists nothing.
+    // the post lists nothing and still holds the upload's reservation.
+    let upload_id = mongodb::bson::oid::ObjectId::parse_str(
+        upload
+            .rsplit('/')
+            .next()
+            .expect("an upload URL ends with its id"),
+    )
+    .expect("an upload id");
+    let later = mongodb::bson::DateTime::from_system_time(
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    );
     app.stored
         .update_every(
             "attachments",
@@ -597,7 +607,10 @@ async fn a_completion_cut_short_after_s3_assembled_the_object_is_finished_by_the
     app.stored
         .update_every(
             "posts",
-            mongodb::bson::doc! { "$set": { "attachments": [] } },
+            mongodb::bson::doc! { "$set": {
+                "attachments": [],
+                "pending": [{ "_id": upload_id, "expires_at": later }],
+            } },
         )
         .await;
     assert_eq!(

@@ -60,7 +60,8 @@ pub(crate) struct PostDocument {
     pub(crate) updated_at: DateTime,
     pub(crate) version: i64,
     /// The ready attachments readers see, oldest first: pushed once an attachment's bytes
-    /// are verified in place, pulled before its object is deleted.
+    /// are verified in place, pulled before its object is deleted. (Beside it, `pending`
+    /// holds the reservations of uploads in flight; see `lifecycle`.)
     #[serde(default)]
     pub(crate) attachments: Vec<AttachmentSummary>,
 }
@@ -131,6 +132,10 @@ pub(crate) struct AttachmentDocument {
     pub(crate) status: AttachmentStatus,
     pub(crate) created_at: DateTime,
     pub(crate) updated_at: DateTime,
+    /// Whether a reservation on the post stands for this pending record (records of an
+    /// older instance have none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) reserved: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) direct_upload: Option<DirectUpload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

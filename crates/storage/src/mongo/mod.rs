@@ -2,7 +2,7 @@
 //! documents as stored, migrations, the lease that serialises the reaper, and the paging
 //! cursor.
 
-mod command_spans;
+mod command_events;
 pub(crate) mod cursor;
 pub(crate) mod documents;
 pub(crate) mod lease;
@@ -165,29 +165,28 @@ pub struct Mongo {
     database: Database,
     redacted_uri: String,
     options: ClientOptions,
+    commands: command_events::CommandCounts,
 }
 
 impl Mongo {
     /// Connects and pings, so a wrong URI or an unreachable server fails here, within the
     /// configured server-selection timeout, not at the first request.
     pub async fn connect(settings: &MongoSettings) -> Result<Self, MongoError> {
-        Self::connect_with(settings, None).await
+        Self::connect_with(settings, false).await
     }
 
     /// Like [`Mongo::connect`], with a span for every command the driver sends, for
     /// traces.
     pub async fn connect_with_command_spans(settings: &MongoSettings) -> Result<Self, MongoError> {
-        Self::connect_with(settings, Some(command_spans::handler())).await
+        Self::connect_with(settings, true).await
     }
 
-    async fn connect_with(
-        settings: &MongoSettings,
-        command_events: Option<mongodb::event::EventHandler<mongodb::event::command::CommandEvent>>,
-    ) -> Result<Self, MongoError> {
+    async fn connect_with(settings: &MongoSettings, spans: bool) -> Result<Self, MongoError> {
         let mut options = ClientOptions::parse(settings.uri.expose_secret())
             .await
             .map_err(MongoError::InvalidUri)?;
-        options.command_event_handler = command_events;
+        let commands = command_events::CommandCounts::default();
+        options.command_event_handler = Some(command_events::handler(commands.clone(), spans));
         options.server_selection_timeout =
             Some(Duration::from_millis(settings.server_selection_timeout_ms));
         options.app_name = Some("posts-api".into());
@@ -197,6 +196,7 @@ impl Mongo {
             client,
             redacted_uri: settings.redacted_uri(),
             options,
+            commands,
         };
         mongo.ping().await?;
         Ok(mongo)
@@ -212,7 +212,19 @@ impl Mongo {
             client,
             redacted_uri: self.redacted_uri.clone(),
             options: self.options.clone(),
+            commands: self.commands.clone(),
         })
+    }
+
+    /// How many commands of each name this client and those made from it sent: each is
+    /// one round trip to the server.
+    pub fn commands_sent(&self) -> Vec<(String, u64)> {
+        self.commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, count)| (name.clone(), *count))
+            .collect()
     }
 
     /// The service's database.

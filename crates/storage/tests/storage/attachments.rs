@@ -33,6 +33,7 @@ async fn a_disallowed_type_is_rejected_before_anything_is_stored() {
         .storage
         .upload_attachment(
             post,
+            None,
             "a.png",
             Some("text/plain"),
             stream_of(vec![Bytes::from_static(PNG)]),
@@ -54,6 +55,7 @@ async fn an_upload_to_an_unknown_post_is_not_found() {
         .storage
         .upload_attachment(
             storage::PostId::new(),
+            None,
             "a.txt",
             None,
             stream_of(vec![Bytes::from_static(b"x")]),
@@ -100,7 +102,7 @@ async fn put_direct_upload(
 ) -> storage::DirectUploadTicket {
     let ticket = h
         .storage
-        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
+        .begin_direct_upload(post, None, "direct.png", "image/png", PNG.len() as u64)
         .await
         .expect("begin");
     put_presigned(&ticket, PNG).await;
@@ -257,7 +259,7 @@ async fn a_direct_upload_becomes_ready_after_verification() {
     let post = h.post().await;
     let ticket = h
         .storage
-        .begin_direct_upload(post, "direct.png", "image/png", PNG.len() as u64)
+        .begin_direct_upload(post, None, "direct.png", "image/png", PNG.len() as u64)
         .await
         .expect("begin");
     assert_eq!(ticket.url.method, "PUT");
@@ -288,7 +290,7 @@ async fn completing_a_direct_upload_without_bytes_is_a_mismatch() {
     let post = h.post().await;
     let ticket = h
         .storage
-        .begin_direct_upload(post, "never.png", "image/png", 10)
+        .begin_direct_upload(post, None, "never.png", "image/png", 10)
         .await
         .expect("begin");
 
@@ -309,7 +311,7 @@ async fn a_direct_upload_of_the_wrong_size_is_a_mismatch_and_its_object_is_delet
     let post = h.post().await;
     let ticket = h
         .storage
-        .begin_direct_upload(post, "short.png", "image/png", 1000)
+        .begin_direct_upload(post, None, "short.png", "image/png", 1000)
         .await
         .expect("begin");
     let key = h.storage.objects().staging_key_for(post, ticket.upload_id);
@@ -366,6 +368,7 @@ async fn a_post_with_as_many_attachments_as_allowed_takes_no_more() {
         .storage
         .upload_attachment(
             post,
+            None,
             "3.txt",
             None,
             stream_of(vec![Bytes::from_static(b"3")]),
@@ -373,7 +376,7 @@ async fn a_post_with_as_many_attachments_as_allowed_takes_no_more() {
         .await;
     let direct = h
         .storage
-        .begin_direct_upload(post, "3.txt", "text/plain", 1)
+        .begin_direct_upload(post, None, "3.txt", "text/plain", 1)
         .await;
 
     assert!(
@@ -387,6 +390,160 @@ async fn a_post_with_as_many_attachments_as_allowed_takes_no_more() {
 }
 
 #[tokio::test]
+async fn concurrent_uploads_fill_a_post_exactly_to_its_cap() {
+    let h = harness_with(Options {
+        max_attachments_per_post: 3,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+
+    let uploads = futures::future::join_all((0..10).map(|n| {
+        h.storage.upload_attachment(
+            post,
+            None,
+            "racing.txt",
+            None,
+            stream_of(vec![Bytes::from(format!("upload {n}"))]),
+        )
+    }))
+    .await;
+
+    let stored = uploads.iter().filter(|upload| upload.is_ok()).count();
+    let refused = uploads
+        .iter()
+        .filter(|upload| matches!(upload, Err(StorageError::TooManyAttachments { limit: 3 })))
+        .count();
+    assert_eq!((stored, refused), (3, 7), "{uploads:?}");
+    assert_eq!(
+        h.storage.post(post).await.expect("read").attachments.len(),
+        3
+    );
+    assert_eq!(h.stored.reservations().await, 0);
+}
+
+#[tokio::test]
+async fn only_the_author_of_a_post_may_add_to_it_and_a_refusal_stores_nothing() {
+    let h = harness().await;
+    let post = h
+        .storage
+        .create_post(storage::NewPost {
+            title: "ann's".into(),
+            body: String::new(),
+            author: Some("ann".into()),
+        })
+        .await
+        .expect("create post")
+        .id;
+
+    let by_bob = h
+        .storage
+        .upload_attachment(
+            post,
+            Some("bob"),
+            "b.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"bob")]),
+        )
+        .await;
+    let direct_by_bob = h
+        .storage
+        .begin_direct_upload(post, Some("bob"), "b.txt", "text/plain", 3)
+        .await;
+
+    assert!(matches!(by_bob, Err(StorageError::NotAuthor)), "{by_bob:?}");
+    assert!(matches!(direct_by_bob, Err(StorageError::NotAuthor)));
+    h.stored.assert_nothing_stored().await;
+    let by_ann = h
+        .storage
+        .upload_attachment(
+            post,
+            Some("ann"),
+            "a.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"ann")]),
+        )
+        .await;
+    assert!(by_ann.is_ok(), "{by_ann:?}");
+}
+
+#[tokio::test]
+async fn a_post_deleted_during_an_upload_is_removed_once_the_upload_gives_up() {
+    let h = harness().await;
+    let post = h.post().await;
+    let staged = h
+        .storage
+        .stage_attachment(
+            post,
+            None,
+            "late.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"late")]),
+        )
+        .await
+        .expect("stage");
+
+    h.storage.delete_post(post).await.expect("delete");
+    let kept_for_the_upload = h
+        .stored
+        .database
+        .collection::<mongodb::bson::Document>("posts")
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .expect("count");
+    let published = h.storage.publish(vec![staged]).await;
+    h.storage.reap().await.expect("reap");
+
+    assert_eq!(
+        kept_for_the_upload, 1,
+        "the deleting post waits for its upload"
+    );
+    assert!(
+        matches!(published, Err(StorageError::NotFound(_))),
+        "{published:?}"
+    );
+    h.stored.assert_nothing_stored().await;
+    assert!(matches!(
+        h.storage.post(post).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let posts_left = h
+        .stored
+        .database
+        .collection::<mongodb::bson::Document>("posts")
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .expect("count");
+    assert_eq!(posts_left, 0);
+}
+
+#[tokio::test]
+async fn deleting_an_attachment_whose_record_is_gone_unlists_it() {
+    let h = harness().await;
+    let post = h.post().await;
+    let attachment = h.attach(post, "ghost.txt", None, b"boo").await;
+    // A summary that outlived its record (a restore racing a delete, an operator).
+    h.stored
+        .database
+        .collection::<mongodb::bson::Document>("attachments")
+        .delete_many(mongodb::bson::doc! {})
+        .await
+        .expect("remove the record behind the service's back");
+
+    let deleted = h.storage.delete_attachment(post, attachment.id).await;
+
+    assert!(deleted.is_ok(), "{deleted:?}");
+    assert!(
+        h.storage
+            .post(post)
+            .await
+            .expect("read")
+            .attachments
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn files_staged_while_their_post_was_deleted_are_not_published() {
     let h = harness().await;
     let post = h.post().await;
@@ -394,6 +551,7 @@ async fn files_staged_while_their_post_was_deleted_are_not_published() {
         .storage
         .stage_attachment(
             post,
+            None,
             "late.txt",
             None,
             stream_of(vec![Bytes::from_static(b"late")]),
@@ -445,8 +603,13 @@ async fn attachments_list_oldest_first_whatever_order_they_are_published_in() {
     let h = harness().await;
     let post = h.post().await;
     let stage = |name: &'static str| {
-        h.storage
-            .stage_attachment(post, name, None, stream_of(vec![Bytes::from_static(b"x")]))
+        h.storage.stage_attachment(
+            post,
+            None,
+            name,
+            None,
+            stream_of(vec![Bytes::from_static(b"x")]),
+        )
     };
     let older = stage("older.txt").await.expect("stage");
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -22,7 +22,7 @@ async fn stored_and_opened(
     let (chunks, sha256) = pseudo_random(len);
     let attachment = h
         .storage
-        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .upload_attachment(post, None, "data.bin", None, stream_of(chunks))
         .await
         .expect("upload");
     let body = h
@@ -53,7 +53,7 @@ async fn storage_with_its_own_s3_connections_serves_what_the_shared_client_store
     let (chunks, sha256) = pseudo_random(3 * MIB);
     let attachment = h
         .storage
-        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .upload_attachment(post, None, "data.bin", None, stream_of(chunks))
         .await
         .expect("upload");
 
@@ -105,6 +105,7 @@ async fn ranges_return_exactly_the_requested_bytes() {
         .storage
         .upload_attachment(
             post,
+            None,
             "r.bin",
             None,
             stream_of(vec![Bytes::from(data.clone())]),
@@ -170,7 +171,7 @@ async fn an_upload_over_the_limit_is_too_large_and_leaves_nothing() {
 
     let result = h
         .storage
-        .upload_attachment(post, "big.bin", None, stream_of(chunks))
+        .upload_attachment(post, None, "big.bin", None, stream_of(chunks))
         .await;
 
     assert!(
@@ -191,7 +192,7 @@ async fn a_source_stream_failing_midway_leaves_nothing() {
 
     let result = h
         .storage
-        .upload_attachment(post, "cut.bin", None, Box::pin(failing))
+        .upload_attachment(post, None, "cut.bin", None, Box::pin(failing))
         .await;
 
     assert!(matches!(result, Err(StorageError::Client(_))), "{result:?}");
@@ -223,7 +224,7 @@ async fn s3_stopping_midway_leaves_nothing_after_recovery() {
 
     let result = h
         .storage
-        .upload_attachment(post, "s3-down.bin", None, Box::pin(stream))
+        .upload_attachment(post, None, "s3-down.bin", None, Box::pin(stream))
         .await;
     assert!(
         matches!(result, Err(StorageError::Objects(_))),
@@ -272,7 +273,7 @@ async fn upload_sized(
 ) -> Result<storage::Attachment, StorageError> {
     let staged = h
         .storage
-        .stage_sized_attachment(post, "sized.bin", None, declared, chunks)
+        .stage_sized_attachment(post, None, "sized.bin", None, declared, chunks)
         .await?;
     Ok(h.storage.publish(vec![staged]).await?.remove(0))
 }
@@ -543,7 +544,7 @@ async fn a_ranged_download_whose_s3_connection_breaks_resumes_within_its_range()
     let all: Vec<u8> = chunks.iter().flatten().copied().collect();
     let attachment = h
         .storage
-        .upload_attachment(post, "data.bin", None, stream_of(chunks))
+        .upload_attachment(post, None, "data.bin", None, stream_of(chunks))
         .await
         .expect("upload");
     let (start, end) = (MIB + 7, 25 * MIB);

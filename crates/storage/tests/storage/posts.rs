@@ -136,6 +136,7 @@ async fn deleting_a_post_removes_its_attachments_objects() {
         h.storage
             .upload_attachment(
                 post,
+                None,
                 name,
                 None,
                 stream_of(vec![Bytes::from_static(b"content")]),

@@ -25,7 +25,7 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
     let stalled = stream_of(chunks).chain(futures::stream::pending::<Chunk>());
     let mut killed = Box::pin(
         h.storage
-            .upload_attachment(post, "killed.bin", None, stalled),
+            .upload_attachment(post, None, "killed.bin", None, stalled),
     );
     assert!(
         tokio::time::timeout(Duration::from_secs(3), &mut killed)
@@ -37,7 +37,7 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
     // A process killed between storing the bytes and marking them ready.
     let ticket = h
         .storage
-        .begin_direct_upload(post, "orphan.txt", "text/plain", 5)
+        .begin_direct_upload(post, None, "orphan.txt", "text/plain", 5)
         .await
         .expect("begin");
     h.stored
@@ -62,7 +62,8 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
         .await
         .expect("create multipart upload");
 
-    assert_eq!(h.stored.attachment_records().await, 2);
+    // The direct upload's record; the streamed upload has only its reservation.
+    assert_eq!(h.stored.attachment_records().await, 1);
     assert!(!h.stored.multipart_uploads().await.is_empty());
 
     let report = h.storage.reap().await.expect("reaper pass");

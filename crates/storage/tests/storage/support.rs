@@ -152,6 +152,7 @@ impl Harness {
         self.storage
             .upload_attachment(
                 post,
+                None,
                 filename,
                 declared_type,
                 stream_of(vec![Bytes::from_static(bytes)]),

@@ -1,19 +1,37 @@
-//! A span for every command the MongoDB driver sends, for traces: opened when the driver
-//! reports the command started, closed when it reports the answer. The driver reports both
-//! from the task that awaits the operation, so each span is a child of the caller's span
-//! (the request's). Named as OpenTelemetry names database calls: `find posts`.
+//! What the service sees of the commands the MongoDB driver sends: a count of each by
+//! name (every round trip to the server, for metrics), and, for traces, a span for each:
+//! opened when the driver reports the command started, closed when it reports the answer.
+//! The driver reports both from the task that awaits the operation, so each span is a
+//! child of the caller's span (the request's). Named as OpenTelemetry names database
+//! calls: `find posts`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use tracing::Span;
 
-/// The handler to put in the client's `command_event_handler`.
-pub(crate) fn handler() -> EventHandler<CommandEvent> {
+/// Commands started, by name, over every client that shares the handler.
+pub(crate) type CommandCounts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// The handler to put in the client's `command_event_handler`: counts into `counts`, and
+/// opens spans when `spans`.
+pub(crate) fn handler(counts: CommandCounts, spans: bool) -> EventHandler<CommandEvent> {
     let open: Arc<Mutex<HashMap<i32, Span>>> = Arc::default();
     EventHandler::callback(move |event| {
+        if let CommandEvent::Started(started) = &event {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            match counts.get_mut(&started.command_name) {
+                Some(count) => *count += 1,
+                None => {
+                    counts.insert(started.command_name.clone(), 1);
+                }
+            }
+        }
+        if !spans {
+            return;
+        }
         let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             CommandEvent::Started(started) => {

@@ -1,0 +1,373 @@
+//! The life of an attachment, and the only code that changes it. Every way in (a form, a
+//! raw body, a direct upload, a resumable upload) reserves, stores and publishes through
+//! here, and never calls another way in.
+//!
+//! ```text
+//! reserved ──► stored ──► ready and listed ──► deleting ──► removed
+//!    └────────────┴──► discarded (a refusal, a failure, a dropped request, an expiry)
+//! ```
+//! - **Reserved**: one conditional write on the post ([`Storage::reserve`]) checks that it
+//!   is active, that the caller is its author and that listed plus reserved attachments
+//!   leave room for one more, and records the reservation (the attachment's id and its
+//!   expiry) in the post's `pending` list. The checks that need no database come first:
+//!   the declared size, then the type. A way in that spans requests (direct, resumable)
+//!   also inserts a `pending` record holding its state.
+//! - **Stored**: the bytes are at the attachment's key, which no client can write.
+//! - **Ready and listed**: the record is inserted `ready` with its size, SHA-256 and type
+//!   (or the pending record turned `ready`), then one write on the post lists it and drops
+//!   its reservation, only while the reservation stands. A small upload is therefore three
+//!   round trips, none of which grows with the post.
+//! - **Discarded**: the [`Reservation`] guard removes the record and the object, then the
+//!   reservation, when a way in fails or its future is dropped; the reaper does the same
+//!   for reservations that expired (a killed process), taking the reservation first so
+//!   that a late publish fails instead of listing what is being removed.
+//! - **Deleting** and **removed**: see `removal.rs`.
+
+mod removal;
+
+use std::time::{Duration, SystemTime};
+
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{self, DateTime, Document, doc};
+
+use crate::error::{Entity, StorageError};
+use crate::model::{Attachment, AttachmentId, PostId};
+use crate::mongo::documents::{
+    AttachmentDocument, AttachmentStatus, AttachmentSummary, PostStatus, now,
+};
+use crate::s3::StoredObject;
+use crate::store::Storage;
+
+/// A place for one more attachment on a post, held while its bytes move. Dropped without
+/// [`Reservation::keep`] or a publish, its record, its object and itself are removed.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    storage: Option<Storage>,
+    pub(crate) post_id: PostId,
+    pub(crate) id: ObjectId,
+    pub(crate) created_at: DateTime,
+}
+
+impl Reservation {
+    /// Leaves the reservation to the pending record that now holds the upload's state
+    /// (the reaper removes both at their expiry).
+    pub(crate) fn keep(mut self) {
+        self.storage = None;
+    }
+
+    /// Removes what was stored, then the reservation, now rather than soon after a drop.
+    pub(crate) async fn discard(mut self) {
+        if let Some(storage) = self.storage.take() {
+            storage.discard(self.post_id, self.id).await;
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(storage) = self.storage.take() else {
+            return;
+        };
+        let (post_id, id) = (self.post_id, self.id);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                // Give a cancelled part upload a moment to stop before deleting.
+                runtime.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    storage.discard(post_id, id).await;
+                });
+            }
+            Err(_) => {
+                tracing::warn!(attachment_id = %id, "no runtime to clean up a cancelled upload; the reaper will")
+            }
+        }
+    }
+}
+
+/// An attachment whose bytes are stored, not yet ready. Publish it with
+/// [`Storage::publish`]; dropped unpublished, its object and reservation are removed.
+#[derive(Debug)]
+pub struct StagedAttachment {
+    attachment: Attachment,
+    reservation: Reservation,
+}
+
+impl StagedAttachment {
+    pub(crate) fn new(
+        reservation: Reservation,
+        stored: &StoredObject,
+        content_type: String,
+        filename: &str,
+    ) -> Self {
+        Self {
+            attachment: Attachment {
+                id: AttachmentId(reservation.id),
+                post_id: reservation.post_id,
+                filename: filename.to_owned(),
+                content_type,
+                size: stored.size,
+                sha256: hex::encode(stored.sha256),
+                created_at: reservation.created_at.to_system_time(),
+            },
+            reservation,
+        }
+    }
+
+    /// What the attachment will be once published.
+    pub fn attachment(&self) -> &Attachment {
+        &self.attachment
+    }
+
+    /// Removes the object and the reservation now, rather than soon after a drop.
+    pub async fn discard(self) {
+        self.reservation.discard().await;
+    }
+}
+
+impl Storage {
+    /// Reserves a place for one more attachment on `post_id`, for `ttl`: one write that
+    /// succeeds only if the post is active, `author` (when given) wrote it, and its listed
+    /// and reserved attachments are fewer than `uploads.max_attachments_per_post`. Whether
+    /// concurrent uploads fit is decided by that write, so the cap holds exactly.
+    pub(crate) async fn reserve(
+        &self,
+        post_id: PostId,
+        author: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Reservation, StorageError> {
+        let id = ObjectId::new();
+        let created_at = now();
+        let expires_at = DateTime::from_system_time(SystemTime::now() + ttl);
+        let mut filter = doc! {
+            "_id": post_id.0,
+            "status": PostStatus::Active.as_str(),
+            "$expr": { "$lt": [
+                { "$add": [
+                    { "$size": { "$ifNull": ["$attachments", []] } },
+                    { "$size": { "$ifNull": ["$pending", []] } },
+                ] },
+                i64::try_from(self.max_attachments_per_post).unwrap_or(i64::MAX),
+            ] },
+        };
+        if let Some(author) = author {
+            filter.insert("author", author);
+        }
+        let reserved = self
+            .posts()
+            .update_one(
+                filter,
+                doc! { "$push": { "pending": { "_id": id, "expires_at": expires_at } } },
+            )
+            .await?;
+        if reserved.matched_count == 1 {
+            return Ok(Reservation {
+                storage: Some(self.clone()),
+                post_id,
+                id,
+                created_at,
+            });
+        }
+        // Refused: one read to say why.
+        let post = self.active_post(post_id).await?;
+        if author.is_some_and(|author| post.author.as_deref() != Some(author)) {
+            return Err(StorageError::NotAuthor);
+        }
+        Err(StorageError::TooManyAttachments {
+            limit: self.max_attachments_per_post,
+        })
+    }
+
+    /// Records the state of an upload that spans requests (direct, resumable) as a
+    /// `pending` record under its reservation, which the record then holds.
+    pub(crate) async fn record_pending(
+        &self,
+        reservation: Reservation,
+        document: &AttachmentDocument,
+    ) -> Result<(), StorageError> {
+        match self.attachments().insert_one(document).await {
+            Ok(_) => {
+                reservation.keep();
+                Ok(())
+            }
+            Err(error) => {
+                reservation.discard().await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The pending record an upload that spans requests starts from, under `reservation`.
+    pub(crate) fn pending_document(
+        reservation: &Reservation,
+        filename: &str,
+        content_type: String,
+    ) -> AttachmentDocument {
+        AttachmentDocument {
+            id: reservation.id,
+            post_id: reservation.post_id.0,
+            filename: filename.to_owned(),
+            content_type,
+            size: 0,
+            sha256: String::new(),
+            status: AttachmentStatus::Pending,
+            created_at: reservation.created_at,
+            updated_at: reservation.created_at,
+            reserved: true,
+            direct_upload: None,
+            resumable: None,
+        }
+    }
+
+    /// Makes staged attachments of one post ready together: their records are inserted
+    /// `ready`, then one write lists them all and drops their reservations. Readers see all
+    /// of them or none; if the post is no longer active or a reservation was reaped, none
+    /// is published and all are removed.
+    pub async fn publish(
+        &self,
+        staged: Vec<StagedAttachment>,
+    ) -> Result<Vec<Attachment>, StorageError> {
+        let Some(first) = staged.first() else {
+            return Ok(Vec::new());
+        };
+        let post_id = first.attachment.post_id;
+        if staged.iter().any(|file| file.attachment.post_id != post_id) {
+            return Err(StorageError::Conflict(
+                "the files of one publish belong to one post".into(),
+            ));
+        }
+        let records: Vec<AttachmentDocument> = staged
+            .iter()
+            .map(|file| ready_document(&file.attachment))
+            .collect();
+        let attachments: Vec<Attachment> =
+            staged.iter().map(|file| file.attachment.clone()).collect();
+        let listed = match self.attachments().insert_many(&records).await {
+            Ok(_) => self.list(post_id, &attachments, true).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = listed {
+            for file in staged {
+                file.discard().await;
+            }
+            return Err(error);
+        }
+        for file in staged {
+            file.reservation.keep();
+        }
+        Ok(attachments)
+    }
+
+    /// Turns a pending record (of an upload that spans requests) ready with what was
+    /// stored, where `condition` still holds, then lists it; `NotFound(missing)` if it is
+    /// no longer pending (its post was deleted, or the reaper expired it), `NotFound(Post)`
+    /// if its post is no longer active or its reservation expired.
+    pub(crate) async fn mark_ready(
+        &self,
+        document: &AttachmentDocument,
+        stored: &StoredObject,
+        content_type: &str,
+        missing: Entity,
+        condition: Document,
+    ) -> Result<Attachment, StorageError> {
+        let size = i64::try_from(stored.size).unwrap_or(i64::MAX);
+        let sha256 = hex::encode(stored.sha256);
+        let mut filter = doc! { "_id": document.id, "status": AttachmentStatus::Pending.as_str() };
+        filter.extend(condition);
+        let result = self
+            .attachments()
+            .update_one(
+                filter,
+                doc! { "$set": {
+                    "status": AttachmentStatus::Ready.as_str(),
+                    "size": size,
+                    "sha256": &sha256,
+                    "content_type": content_type,
+                    "updated_at": now(),
+                } },
+            )
+            .await?;
+        if result.matched_count == 0 {
+            return Err(StorageError::NotFound(missing));
+        }
+        let attachment = Attachment {
+            id: AttachmentId(document.id),
+            post_id: PostId(document.post_id),
+            filename: document.filename.clone(),
+            content_type: content_type.to_owned(),
+            size: stored.size,
+            sha256,
+            created_at: document.created_at.to_system_time(),
+        };
+        // A record from before reservations (an older instance) lists without one. A post
+        // no longer active is being deleted, which removes this record too.
+        self.list(
+            attachment.post_id,
+            std::slice::from_ref(&attachment),
+            document.reserved,
+        )
+        .await?;
+        Ok(attachment)
+    }
+
+    /// Lists ready attachments in their active post, in creation order among the others,
+    /// and drops their reservations, in one write that bumps the post's version; with
+    /// `reserved`, only while every reservation stands. `NotFound(Post)` otherwise.
+    pub(crate) async fn list(
+        &self,
+        post_id: PostId,
+        attachments: &[Attachment],
+        reserved: bool,
+    ) -> Result<(), StorageError> {
+        let summaries: Vec<AttachmentSummary> =
+            attachments.iter().map(AttachmentSummary::of).collect();
+        let ids: Vec<ObjectId> = summaries.iter().map(|summary| summary.id).collect();
+        let summaries = bson::to_bson(&summaries).map_err(mongodb::error::Error::from)?;
+        let mut filter = doc! {
+            "_id": post_id.0,
+            "status": PostStatus::Active.as_str(),
+            "attachments._id": { "$nin": &ids },
+        };
+        if reserved {
+            // Each reservation by equality (what `$all` means, spelt as every server reads it).
+            let each: Vec<Document> = ids.iter().map(|id| doc! { "pending._id": id }).collect();
+            filter.insert("$and", each);
+        }
+        let listed = self
+            .posts()
+            .update_one(
+                filter,
+                doc! {
+                    "$push": { "attachments": {
+                        "$each": summaries,
+                        "$sort": { "created_at": 1, "_id": 1 },
+                    } },
+                    "$pull": { "pending": { "_id": { "$in": &ids } } },
+                    "$inc": { "version": 1 },
+                },
+            )
+            .await?;
+        if listed.matched_count == 0 {
+            return Err(StorageError::NotFound(Entity::Post));
+        }
+        Ok(())
+    }
+}
+
+/// The `ready` record of a stored attachment.
+fn ready_document(attachment: &Attachment) -> AttachmentDocument {
+    let created_at = DateTime::from_system_time(attachment.created_at);
+    AttachmentDocument {
+        id: attachment.id.0,
+        post_id: attachment.post_id.0,
+        filename: attachment.filename.clone(),
+        content_type: attachment.content_type.clone(),
+        size: i64::try_from(attachment.size).unwrap_or(i64::MAX),
+        sha256: attachment.sha256.clone(),
+        status: AttachmentStatus::Ready,
+        created_at,
+        updated_at: now(),
+        reserved: false,
+        direct_upload: None,
+        resumable: None,
+    }
+}

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod service;
+mod small_uploads;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +60,8 @@ enum Section {
     Transfers,
     /// `GET /v1/posts/{id}` under load.
     Reads,
+    /// Many users storing small files at once.
+    SmallUploads,
     /// AssumeRole calls of a burst at the refresh point.
     Refresh,
     /// Start-up time.
@@ -110,6 +113,7 @@ fn cpu_per_gib(cpu_seconds: f64, bytes: usize) -> f64 {
 
 const CPU_NOTE: &str = "user + system time of the service process, in 10 ms ticks";
 
+#[derive(Clone)]
 struct Api {
     base: String,
     token: String,
@@ -121,9 +125,10 @@ impl Api {
         service: &Service,
         binary: &PathBuf,
         env: &[(String, String)],
+        subject: &str,
     ) -> anyhow::Result<Self> {
         let mut command = std::process::Command::new(binary);
-        command.args(["token", "--sub", "bench", "--ttl", "86400"]);
+        command.args(["token", "--sub", subject, "--ttl", "86400"]);
         for (name, value) in env {
             command.env(name, value);
         }
@@ -446,45 +451,51 @@ fn moto_env(extra: &[(&str, &str)]) -> anyhow::Result<Vec<(String, String)>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bucket = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let s3 = s3_client(
-        &args.s3s_endpoint,
-        &args.s3s_access_key,
-        &args.s3s_secret_key,
-    )
-    .await;
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .context("creating the s3s-fs bucket")?;
-    let s3s = Backend {
-        name: "s3s-fs",
-        s3,
-        env: s3s_env(&args, &bucket)?,
-        bucket: bucket.clone(),
-    };
-    let moto = Backend {
-        name: "moto",
-        s3: s3_client(
-            &testbed("AWS_ENDPOINT_URL")?,
-            &testbed("AWS_ACCESS_KEY_ID")?,
-            &testbed("AWS_SECRET_ACCESS_KEY")?,
-        )
-        .await,
-        bucket: testbed("AWS_S3_BUCKET_NAME")?,
-        env: moto_env(&[("APP__UPLOADS__MAX_FILE_BYTES", "2147483648")])?,
-    };
-
     let runs = |section| args.only.is_empty() || args.only.contains(&section);
+    let bucket = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let s3s = if runs(Section::Transfers) || runs(Section::Reads) {
+        let s3 = s3_client(
+            &args.s3s_endpoint,
+            &args.s3s_access_key,
+            &args.s3s_secret_key,
+        )
+        .await;
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .context("creating the s3s-fs bucket")?;
+        Some(Backend {
+            name: "s3s-fs",
+            s3,
+            env: s3s_env(&args, &bucket)?,
+            bucket: bucket.clone(),
+        })
+    } else {
+        None
+    };
     println!("| measurement | median | min–max | note |");
     println!("| --- | --- | --- | --- |");
-    if runs(Section::Transfers) {
-        throughput(&args, &s3s).await?;
+    if let (true, Some(s3s)) = (runs(Section::Transfers), &s3s) {
+        throughput(&args, s3s).await?;
+        let moto = Backend {
+            name: "moto",
+            s3: s3_client(
+                &testbed("AWS_ENDPOINT_URL")?,
+                &testbed("AWS_ACCESS_KEY_ID")?,
+                &testbed("AWS_SECRET_ACCESS_KEY")?,
+            )
+            .await,
+            bucket: testbed("AWS_S3_BUCKET_NAME")?,
+            env: moto_env(&[("APP__UPLOADS__MAX_FILE_BYTES", "2147483648")])?,
+        };
         throughput(&args, &moto).await?;
     }
     if runs(Section::Reads) {
         get_latency(&args, &bucket).await?;
+    }
+    if runs(Section::SmallUploads) {
+        small_uploads::small_uploads(&args).await?;
     }
     if runs(Section::Refresh) {
         refresh_burst(&args).await?;
@@ -532,7 +543,7 @@ async fn s3_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_s3::Clien
 async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
     let (name, s3, bucket) = (backend.name, &backend.s3, backend.bucket.as_str());
     let service = Service::start(&args.service, &backend.env).await?;
-    let api = Api::new(&service, &args.service, &backend.env).await?;
+    let api = Api::new(&service, &args.service, &backend.env, "bench").await?;
     let post = api.create_post().await?;
     let pid = service.pid().context("service pid")?;
     let fresh = rss_of(pid);
@@ -814,7 +825,7 @@ async fn get_latency(args: &Args, bucket: &str) -> anyhow::Result<()> {
     let env = s3s_env(args, bucket)?;
     let service = Service::start(&args.service, &env).await?;
     let service_pid = service.pid().context("service pid")?;
-    let api = Api::new(&service, &args.service, &env).await?;
+    let api = Api::new(&service, &args.service, &env, "bench").await?;
     let post = api.create_post().await?;
     api.upload(&post, data(4096)).await?;
     let database = mongodb::Client::with_uri_str(testbed("MONGODB_URI")?).await?;
@@ -928,7 +939,7 @@ async fn refresh_burst(args: &Args) -> anyhow::Result<()> {
         ("APP__S3__PRESIGN_TTL_SECS", "60"),
     ])?;
     let service = Service::start(&args.service, &env).await?;
-    let api = Api::new(&service, &args.service, &env).await?;
+    let api = Api::new(&service, &args.service, &env, "bench").await?;
     let post = api.create_post().await?;
     let attachment = api
         .upload(&post, Bytes::from_static(b"credentials burst"))

@@ -17,26 +17,33 @@
 //!
 //! # Consistency between MongoDB and S3
 //! Object keys are `{s3.key_prefix}/{post_id}/{attachment_id}`: ids only, never user
-//! input. The protocol guarantees that every object has a record, so nothing is orphaned:
-//! 1. **Upload**: the attachment record is inserted `pending` before any byte moves. Bytes
-//!    stream to S3 (one PutObject, or a bounded multipart upload). Only when the object is
-//!    complete does the record become `ready`, with size, SHA-256 and the sniffed type. On
-//!    any failure — a too-large or disallowed file, the client going away, S3 or MongoDB
-//!    failing, the request future being dropped — the multipart upload is aborted and the
-//!    object and the record are removed. Once ready, the attachment is listed in its
-//!    post, which only an active post accepts: readers only ever see `ready` attachments.
-//!    A resumable upload (`resumable.rs`) stays `pending` across requests until its last
-//!    byte: its parts and the tail of bytes short of a part are named by its record,
-//!    and it expires at `uploads.resumable_ttl_secs` rather than the pending TTL.
+//! input. The protocol guarantees that every object is covered by a reservation or a
+//! record, so nothing is orphaned:
+//! 1. **Upload** (see `lifecycle`): before any byte moves, one conditional write on the
+//!    post reserves a place for the attachment (the post is active, the caller wrote it,
+//!    it has room) and records the reservation's id and expiry in the post; an upload that
+//!    spans requests (direct, resumable) also inserts a `pending` record holding its
+//!    state. Bytes stream to S3 (one PutObject, or a bounded multipart upload). Only when
+//!    the object is complete is the record inserted (or turned) `ready`, with size,
+//!    SHA-256 and the sniffed type, and then listed in its post in the same write that
+//!    drops the reservation, only while the reservation and the post stand: readers only
+//!    ever see `ready` attachments. On any failure — a too-large or disallowed file, the
+//!    client going away, S3 or MongoDB failing, the request future being dropped — the
+//!    multipart upload is aborted, the record and the object are removed, then the
+//!    reservation. A resumable upload (`resumable.rs`) holds its reservation and stays
+//!    `pending` across requests until its last byte: its parts and the tail of bytes
+//!    short of a part are named by its record, and it expires at
+//!    `uploads.resumable_ttl_secs` rather than the pending TTL.
 //! 2. **Delete**: the post or attachment is marked `deleting`; an attachment is then
 //!    taken off its post's list (a post marked `deleting` is invisible already); then
 //!    objects are deleted, then records. Nothing listed ever lacks its object.
-//! 3. **Reaper** (one instance at a time, by a lease document): removes `pending` records
-//!    older than `uploads.pending_ttl_secs` (resumable ones once expired) with their
-//!    objects, finishes interrupted deletions, aborts multipart uploads under the key
-//!    prefix older than that TTL that no pending resumable upload names, and
-//!    lists again ready attachments of the last day that their post does not list (a
-//!    crash between the two writes of a publish).
+//! 3. **Reaper** (one instance at a time, by a lease document): takes reservations that
+//!    expired (`uploads.pending_ttl_secs`, resumable ones at their expiry) and removes what
+//!    they covered, removes `pending` records an older version left as old, finishes
+//!    interrupted deletions, aborts multipart uploads under the key prefix older than
+//!    that TTL that no pending resumable upload names, and lists again ready attachments
+//!    of the last day, with their objects, that their post does not list (a crash
+//!    between the two writes of a publish).
 //!    A process killed at any point therefore leaves nothing behind once the reaper ran.
 
 mod attachments;

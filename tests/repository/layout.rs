@@ -1,5 +1,5 @@
 //! The code's layering: inside each crate, no module imports one that imports it back,
-//! directly or through others.
+//! directly or through others; and no source file grows past what one reads at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -148,6 +148,34 @@ fn no_crate_has_an_import_cycle_between_its_modules() {
             entry.path().display()
         );
     }
+}
+
+/// The longest a source file under `crates/*/src` may be, in lines.
+const MAX_SOURCE_LINES: usize = 500;
+
+#[test]
+fn no_source_file_is_longer_than_500_lines() {
+    let crates = repository_root().join("crates");
+    let mut long = Vec::new();
+    for entry in std::fs::read_dir(&crates).expect("crates/").flatten() {
+        let src = entry.path().join("src");
+        if !src.is_dir() {
+            continue;
+        }
+        for file in rust_files(&src) {
+            let lines = std::fs::read_to_string(&file)
+                .expect("readable source")
+                .lines()
+                .count();
+            if lines > MAX_SOURCE_LINES {
+                long.push(format!("{} ({lines} lines)", file.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "longer than {MAX_SOURCE_LINES} lines: {long:?}"
+    );
 }
 
 #[test]

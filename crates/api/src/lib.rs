@@ -18,6 +18,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod uploads;
 
 pub use crate::config::{Environment, Settings};
 pub use crate::startup::{Application, StartupError};

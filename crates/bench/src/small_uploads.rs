@@ -7,8 +7,10 @@ use anyhow::Context;
 use bytes::Bytes;
 use test_support::cpu_seconds_of;
 
+use crate::api::Api;
+use crate::reads::database_operations;
 use crate::service::Service;
-use crate::{Api, Args, data, database_operations, moto_env, row, testbed};
+use crate::{Args, data, moto_env, row, testbed};
 
 /// Clients at once, each a user of its own uploading to a post of its own.
 const CLIENTS: usize = 16;
@@ -44,7 +46,9 @@ pub async fn small_uploads(args: &Args) -> anyhow::Result<()> {
         let started = Instant::now();
         let workers = clients.iter().zip(&posts).map(|(client, post)| {
             let (client, post, file) = (client.clone(), post.clone(), file.clone());
-            tokio::spawn(async move { upload_until(&client, &post, file, started + duration).await })
+            tokio::spawn(
+                async move { upload_until(&client, &post, file, started + duration).await },
+            )
         });
         let (mut stored, mut refused) = (0u64, 0u64);
         for worker in futures::future::join_all(workers).await {
@@ -64,7 +68,10 @@ pub async fn small_uploads(args: &Args) -> anyhow::Result<()> {
         rates.push(stored as f64 / elapsed.as_secs_f64());
         refusals.push(refused as f64);
     }
-    let what = format!("small uploads: {CLIENTS} users, {} KiB forms", FILE_BYTES / 1024);
+    let what = format!(
+        "small uploads: {CLIENTS} users, {} KiB forms",
+        FILE_BYTES / 1024
+    );
     row(
         &what,
         "uploads/s",

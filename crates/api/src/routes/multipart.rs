@@ -3,21 +3,16 @@
 //! S3 as it arrives. A rejected request stores
 //! nothing, and its unread rest is drained within a budget or the connection is closed.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_multipart::{Multipart, MultipartError};
-use actix_web::dev::Payload;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures::StreamExt;
 use serde::Deserialize;
 use storage::{PostId, StagedAttachment};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::admission::{Admission, Refusal};
 use crate::config::Settings;
 use crate::domain::{FileName, parse_id};
 use crate::http::error::ApiError;
@@ -26,6 +21,7 @@ use crate::http::problem::Problem;
 use crate::http::views::{AttachmentList, AttachmentView};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::uploads::{BodyPace, Uploads, closing, declared_length, paced};
 
 /// Multipart framing allowed per file on top of its bytes.
 const PART_OVERHEAD: u64 = 64 * 1024;
@@ -85,7 +81,7 @@ pub async fn upload_attachments(
         finished: false,
         failed: false,
     });
-    uploads.upload(writer, &request, &path, body).await
+    upload(&uploads, writer, &request, &path, body).await
 }
 
 /// Upload one file as the raw request body. Its `Content-Type` is the declared type; with
@@ -126,132 +122,78 @@ pub async fn upload_raw_attachment(
         size: declared_length(&request),
         failed: false,
     });
-    uploads.upload(writer, &request, &path, body).await
+    upload(&uploads, writer, &request, &path, body).await
 }
 
-/// The request's `Content-Length`, if it sent one.
-pub(crate) fn declared_length(request: &HttpRequest) -> Option<u64> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok())
-}
-
-/// What an upload needs of the application, taken from it as an extractor.
-#[derive(Debug)]
-pub struct Uploads {
-    pub(crate) state: web::Data<AppState>,
-    pub(crate) settings: web::Data<Settings>,
-    pub(crate) admission: web::Data<Admission>,
-    pub(crate) metrics: web::Data<Metrics>,
-}
-
-impl FromRequest for Uploads {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        fn data<T: 'static>(request: &HttpRequest) -> Result<web::Data<T>, ApiError> {
-            request
-                .app_data::<web::Data<T>>()
-                .cloned()
-                .ok_or(ApiError::Internal(
-                    "the application is missing upload state",
-                ))
-        }
-        std::future::ready((|| {
-            Ok(Self {
-                state: data(request)?,
-                settings: data(request)?,
-                admission: data(request)?,
-                metrics: data(request)?,
-            })
-        })())
+/// Admits, stores and publishes the files of `body`, or refuses it storing nothing.
+async fn upload(
+    uploads: &Uploads,
+    writer: Result<Writer, ApiError>,
+    request: &HttpRequest,
+    path: &str,
+    mut body: Body,
+) -> HttpResponse {
+    let (state, settings, metrics) = (&*uploads.state, &*uploads.settings, &*uploads.metrics);
+    let declared_length = declared_length(request);
+    let limits = &settings.uploads;
+    let max_files = match body {
+        Body::Form(_) => u64::from(limits.max_files_per_request.get()),
+        Body::Raw(_) => 1,
+    };
+    let max_body = limits
+        .max_file_bytes
+        .get()
+        .saturating_add(PART_OVERHEAD)
+        .saturating_mul(max_files);
+    if declared_length.is_some_and(|length| length > max_body) {
+        // Refuse before reading a byte, and close: the client may still be sending.
+        return closing(ApiError::TooLarge(format!(
+            "the request body exceeds {max_body} bytes"
+        )));
     }
-}
 
-impl Uploads {
-    /// Admits, stores and publishes the files of `body`, or refuses it storing nothing.
-    async fn upload(
-        &self,
-        writer: Result<Writer, ApiError>,
-        request: &HttpRequest,
-        path: &str,
-        mut body: Body,
-    ) -> HttpResponse {
-        let (state, settings, admission, metrics) = (
-            &**self.state,
-            &**self.settings,
-            &**self.admission,
-            &**self.metrics,
-        );
-        let declared_length = declared_length(request);
-        let limits = &settings.uploads;
-        let max_files = match body {
-            Body::Form(_) => u64::from(limits.max_files_per_request.get()),
-            Body::Raw(_) => 1,
-        };
-        let max_body = limits
-            .max_file_bytes
-            .get()
-            .saturating_add(PART_OVERHEAD)
-            .saturating_mul(max_files);
-        if declared_length.is_some_and(|length| length > max_body) {
-            // Refuse before reading a byte, and close: the client may still be sending.
-            return closing(ApiError::TooLarge(format!(
-                "the request body exceeds {max_body} bytes"
-            )));
+    // Authenticated first: a request without a valid token is answered at once, its
+    // body unread, and holds no upload memory.
+    let writer = match writer {
+        Ok(writer) => writer,
+        Err(error) => return closing(error),
+    };
+    // Admitted before a byte of the body is read; the ticket holds the memory until the
+    // response is sent.
+    let _ticket = match uploads.admit(&writer, declared_length) {
+        Ok(ticket) => ticket,
+        Err(refusal) => return closing(refusal),
+    };
+
+    // Every file stays pending, invisible, until the last one is stored; then all turn
+    // ready in one update. A failure, or a crash, leaves none of them visible.
+    let mut staged = Vec::new();
+    let stored = match &mut body {
+        Body::Form(parts) => {
+            store_files(state, settings, metrics, &writer, path, parts, &mut staged).await
         }
-
-        // Authenticated first: a request without a valid token is answered at once, its
-        // body unread, and holds no upload memory.
-        let writer = match writer {
-            Ok(writer) => writer,
-            Err(error) => return closing(error),
-        };
-        // Admitted before a byte of the body is read; the ticket holds the memory until the
-        // response is sent.
-        let _ticket = match admission.admit(writer.subject(), declared_length) {
-            Ok(ticket) => ticket,
-            Err(refusal) => {
-                return closing(match refusal {
-                    Refusal::UserBusy => ApiError::TooManyUploads,
-                    Refusal::ServiceBusy => ApiError::AtCapacity,
-                });
+        Body::Raw(file) => {
+            store_raw_file(state, settings, metrics, &writer, path, file, &mut staged).await
+        }
+    };
+    let outcome = match stored {
+        Ok(()) => state.bounded(state.storage.publish(staged)).await,
+        Err(error) => {
+            for file in staged {
+                file.discard().await;
             }
-        };
-
-        // Every file stays pending, invisible, until the last one is stored; then all turn
-        // ready in one update. A failure, or a crash, leaves none of them visible.
-        let mut staged = Vec::new();
-        let stored = match &mut body {
-            Body::Form(parts) => {
-                store_files(state, settings, metrics, &writer, path, parts, &mut staged).await
-            }
-            Body::Raw(file) => {
-                store_raw_file(state, settings, metrics, &writer, path, file, &mut staged).await
-            }
-        };
-        let outcome = match stored {
-            Ok(()) => state.bounded(state.storage.publish(staged)).await,
-            Err(error) => {
-                for file in staged {
-                    file.discard().await;
-                }
-                Err(error)
-            }
-        };
-        match outcome {
-            Ok(published) => HttpResponse::Created().json(AttachmentList {
-                items: published.into_iter().map(AttachmentView::from).collect(),
-            }),
-            Err(error) => {
-                if drain(&mut body).await {
-                    error.error_response()
-                } else {
-                    closing(error)
-                }
+            Err(error)
+        }
+    };
+    match outcome {
+        Ok(published) => HttpResponse::Created().json(AttachmentList {
+            items: published.into_iter().map(AttachmentView::from).collect(),
+        }),
+        Err(error) => {
+            if drain(&mut body).await {
+                error.error_response()
+            } else {
+                closing(error)
             }
         }
     }
@@ -448,93 +390,6 @@ fn multipart_error(error: MultipartError) -> ApiError {
     }
 }
 
-/// How fast a request body must arrive: a byte at least every `stall`, all of it by
-/// `deadline`, and, after [`RATE_GRACE`], at least `min_rate` bytes a second on average. A
-/// client that sends one byte every few seconds would otherwise hold an upload, and its
-/// memory, for ever.
-#[derive(Clone, Debug)]
-pub(crate) struct BodyPace {
-    stall: Duration,
-    started: Instant,
-    deadline: Instant,
-    min_rate: u64,
-    received: Rc<Cell<u64>>,
-}
-
-/// How long a body may start slowly before its average rate counts.
-const RATE_GRACE: Duration = Duration::from_secs(10);
-
-impl BodyPace {
-    pub(crate) fn new(settings: &Settings) -> Self {
-        let started = Instant::now();
-        Self {
-            stall: Duration::from_secs(settings.server.request_body_timeout_secs.get()),
-            started,
-            deadline: started + Duration::from_secs(settings.admission.upload_deadline_secs.get()),
-            min_rate: settings.admission.min_upload_bytes_per_sec,
-            received: Rc::default(),
-        }
-    }
-
-    /// Why the body is too slow, after `bytes` more arrived; `None` while it keeps pace.
-    fn check(&self, bytes: u64) -> Option<String> {
-        self.received.set(self.received.get() + bytes);
-        let elapsed = self.started.elapsed();
-        if Instant::now() > self.deadline {
-            return Some(format!(
-                "the body took longer than {} s",
-                (self.deadline - self.started).as_secs()
-            ));
-        }
-        if elapsed > RATE_GRACE
-            && (self.received.get() as f64 / elapsed.as_secs_f64()) < self.min_rate as f64
-        {
-            return Some(format!(
-                "the body arrives slower than {} bytes a second",
-                self.min_rate
-            ));
-        }
-        None
-    }
-
-    /// How long to wait for the next chunk.
-    fn wait(&self) -> Duration {
-        self.stall
-            .min(self.deadline.saturating_duration_since(Instant::now()))
-    }
-}
-
-/// The bytes of a part or a body, failing when the body falls behind `pace`.
-pub(crate) fn paced<S, E>(
-    body: S,
-    pace: BodyPace,
-) -> impl Stream<Item = Result<Bytes, String>> + Unpin
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    Box::pin(futures::stream::unfold(Some(body), move |field| {
-        let pace = pace.clone();
-        async move {
-            let mut field = field?;
-            match tokio::time::timeout(pace.wait(), field.next()).await {
-                Ok(Some(Ok(chunk))) => match pace.check(chunk.len() as u64) {
-                    None => Some((Ok(chunk), Some(field))),
-                    Some(slow) => Some((Err(slow), None)),
-                },
-                Ok(Some(Err(error))) => Some((Err(error.to_string()), None)),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(pace
-                        .check(0)
-                        .unwrap_or_else(|| format!("no data for {} s", pace.stall.as_secs()))),
-                    None,
-                )),
-            }
-        }
-    }))
-}
-
 /// Reads and discards what is left of the body within a budget; whether all of it was
 /// read (so the connection can be reused).
 async fn drain(body: &mut Body) -> bool {
@@ -578,54 +433,4 @@ async fn drain(body: &mut Body) -> bool {
         .unwrap_or(false);
     tracing::debug!(drained_all, elapsed = ?started.elapsed(), "drained rejected request body");
     drained_all
-}
-
-/// The error response with `Connection: close`, for bodies left unread.
-pub(crate) fn closing(error: ApiError) -> HttpResponse {
-    let mut response = error.error_response();
-    response
-        .head_mut()
-        .set_connection_type(actix_web::http::ConnectionType::Close);
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pace(started_ago: Duration, deadline_in: Duration, min_rate: u64) -> BodyPace {
-        let now = Instant::now();
-        BodyPace {
-            stall: Duration::from_secs(30),
-            started: now - started_ago,
-            deadline: now + deadline_in,
-            min_rate,
-            received: Rc::default(),
-        }
-    }
-
-    #[test]
-    fn a_slow_start_is_allowed_within_the_grace() {
-        let pace = pace(Duration::from_secs(5), Duration::from_secs(60), 1024);
-        assert_eq!(pace.check(10), None);
-    }
-
-    #[test]
-    fn a_body_below_the_minimum_rate_after_the_grace_is_cut() {
-        let pace = pace(Duration::from_secs(20), Duration::from_secs(60), 1024);
-        assert!(
-            pace.check(10)
-                .is_some_and(|why| why.contains("slower than 1024"))
-        );
-    }
-
-    #[test]
-    fn a_body_past_its_deadline_is_cut_whatever_its_rate() {
-        let pace = pace(Duration::from_secs(5), Duration::ZERO, 0);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            pace.check(1 << 30)
-                .is_some_and(|why| why.contains("longer than"))
-        );
-    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{DateTime, doc};
+use mongodb::bson::{DateTime, Document, doc};
 
 use crate::error::StorageError;
 use crate::mongo::documents::{AttachmentStatus, PostStatus, now};
@@ -38,9 +38,10 @@ pub struct ReapReport {
     pub restored_attachments: usize,
 }
 
-/// Objects one pass reconciles at most; a larger bucket prefix is reconciled in part, and
-/// records are checked against it only when it was listed whole.
-const RECONCILE_LIMIT: usize = 10_000;
+/// The collection that keeps where the reconciliation goes on from, across passes.
+const PROGRESS: &str = "_reaper";
+/// Its document for the reconciliation.
+const RECONCILE: &str = "reconcile";
 
 /// Staged objects one pass deletes at most; the next pass takes the rest.
 const STAGING_SWEEP_LIMIT: usize = 1000;
@@ -70,8 +71,9 @@ impl Storage {
     /// 5. staged direct-upload objects older than the pending TTL are deleted: by then no
     ///    completion can copy them (a PUT after completion or after a delete lands there);
     ///    so are resumable uploads' tails as old whose upload is no longer pending;
-    /// 6. reconciliation: objects older than the pending TTL that no record names are
-    ///    deleted, and ready records whose object is missing are marked and reported;
+    /// 6. reconciliation of the next `uploads.reconcile_keys_per_pass` keys: objects
+    ///    older than the pending TTL that no record names are deleted, and ready records
+    ///    whose object is missing among those keys are marked and reported;
     /// 7. ready attachments published in about the last day, older than the pending TTL,
     ///    that their active post does not list are listed again.
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
@@ -206,21 +208,31 @@ impl Storage {
 
     /// Objects without a record and records without an object, as the consistency
     /// protocol should never leave them (a bug, an operator's hand, a restored backup).
+    /// Each pass compares `uploads.reconcile_keys_per_pass` keys, in S3's order, going on
+    /// from where the last pass (of any instance) stopped, and starting again after the
+    /// last key: every object and every record is judged within a round of passes,
+    /// however large the bucket prefix.
     async fn reconcile(
         &self,
         cutoff: SystemTime,
         report: &mut ReapReport,
     ) -> Result<(), StorageError> {
+        let progress = self.database.collection::<Document>(PROGRESS);
+        let after = progress
+            .find_one(doc! { "_id": RECONCILE })
+            .await?
+            .and_then(|state| state.get_str("after").ok().map(str::to_owned));
         let staging = self.objects.staging_prefix();
         let resumable = self.objects.resumable_prefix();
         // Only records ready before the listing began are judged by it: a resumable
         // upload that completes meanwhile writes its object after the listing.
         let listing_began = DateTime::from_system_time(SystemTime::now());
-        let listed = self
+        let prefix = self.objects.key_prefix();
+        let (listed, more) = self
             .objects
-            .list(&self.objects.key_prefix(), RECONCILE_LIMIT)
+            .list_after(&prefix, after.as_deref(), self.reconcile_keys_per_pass)
             .await?;
-        let complete = listed.len() < RECONCILE_LIMIT;
+        let last = listed.last().map(|(key, _)| key.clone());
         let listed: Vec<(String, SystemTime)> = listed
             .into_iter()
             .filter(|(key, _)| !key.starts_with(&staging) && !key.starts_with(&resumable))
@@ -230,7 +242,66 @@ impl Storage {
             .filter(|(_, written)| *written < cutoff)
             .map(|(key, _)| key.clone())
             .collect();
-        for chunk in old.chunks(500) {
+        self.remove_orphans(&old, report).await?;
+        let present: HashSet<&str> = listed.iter().map(|(key, _)| key.as_str()).collect();
+        // The keys this pass saw: after `after`, up to the last listed, or to the end.
+        let upper = if more { last.as_deref() } else { None };
+        let mut filter = doc! {
+            "status": AttachmentStatus::Ready.as_str(),
+            "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+            "updated_at": { "$lt": listing_began },
+            "object_missing_since": { "$exists": false },
+        };
+        let mut post_range = Document::new();
+        if let Some(lower) = after.as_deref().and_then(|key| post_id_of(&prefix, key)) {
+            post_range.insert("$gte", lower);
+        }
+        if let Some(upper) = upper.and_then(|key| post_id_of(&prefix, key)) {
+            post_range.insert("$lte", upper);
+        }
+        if !post_range.is_empty() {
+            filter.insert("post_id", post_range);
+        }
+        let mut ready = self.attachments().find(filter).await?;
+        while let Some(document) = ready.try_next().await? {
+            let key = self
+                .objects
+                .key_for(document.post_id.to_hex(), document.id.to_hex());
+            let seen = after.as_deref().is_none_or(|after| key.as_str() > after)
+                && upper.is_none_or(|upper| key.as_str() <= upper);
+            if seen && !present.contains(key.as_str()) {
+                tracing::error!(
+                    %key,
+                    attachment_id = %document.id,
+                    "a ready attachment's object is missing; marked object_missing_since"
+                );
+                self.attachments()
+                    .update_one(
+                        doc! { "_id": document.id },
+                        doc! { "$set": { "object_missing_since": now() } },
+                    )
+                    .await?;
+                report.records_missing_objects += 1;
+            }
+        }
+        let next = if more { last } else { None };
+        progress
+            .update_one(
+                doc! { "_id": RECONCILE },
+                doc! { "$set": { "after": next } },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the objects among `keys` that no record names.
+    async fn remove_orphans(
+        &self,
+        keys: &[String],
+        report: &mut ReapReport,
+    ) -> Result<(), StorageError> {
+        for chunk in keys.chunks(500) {
             let ids: Vec<ObjectId> = chunk
                 .iter()
                 .filter_map(|key| attachment_id_of(key))
@@ -250,38 +321,6 @@ impl Storage {
                 }
             }
         }
-        if !complete {
-            return Ok(());
-        }
-        let present: HashSet<&str> = listed.iter().map(|(key, _)| key.as_str()).collect();
-        let mut ready = self
-            .attachments()
-            .find(doc! {
-                "status": AttachmentStatus::Ready.as_str(),
-                "created_at": { "$lt": DateTime::from_system_time(cutoff) },
-                "updated_at": { "$lt": listing_began },
-                "object_missing_since": { "$exists": false },
-            })
-            .await?;
-        while let Some(document) = ready.try_next().await? {
-            let key = self
-                .objects
-                .key_for(document.post_id.to_hex(), document.id.to_hex());
-            if !present.contains(key.as_str()) {
-                tracing::error!(
-                    %key,
-                    attachment_id = %document.id,
-                    "a ready attachment's object is missing; marked object_missing_since"
-                );
-                self.attachments()
-                    .update_one(
-                        doc! { "_id": document.id },
-                        doc! { "$set": { "object_missing_since": now() } },
-                    )
-                    .await?;
-                report.records_missing_objects += 1;
-            }
-        }
         Ok(())
     }
 
@@ -289,6 +328,14 @@ impl Storage {
     pub fn reaper_holder() -> String {
         lease::holder_name(LEASE)
     }
+}
+
+/// The post id of an attachment's object key, `{prefix}{post_id}/{attachment_id}`; `None`
+/// for any other key under the prefix (a staged upload, a tail).
+fn post_id_of(prefix: &str, key: &str) -> Option<ObjectId> {
+    let (post_id, attachment_id) = key.strip_prefix(prefix)?.split_once('/')?;
+    ObjectId::parse_str(attachment_id).ok()?;
+    ObjectId::parse_str(post_id).ok()
 }
 
 /// The attachment id of an object key, its last segment.

@@ -34,6 +34,9 @@ pub struct UploadSettings {
     pub resumable_ttl_secs: NonZeroU64,
     /// Unfinished resumable uploads one user may have.
     pub resumable_uploads_per_user: NonZeroU32,
+    /// Object keys one reaper pass reconciles with the records; the next pass goes on
+    /// from there, and after the last key starts again.
+    pub reconcile_keys_per_pass: NonZeroU32,
 }
 
 impl UploadSettings {
@@ -64,6 +67,7 @@ pub struct Storage {
     pub(crate) presign_ttl: Duration,
     pub(crate) resumable_ttl: Duration,
     pub(crate) resumable_uploads_per_user: u64,
+    pub(crate) reconcile_keys_per_pass: usize,
 }
 
 impl Storage {
@@ -84,6 +88,8 @@ impl Storage {
             presign_ttl,
             resumable_ttl: Duration::from_secs(uploads.resumable_ttl_secs.get()),
             resumable_uploads_per_user: u64::from(uploads.resumable_uploads_per_user.get()),
+            reconcile_keys_per_pass: usize::try_from(uploads.reconcile_keys_per_pass.get())
+                .unwrap_or(usize::MAX),
         }
     }
 

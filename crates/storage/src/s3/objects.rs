@@ -176,17 +176,31 @@ impl ObjectStore {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<(String, SystemTime)>, ObjectStoreError> {
+        Ok(self.list_after(prefix, None, limit).await?.0)
+    }
+
+    /// Keys under `prefix` after `start_after` (in S3's order), at most `limit` of them,
+    /// with when they were last written; and whether more follow.
+    pub async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, SystemTime)>, bool), ObjectStoreError> {
         let mut listed = Vec::new();
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| self.classify(error))?;
-            for object in page.contents.unwrap_or_default() {
+            let truncated = page.is_truncated.unwrap_or(false);
+            let mut contents = page.contents.unwrap_or_default().into_iter().peekable();
+            while let Some(object) = contents.next() {
                 let written = object
                     .last_modified
                     .and_then(|at| SystemTime::try_from(at).ok())
@@ -194,12 +208,12 @@ impl ObjectStore {
                 if let Some(key) = object.key {
                     listed.push((key, written));
                     if listed.len() >= limit {
-                        return Ok(listed);
+                        return Ok((listed, contents.peek().is_some() || truncated));
                     }
                 }
             }
         }
-        Ok(listed)
+        Ok((listed, false))
     }
 }
 

@@ -242,3 +242,81 @@ async fn only_attachments_published_in_the_last_day_are_checked_for_a_listing() 
         "older records were listed by the migration; the pass stays bounded"
     );
 }
+
+#[tokio::test]
+async fn orphans_beyond_one_pass_are_found_by_the_passes_after_it() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        reconcile_keys_per_pass: 2,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    for _ in 0..5 {
+        let stray = h
+            .storage
+            .objects()
+            .key_for(post, mongodb::bson::oid::ObjectId::new().to_hex());
+        h.stored
+            .s3
+            .put_object()
+            .bucket(&h.stored.bucket)
+            .key(&stray)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"nobody's"))
+            .send()
+            .await
+            .expect("put");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let mut removed = Vec::new();
+    for _ in 0..3 {
+        removed.push(h.storage.reap().await.expect("reap").removed_orphan_objects);
+    }
+
+    assert_eq!(removed, vec![2, 2, 1], "two keys a pass, in key order");
+    assert!(h.stored.object_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_object_beyond_one_pass_is_reported_by_a_later_pass() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        reconcile_keys_per_pass: 2,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let mut attachments = Vec::new();
+    for name in ["1.txt", "2.txt", "3.txt", "4.txt", "5.txt"] {
+        attachments.push(h.attach(post, name, None, b"kept").await);
+    }
+    let last = attachments.last().expect("five");
+    h.stored
+        .s3
+        .delete_object()
+        .bucket(&h.stored.bucket)
+        .key(h.storage.objects().key_for(post, last.id))
+        .send()
+        .await
+        .expect("delete behind the service's back");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let mut reported = Vec::new();
+    for _ in 0..4 {
+        reported.push(
+            h.storage
+                .reap()
+                .await
+                .expect("reap")
+                .records_missing_objects,
+        );
+    }
+
+    assert_eq!(
+        reported.iter().sum::<usize>(),
+        1,
+        "found once, when its part of the prefix was listed: {reported:?}"
+    );
+    assert_eq!(reported[0], 0, "not by a pass that saw only the first keys");
+}

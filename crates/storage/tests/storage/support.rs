@@ -31,6 +31,7 @@ pub struct Options {
     pub max_attachments_per_post: u32,
     /// The SDK's attempt timeout (the operation timeout is twice it); none by default.
     pub attempt_timeout: Option<Duration>,
+    pub reconcile_keys_per_pass: u32,
 }
 
 impl Default for Options {
@@ -42,6 +43,7 @@ impl Default for Options {
             endpoint: None,
             max_attachments_per_post: 1000,
             attempt_timeout: None,
+            reconcile_keys_per_pass: 10_000,
         }
     }
 }
@@ -128,6 +130,8 @@ pub async fn harness_with(options: Options) -> Harness {
             reaper_interval_secs: NonZero::new(60).expect("non-zero"),
             resumable_ttl_secs: NonZero::new(86_400).expect("non-zero"),
             resumable_uploads_per_user: NonZero::new(10).expect("non-zero"),
+            reconcile_keys_per_pass: NonZero::new(options.reconcile_keys_per_pass)
+                .expect("non-zero"),
         },
         Duration::from_secs(300),
     );

@@ -173,8 +173,9 @@ impl Storage {
             .map_err(StorageError::from)
     }
 
-    /// Deletes tails of resumable uploads older than `cutoff` whose upload is no longer
-    /// pending (completed uploads delete theirs; this catches a crash in between).
+    /// Deletes tails of resumable uploads older than `cutoff` that their record does not
+    /// name: the upload is no longer pending (completed uploads delete theirs; this
+    /// catches a crash in between), or a later request's tail took its place.
     async fn sweep_resumable_tails(&self, cutoff: SystemTime) -> Result<usize, StorageError> {
         let tails = self
             .objects
@@ -183,22 +184,26 @@ impl Storage {
         let old: Vec<(String, ObjectId)> = tails
             .into_iter()
             .filter(|(_, written)| *written < cutoff)
-            .filter_map(|(key, _)| attachment_id_of(&key).map(|id| (key, id)))
+            .filter_map(|(key, _)| upload_id_of_tail(&key).map(|id| (key, id)))
             .collect();
         if old.is_empty() {
             return Ok(0);
         }
         let ids: Vec<ObjectId> = old.iter().map(|(_, id)| *id).collect();
-        let pending: HashSet<ObjectId> = self
+        let named: HashSet<String> = self
             .attachments()
             .find(doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Pending.as_str() })
             .await?
-            .map_ok(|document| document.id)
+            .map_ok(|document| {
+                let lease = document.resumable.and_then(|state| state.tail_lease);
+                self.objects
+                    .resumable_tail_key_of(document.post_id, document.id, lease.as_deref())
+            })
             .try_collect()
             .await?;
         let mut removed = 0;
-        for (key, id) in old {
-            if !pending.contains(&id) {
+        for (key, _) in old {
+            if !named.contains(&key) {
                 self.objects.delete(&key).await?;
                 removed += 1;
             }
@@ -336,6 +341,13 @@ fn post_id_of(prefix: &str, key: &str) -> Option<ObjectId> {
     let (post_id, attachment_id) = key.strip_prefix(prefix)?.split_once('/')?;
     ObjectId::parse_str(attachment_id).ok()?;
     ObjectId::parse_str(post_id).ok()
+}
+
+/// The upload id of a tail's key, `…/{upload_id}` or `…/{upload_id}.{lease}`.
+fn upload_id_of_tail(key: &str) -> Option<ObjectId> {
+    let name = key.rsplit('/').next()?;
+    let id = name.split_once('.').map_or(name, |(id, _)| id);
+    ObjectId::parse_str(id).ok()
 }
 
 /// The attachment id of an object key, its last segment.

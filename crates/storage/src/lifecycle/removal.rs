@@ -172,9 +172,11 @@ impl Storage {
                 })
                 .await?;
         }
-        let tail = self
-            .objects
-            .resumable_tail_key_for(document.post_id, document.id);
+        let tail = self.objects.resumable_tail_key_of(
+            document.post_id,
+            document.id,
+            state.tail_lease.as_deref(),
+        );
         self.objects.delete(&tail).await?;
         Ok(())
     }

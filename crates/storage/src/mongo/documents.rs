@@ -106,6 +106,11 @@ pub(crate) struct ResumableState {
     pub(crate) parts: Vec<PartRecord>,
     #[serde(default)]
     pub(crate) tail: i64,
+    /// The lease of the request that wrote the tail, which names its object: each
+    /// request writes a tail object of its own, so one whose lease lapsed cannot overwrite
+    /// the tail the record names. (`None`: the shared key of older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tail_lease: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lease: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

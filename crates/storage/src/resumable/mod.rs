@@ -124,6 +124,7 @@ impl Storage {
                 multipart_id: None,
                 parts: Vec::new(),
                 tail: 0,
+                tail_lease: None,
                 lease: None,
                 lease_until: None,
             }),

@@ -38,7 +38,10 @@ pub(super) struct PartWriter {
     storage: Storage,
     id: ObjectId,
     key: String,
+    /// The tail object the record names (read back by `load_tail`).
     tail_key: String,
+    /// The tail object this request writes.
+    own_tail_key: String,
     lease: String,
     renewed: Instant,
     pub(super) length: u64,
@@ -77,7 +80,14 @@ impl PartWriter {
             .sum();
         Self {
             key: storage.objects.key_for(post_id, document.id),
-            tail_key: storage.objects.resumable_tail_key_for(post_id, document.id),
+            tail_key: storage.objects.resumable_tail_key_of(
+                post_id,
+                document.id,
+                state.tail_lease.as_deref(),
+            ),
+            own_tail_key: storage
+                .objects
+                .resumable_tail_key_of(post_id, document.id, Some(&lease)),
             storage,
             id: document.id,
             lease,
@@ -340,17 +350,36 @@ impl PartWriter {
         }
         let tail = std::mem::take(&mut self.buffer).freeze();
         let length = tail.len() as u64;
+        // This request's own object: if its lease has lapsed, the record write below
+        // fails and the tail the record names stays as it was.
         self.storage
             .objects
-            .put_bytes(&self.tail_key, OCTET_STREAM, tail)
+            .put_bytes(&self.own_tail_key, OCTET_STREAM, tail)
             .await?;
-        self.write_record(doc! { "$set": {
-            "resumable.offset": i64::try_from(offset).unwrap_or(i64::MAX),
-            "resumable.tail": i64::try_from(length).unwrap_or(i64::MAX),
-        } })
-        .await?;
+        let recorded = self
+            .write_record(doc! { "$set": {
+                "resumable.offset": i64::try_from(offset).unwrap_or(i64::MAX),
+                "resumable.tail": i64::try_from(length).unwrap_or(i64::MAX),
+                "resumable.tail_lease": &self.lease,
+            } })
+            .await;
+        if let Err(error) = recorded {
+            self.delete_object(&self.own_tail_key.clone()).await;
+            return Err(error);
+        }
         self.durable = offset;
+        if self.tail_key != self.own_tail_key {
+            let previous = std::mem::replace(&mut self.tail_key, self.own_tail_key.clone());
+            self.delete_object(&previous).await;
+        }
         Ok(())
+    }
+
+    /// Deletes an object the upload no longer needs; the reaper sweeps it if this fails.
+    async fn delete_object(&self, key: &str) {
+        if let Err(error) = self.storage.objects.delete(key).await {
+            tracing::warn!(%key, %error, "could not delete an upload's old tail; the reaper will");
+        }
     }
 
     /// Stores the last bytes and has S3 assemble the object.
@@ -371,9 +400,7 @@ impl PartWriter {
 
     /// Deletes the tail of a completed upload.
     pub(super) async fn delete_tail(&self) {
-        if let Err(error) = self.storage.objects.delete(&self.tail_key).await {
-            tracing::warn!(key = %self.tail_key, %error, "could not delete a completed upload's tail; the reaper will");
-        }
+        self.delete_object(&self.tail_key).await;
     }
 
     /// Sends the last part and completes the multipart upload. If that fails because an

@@ -299,6 +299,21 @@ impl ObjectStore {
         format!("{}/{RESUMABLE}/{post_id}/{upload_id}", self.key_prefix)
     }
 
+    /// The tail object one request (holding `lease`) writes for a resumable upload:
+    /// [`ObjectStore::resumable_tail_key_for`] and `.{lease}`.
+    pub fn resumable_tail_key_of(
+        &self,
+        post_id: impl Display,
+        upload_id: impl Display,
+        lease: Option<&str>,
+    ) -> String {
+        let shared = self.resumable_tail_key_for(post_id, upload_id);
+        match lease {
+            Some(lease) => format!("{shared}.{lease}"),
+            None => shared,
+        }
+    }
+
     /// The prefix of every resumable upload's tail, with its trailing `/`.
     pub fn resumable_prefix(&self) -> String {
         format!("{}/{RESUMABLE}/", self.key_prefix)

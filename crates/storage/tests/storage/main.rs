@@ -6,4 +6,5 @@ mod migrations;
 mod objects;
 mod posts;
 mod reaper;
+mod resumable;
 mod support;

@@ -1,0 +1,93 @@
+//! Resumable uploads at the storage level: what requests racing for one upload may do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use mongodb::bson::doc;
+use sha2::{Digest, Sha256};
+use storage::{NewResumableUpload, StorageError};
+
+use crate::support::{Chunk, harness, stream_of};
+
+#[tokio::test]
+async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
+    let h = harness().await;
+    let post = h.post().await;
+    let good: Vec<u8> = (0..100u8).collect();
+    let upload = h
+        .storage
+        .create_resumable_upload(
+            post,
+            NewResumableUpload {
+                filename: "r.bin",
+                declared_type: None,
+                length: 100,
+                metadata: "",
+                owner: None,
+            },
+        )
+        .await
+        .expect("create");
+    // A request that sent ten bytes of its own, then stalled with the lease.
+    let (wake, stalled) = tokio::sync::oneshot::channel::<()>();
+    let stale = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(&[b'A'; 10]))])
+        .chain(
+            futures::stream::once(async move {
+                let _ = stalled.await;
+            })
+            .filter_map(|()| async { None::<Chunk> }),
+        );
+    let storage = h.storage.clone();
+    let writer = tokio::spawn(async move {
+        storage
+            .append_to_resumable_upload(post, upload.id, 0, Box::pin(stale))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its lease lapses (its instance stalled); another request takes the upload over and
+    // stores half of the file.
+    let lapsed = mongodb::bson::DateTime::from_system_time(
+        std::time::SystemTime::now() - Duration::from_secs(1),
+    );
+    h.stored
+        .update_every(
+            "attachments",
+            doc! { "$set": { "resumable.lease_until": lapsed } },
+        )
+        .await;
+    let half = h
+        .storage
+        .append_to_resumable_upload(
+            post,
+            upload.id,
+            0,
+            stream_of(vec![Bytes::copy_from_slice(&good[..50])]),
+        )
+        .await
+        .expect("the request that took over");
+    assert_eq!(half.offset, 50);
+
+    // The stalled request wakes up and ends.
+    let _ = wake.send(());
+    let stale_end = writer.await.expect("task");
+    let rest = h
+        .storage
+        .append_to_resumable_upload(
+            post,
+            upload.id,
+            50,
+            stream_of(vec![Bytes::copy_from_slice(&good[50..])]),
+        )
+        .await;
+
+    assert!(
+        matches!(stale_end, Err(StorageError::UploadLocked)),
+        "{stale_end:?}"
+    );
+    let attachment = rest
+        .expect("the rest")
+        .attachment
+        .expect("the upload is complete");
+    assert_eq!(attachment.sha256, hex::encode(Sha256::digest(&good)));
+}

@@ -624,3 +624,52 @@ async fn a_completion_cut_short_after_s3_assembled_the_object_is_finished_by_the
     assert_eq!(header(&resent, "upload-offset"), bytes.len().to_string());
     assert_attachment_holds(&app, &post, &bytes).await;
 }
+
+#[tokio::test]
+async fn an_upload_whose_bytes_are_all_stored_but_not_yet_an_attachment_is_finished_by_a_head() {
+    let app = tus_app().await;
+    let post = app.create_post().await;
+    // A length that parts fill exactly: every byte is recorded before the object is
+    // assembled and verified.
+    let bytes = text(2 * PART);
+    let upload = create(&app, &post, bytes.len()).await;
+    assert_eq!(patch(&app, &upload, 0, &bytes).await.status(), 204);
+    // As if the instance died after recording the last part, before the attachment was
+    // ready: the record is pending at the full length, the post lists nothing and holds
+    // the upload's reservation.
+    let upload_id = mongodb::bson::oid::ObjectId::parse_str(
+        upload
+            .rsplit('/')
+            .next()
+            .expect("an upload URL ends with its id"),
+    )
+    .expect("an upload id");
+    let later = mongodb::bson::DateTime::from_system_time(
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    );
+    app.stored
+        .update_every(
+            "attachments",
+            mongodb::bson::doc! {
+                "$set": { "status": "pending" },
+                "$unset": { "resumable.lease": "", "resumable.lease_until": "" },
+            },
+        )
+        .await;
+    app.stored
+        .update_every(
+            "posts",
+            mongodb::bson::doc! { "$set": {
+                "attachments": [],
+                "pending": [{ "_id": upload_id, "expires_at": later }],
+            } },
+        )
+        .await;
+
+    // A stock client asks where the upload stands; the full offset means done to it.
+    let head = offset_of(&app, &upload).await;
+
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "upload-offset"), bytes.len().to_string());
+    assert_attachment_holds(&app, &post, &bytes).await;
+}

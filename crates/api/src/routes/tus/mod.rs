@@ -12,6 +12,8 @@ use actix_web::http::Method;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, HttpDate, LOCATION};
 use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use bytes::Bytes;
+use futures::Stream;
 use serde::Serialize;
 use storage::{AttachmentId, NewResumableUpload, PostId, ResumableUpload};
 use utoipa::ToSchema;
@@ -212,7 +214,7 @@ pub async fn create_upload(
         &writer,
         (upload.post_id, upload.id),
         0,
-        payload,
+        paced(payload, BodyPace::new(&uploads.settings)),
         declared,
     )
     .await
@@ -231,7 +233,9 @@ pub async fn create_upload(
     }
 }
 
-/// Where an upload stands (tus HEAD): its offset, length, metadata and expiry.
+/// Where an upload stands (tus HEAD): its offset, length, metadata and expiry. An upload
+/// whose every byte is stored but which is not an attachment yet (its last request failed
+/// on the way) is finished first: the full offset is only ever told with the attachment.
 #[utoipa::path(
     head, path = "/v1/posts/{post_id}/attachments/tus/{upload_id}", tag = "resumable uploads",
     params(
@@ -249,6 +253,9 @@ pub async fn create_upload(
         (status = 404, description = "No such upload"),
         (status = 410, description = "The upload expired"),
         (status = 412, description = "Not `Tus-Resumable: 1.0.0`"),
+        (status = 415, description = "Finishing it found a type that is not allowed: the upload is ended", body = Problem, content_type = "application/problem+json"),
+        (status = 423, description = "Another request is finishing or writing it; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Finishing it failed for now (S3 or MongoDB); retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upload_offset(
@@ -262,9 +269,17 @@ pub async fn upload_offset(
     let (post_id, upload_id) = upload_ids(&path)?;
     let state = &uploads.state;
     authorize_upload(&uploads, &writer, post_id).await?;
-    let upload = state
+    let mut upload = state
         .bounded(state.storage.resumable_upload(post_id, upload_id))
         .await?;
+    if upload.attachment.is_none() && upload.offset == upload.length {
+        // Every byte is stored, but the upload did not become an attachment (its last
+        // request failed on the way, or its instance died): finish it now, since a client
+        // told the full offset takes the upload as done.
+        let no_more = futures::stream::empty::<Result<Bytes, String>>();
+        let ids = (post_id, upload_id);
+        upload = append(&uploads, &writer, ids, upload.length, no_more, Some(0)).await?;
+    }
     let mut response = upload_response(HttpResponse::Ok(), &upload);
     response
         .insert_header(("Upload-Length", upload.length.to_string()))
@@ -333,7 +348,7 @@ pub async fn append_bytes(
             &writer,
             (post_id, upload_id),
             offset,
-            payload,
+            paced(payload, BodyPace::new(&uploads.settings)),
             declared,
         )
         .await
@@ -376,23 +391,25 @@ pub async fn terminate_upload(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Streams the request body (`declared` bytes, when it says) into the upload, admitted
+/// Streams `bytes` (`declared` of them, when the request says) into the upload, admitted
 /// like every streamed upload: it holds the upload's stored tail, less than a part, and
 /// its body. The work runs as a task of its own, so that a client going away mid-body
 /// cannot cancel it before the bytes received are saved.
-async fn append(
+async fn append<S>(
     uploads: &Uploads,
     writer: &Writer,
     (post_id, upload_id): (PostId, AttachmentId),
     offset: u64,
-    payload: web::Payload,
+    bytes: S,
     declared: Option<u64>,
-) -> Result<ResumableUpload, ApiError> {
+) -> Result<ResumableUpload, ApiError>
+where
+    S: Stream<Item = Result<Bytes, String>> + Unpin + 'static,
+{
     let tail = uploads.settings.s3.part_size_bytes;
     let ticket = uploads.admit(writer, declared.map(|body| body.saturating_add(tail)))?;
     let _in_flight = uploads.metrics.upload_started();
     let storage = uploads.state.storage.clone();
-    let bytes = paced(payload, BodyPace::new(&uploads.settings));
     let task = actix_web::rt::spawn(async move {
         let _ticket = ticket;
         storage

@@ -80,26 +80,8 @@ impl Storage {
         let cutoff = SystemTime::now()
             .checked_sub(self.pending_ttl)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let expired_uploads = self
-            .attachments()
-            .update_many(
-                doc! {
-                    "status": AttachmentStatus::Pending.as_str(),
-                    // Reserved records expire with their reservation, below.
-                    "reserved": { "$ne": true },
-                    "$or": [
-                        {
-                            "created_at": { "$lt": DateTime::from_system_time(cutoff) },
-                            "resumable": { "$exists": false },
-                        },
-                        { "resumable.expires_at": { "$lt": now() } },
-                    ],
-                },
-                doc! { "$set": { "status": AttachmentStatus::Deleting.as_str(), "updated_at": now() } },
-            )
-            .await?
-            .modified_count;
-        let expired_uploads = expired_uploads + self.expire_reservations().await?;
+        let expired_uploads =
+            self.expire_unreserved_records(cutoff).await? + self.expire_reservations().await?;
         let mut report = ReapReport {
             expired_uploads,
             ..ReapReport::default()

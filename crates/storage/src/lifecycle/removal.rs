@@ -3,11 +3,11 @@
 //! tail, a staged object), then its record. A failed or expired upload is discarded the
 //! same way, its reservation last. Interrupted, the reaper carries either on.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{DateTime, Document, doc};
 
 use crate::IncompleteUpload;
 use crate::error::{Entity, StorageError};
@@ -247,6 +247,34 @@ impl Storage {
             )
             .await?;
         Ok(())
+    }
+
+    /// Marks `deleting` the pending records that an older version left without a
+    /// reservation once they are older than `cutoff` (resumable ones once they expire);
+    /// returns how many.
+    pub(crate) async fn expire_unreserved_records(
+        &self,
+        cutoff: SystemTime,
+    ) -> Result<u64, StorageError> {
+        Ok(self
+            .attachments()
+            .update_many(
+                doc! {
+                    "status": AttachmentStatus::Pending.as_str(),
+                    // Reserved records expire with their reservation.
+                    "reserved": { "$ne": true },
+                    "$or": [
+                        {
+                            "created_at": { "$lt": DateTime::from_system_time(cutoff) },
+                            "resumable": { "$exists": false },
+                        },
+                        { "resumable.expires_at": { "$lt": now() } },
+                    ],
+                },
+                doc! { "$set": { "status": AttachmentStatus::Deleting.as_str(), "updated_at": now() } },
+            )
+            .await?
+            .modified_count)
     }
 
     /// Discards the uploads whose reservations expired (their process died, or they took

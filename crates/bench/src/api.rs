@@ -1,177 +1,79 @@
-//! The bench's client of the service: a token of its own, posts, uploads as a form or a
-//! raw body, downloads, deletes and metrics.
+//! The bench's use of the service's API: `test-support`'s client with a token of its own,
+//! and the few calls the measurements make, as results rather than assertions.
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::Value;
+use test_support::ApiClient;
 
 use crate::service::Service;
-use crate::{BOUNDARY, MIB};
 
-#[derive(Clone)]
-pub(crate) struct Api {
-    pub(crate) base: String,
-    pub(crate) token: String,
-    pub(crate) client: reqwest::Client,
+/// A client of `service` for the user `subject`, with a token the service's own
+/// `token` command mints from `env`.
+pub(crate) fn client_of(
+    service: &Service,
+    binary: &Path,
+    env: &[(String, String)],
+    subject: &str,
+) -> anyhow::Result<ApiClient> {
+    let mut command = std::process::Command::new(binary);
+    command.args(["token", "--sub", subject, "--ttl", "86400"]);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!(
+            "minting a token failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Ok(ApiClient::with_bearer(service.base.clone(), &token))
 }
 
-impl Api {
-    pub(crate) async fn new(
-        service: &Service,
-        binary: &PathBuf,
-        env: &[(String, String)],
-        subject: &str,
-    ) -> anyhow::Result<Self> {
-        let mut command = std::process::Command::new(binary);
-        command.args(["token", "--sub", subject, "--ttl", "86400"]);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let output = command.output()?;
-        if !output.status.success() {
-            bail!(
-                "minting a token failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(Self {
-            base: service.base.clone(),
-            token: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-            client: reqwest::Client::builder().no_proxy().build()?,
-        })
-    }
-
-    pub(crate) async fn create_post(&self) -> anyhow::Result<String> {
-        let post: Value = self
-            .client
-            .post(format!("{}/v1/posts", self.base))
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "title": "benchmark" }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(post["id"].as_str().context("post id")?.to_owned())
-    }
-
-    /// Uploads `bytes` as one multipart file; returns the attachment id.
-    pub(crate) async fn upload(&self, post: &str, bytes: Bytes) -> anyhow::Result<String> {
-        let head = Bytes::from(format!(
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.bin\"\r\n\r\n"
-        ));
-        let tail = Bytes::from(format!("\r\n--{BOUNDARY}--\r\n"));
-        let length = head.len() + bytes.len() + tail.len();
-        let chunks: Vec<Bytes> = std::iter::once(head)
-            .chain(
-                (0..bytes.len())
-                    .step_by(MIB)
-                    .map(|start| bytes.slice(start..(start + MIB).min(bytes.len()))),
-            )
-            .chain(std::iter::once(tail))
-            .collect();
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(
-            chunks.into_iter().map(Ok::<_, std::io::Error>),
-        ));
-        let response: Value = self
-            .client
-            .post(format!("{}/v1/posts/{post}/attachments", self.base))
-            .bearer_auth(&self.token)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
-            .header("content-length", length)
-            .body(body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(response["items"][0]["id"]
-            .as_str()
-            .context("attachment id")?
-            .to_owned())
-    }
-
-    /// Uploads `bytes` as the raw body, with its length; returns the attachment id.
-    pub(crate) async fn upload_raw(&self, post: &str, bytes: Bytes) -> anyhow::Result<String> {
-        let length = bytes.len();
-        let chunks: Vec<Bytes> = (0..length)
-            .step_by(MIB)
-            .map(|start| bytes.slice(start..(start + MIB).min(length)))
-            .collect();
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(
-            chunks.into_iter().map(Ok::<_, std::io::Error>),
-        ));
-        let response: Value = self
-            .client
-            .post(format!(
-                "{}/v1/posts/{post}/attachments/raw?filename=bench.bin",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/octet-stream")
-            .header("content-length", length)
-            .body(body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(response["items"][0]["id"]
-            .as_str()
-            .context("attachment id")?
-            .to_owned())
-    }
-
-    /// Deletes an attachment and its object, so a run's bytes do not pile up on disk.
-    pub(crate) async fn delete(&self, post: &str, attachment: &str) -> anyhow::Result<()> {
-        self.client
-            .delete(format!(
-                "{}/v1/posts/{post}/attachments/{attachment}",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
-
-    /// Downloads an attachment, discarding the bytes; returns their count.
-    pub(crate) async fn download(&self, post: &str, attachment: &str) -> anyhow::Result<usize> {
-        let mut stream = self
-            .client
-            .get(format!(
-                "{}/v1/posts/{post}/attachments/{attachment}/content",
-                self.base
-            ))
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes_stream();
-        let mut total = 0;
-        while let Some(chunk) = stream.next().await {
-            total += chunk?.len();
-        }
-        Ok(total)
-    }
-
-    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await?
-            .text()
-            .await?)
-    }
+/// The id of the one attachment a successful upload answers with.
+async fn stored(response: reqwest::Response) -> anyhow::Result<String> {
+    ensure!(
+        response.status() == 201,
+        "the upload was answered {}",
+        response.status()
+    );
+    let body: Value = response.json().await?;
+    Ok(body["items"][0]["id"]
+        .as_str()
+        .context("attachment id")?
+        .to_owned())
 }
 
+/// Uploads `bytes` as the one file of a form; returns the attachment id.
+pub(crate) async fn upload(api: &ApiClient, post: &str, bytes: Bytes) -> anyhow::Result<String> {
+    stored(api.upload_streamed(post, "bench.bin", bytes).await).await
+}
+
+/// Uploads `bytes` as the raw body, with its length; returns the attachment id.
+pub(crate) async fn upload_raw(
+    api: &ApiClient,
+    post: &str,
+    bytes: Bytes,
+) -> anyhow::Result<String> {
+    stored(api.upload_raw_streamed(post, "bench.bin", bytes).await).await
+}
+
+/// Deletes an attachment and its object, so a run's bytes do not pile up on disk.
+pub(crate) async fn delete(api: &ApiClient, post: &str, attachment: &str) -> anyhow::Result<()> {
+    let response = api.delete_attachment(post, attachment).await;
+    ensure!(
+        response.status().is_success(),
+        "the delete was answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// One value of the service's metrics text: the line that starts with `prefix`.
 pub(crate) fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(prefix))

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use test_support::{ChaosProxy, socket_address_of};
 
-use crate::api::{Api, metric};
+use crate::api::{client_of, metric, upload};
 use crate::service::Service;
 use crate::{Args, moto_env, row, testbed};
 
@@ -19,19 +19,17 @@ pub(crate) async fn refresh_burst(args: &Args) -> anyhow::Result<()> {
         ("APP__S3__PRESIGN_TTL_SECS", "60"),
     ])?;
     let service = Service::start(&args.service, &env).await?;
-    let api = Api::new(&service, &args.service, &env, "bench").await?;
-    let post = api.create_post().await?;
-    let attachment = api
-        .upload(&post, Bytes::from_static(b"credentials burst"))
-        .await?;
+    let api = client_of(&service, &args.service, &env, "bench")?;
+    let post = api.create_post().await;
+    let attachment = upload(&api, &post, Bytes::from_static(b"credentials burst")).await?;
     let url = format!(
         "{}/v1/posts/{post}/attachments/{attachment}/content",
-        api.base
+        api.address
     );
     let sts = "posts_api_sts_assume_role_total{result=\"success\"} ";
     let mut calls = Vec::new();
     for _ in 0..args.runs {
-        let text = api.metrics().await?;
+        let text = api.get_text("/metrics").await;
         let before = metric(&text, sts).context("STS metric")?;
         let expiry = metric(&text, "posts_api_credentials_expiry_timestamp_seconds ")
             .context("expiry metric")?;
@@ -48,7 +46,7 @@ pub(crate) async fn refresh_burst(args: &Args) -> anyhow::Result<()> {
         if ok != 500 {
             bail!("only {ok} of 500 requests at the refresh point succeeded");
         }
-        let after = metric(&api.metrics().await?, sts).context("STS metric")?;
+        let after = metric(&api.get_text("/metrics").await, sts).context("STS metric")?;
         calls.push(after - before);
     }
     row(

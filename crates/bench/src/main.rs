@@ -22,7 +22,6 @@ use crate::transfers::{Backend, s3_client, throughput};
 
 const MIB: usize = 1024 * 1024;
 const SECRET: &str = "benchmark-secret-of-at-least-32-bytes";
-const BOUNDARY: &str = "posts-api-bench-boundary";
 
 #[derive(Debug, Parser)]
 #[command(about = "posts-api benchmarks (see BENCHMARKS.md)")]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use test_support::cpu_seconds_of;
 
-use crate::api::Api;
+use crate::api::{client_of, upload};
 use crate::service::Service;
 use crate::{Args, data, row, s3s_env, testbed};
 
@@ -16,11 +16,11 @@ pub(crate) async fn get_latency(args: &Args, bucket: &str) -> anyhow::Result<()>
     let env = s3s_env(args, bucket)?;
     let service = Service::start(&args.service, &env).await?;
     let service_pid = service.pid().context("service pid")?;
-    let api = Api::new(&service, &args.service, &env, "bench").await?;
-    let post = api.create_post().await?;
-    api.upload(&post, data(4096)).await?;
+    let api = client_of(&service, &args.service, &env, "bench")?;
+    let post = api.create_post().await;
+    upload(&api, &post, data(4096)).await?;
     let database = mongodb::Client::with_uri_str(testbed("MONGODB_URI")?).await?;
-    let url = format!("{}/v1/posts/{post}", api.base);
+    let url = format!("{}/v1/posts/{post}", api.address);
     let duration = Duration::from_secs(if args.quick { 5 } else { 20 });
     let (mut rates, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
     let (mut service_cpu, mut database_cpu, mut operations) = (Vec::new(), Vec::new(), Vec::new());

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use test_support::cpu_seconds_of;
+use test_support::{ApiClient, cpu_seconds_of};
 
-use crate::api::Api;
+use crate::api::{client_of, upload};
 use crate::reads::database_operations;
 use crate::service::Service;
 use crate::{Args, data, moto_env, row, testbed};
@@ -27,7 +27,12 @@ pub async fn small_uploads(args: &Args) -> anyhow::Result<()> {
     let service_pid = service.pid().context("service pid")?;
     let mut clients = Vec::with_capacity(CLIENTS);
     for n in 0..CLIENTS {
-        clients.push(Api::new(&service, &args.service, &env, &format!("user-{n}")).await?);
+        clients.push(client_of(
+            &service,
+            &args.service,
+            &env,
+            &format!("user-{n}"),
+        )?);
     }
     let database = mongodb::Client::with_uri_str(testbed("MONGODB_URI")?).await?;
     let duration = Duration::from_secs(if args.quick { 5 } else { 10 });
@@ -38,7 +43,7 @@ pub async fn small_uploads(args: &Args) -> anyhow::Result<()> {
         // Fresh posts each run, so that no post fills up.
         let mut posts = Vec::with_capacity(CLIENTS);
         for client in &clients {
-            posts.push(client.create_post().await?);
+            posts.push(client.create_post().await);
         }
         let operations_before = database_operations(&database).await?;
         let service_before = cpu_seconds_of(service_pid);
@@ -103,10 +108,10 @@ pub async fn small_uploads(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Uploads `file` to `post` again and again until `deadline`: (stored, refused).
-async fn upload_until(api: &Api, post: &str, file: Bytes, deadline: Instant) -> (u64, u64) {
+async fn upload_until(api: &ApiClient, post: &str, file: Bytes, deadline: Instant) -> (u64, u64) {
     let (mut stored, mut refused) = (0, 0);
     while Instant::now() < deadline {
-        match api.upload(post, file.clone()).await {
+        match upload(api, post, file.clone()).await {
             Ok(_) => stored += 1,
             Err(_) => refused += 1,
         }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use test_support::{cpu_seconds_of, rss_of};
 
-use crate::api::Api;
+use crate::api::{client_of, delete, upload, upload_raw};
 use crate::service::Service;
 use crate::{Args, CPU_NOTE, MIB, cpu_per_gib, data, mb_per_s, row};
 
@@ -159,8 +159,8 @@ pub(crate) async fn s3_client(endpoint: &str, key: &str, secret: &str) -> aws_sd
 pub(crate) async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result<()> {
     let (name, s3, bucket) = (backend.name, &backend.s3, backend.bucket.as_str());
     let service = Service::start(&args.service, &backend.env).await?;
-    let api = Api::new(&service, &args.service, &backend.env, "bench").await?;
-    let post = api.create_post().await?;
+    let api = client_of(&service, &args.service, &backend.env, "bench")?;
+    let post = api.create_post().await;
     let pid = service.pid().context("service pid")?;
     let fresh = rss_of(pid);
     let sizes: &[usize] = if args.quick {
@@ -212,7 +212,7 @@ pub(crate) async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result
             let idle = start_peak();
             let cpu = cpu_seconds_of(pid);
             let started = Instant::now();
-            let attachment = api.upload_raw(&post, bytes.clone()).await?;
+            let attachment = upload_raw(&api, &post, bytes.clone()).await?;
             m.raw.push(mb_per_s(size, started.elapsed()));
             m.raw_cpu.push(cpu_per_gib(cpu_seconds_of(pid) - cpu, size));
             let (added, over_fresh) = peak_above(idle);
@@ -221,7 +221,7 @@ pub(crate) async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result
             let idle = start_peak();
             let cpu = cpu_seconds_of(pid);
             let started = Instant::now();
-            let form_attachment = api.upload(&post, bytes.clone()).await?;
+            let form_attachment = upload(&api, &post, bytes.clone()).await?;
             m.form.push(mb_per_s(size, started.elapsed()));
             m.form_cpu
                 .push(cpu_per_gib(cpu_seconds_of(pid) - cpu, size));
@@ -234,14 +234,14 @@ pub(crate) async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result
             m.direct_get.push(mb_per_s(got, started.elapsed()));
             let cpu = cpu_seconds_of(pid);
             let started = Instant::now();
-            let got = api.download(&post, &attachment).await?;
+            let got = api.download_length(&post, &attachment).await as usize;
             m.download.push(mb_per_s(got, started.elapsed()));
             m.download_cpu
                 .push(cpu_per_gib(cpu_seconds_of(pid) - cpu, got));
             // A full run would otherwise keep about 16 GB per backend.
             direct_delete(s3, bucket, &[key, multipart_key]).await?;
-            api.delete(&post, &attachment).await?;
-            api.delete(&post, &form_attachment).await?;
+            delete(&api, &post, &attachment).await?;
+            delete(&api, &post, &form_attachment).await?;
             eprintln!("bench: {label} run {} done", run + 1);
         }
         m.report(&label);
@@ -265,7 +265,7 @@ pub(crate) async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result
         }
         direct.push(mb_per_s(count * each, started.elapsed()));
         let started = Instant::now();
-        let uploads = (0..count).map(|_| api.upload_raw(&post, bytes.clone()));
+        let uploads = (0..count).map(|_| upload_raw(&api, &post, bytes.clone()));
         let attachments = futures::future::join_all(uploads)
             .await
             .into_iter()
@@ -273,7 +273,7 @@ pub(crate) async fn throughput(args: &Args, backend: &Backend) -> anyhow::Result
         through.push(mb_per_s(count * each, started.elapsed()));
         direct_delete(s3, bucket, &keys).await?;
         for attachment in &attachments {
-            api.delete(&post, attachment).await?;
+            delete(&api, &post, attachment).await?;
         }
     }
     let ratio: Vec<f64> = through.iter().zip(&direct).map(|(a, d)| a / d).collect();

@@ -1,8 +1,13 @@
 //! An HTTP client of the posts-api, for black-box tests, with the requests most tests make.
 
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::multipart::multipart;
+use crate::multipart::{closing_boundary, form_content_type, multipart, part_header};
+
+/// The chunk size of streamed request bodies.
+const CHUNK: usize = 1024 * 1024;
 
 /// Talks to one running service.
 #[derive(Clone, Debug)]
@@ -20,6 +25,24 @@ impl ApiClient {
             address: address.into(),
             client: reqwest::Client::builder()
                 .no_proxy()
+                .build()
+                .expect("HTTP client"),
+        }
+    }
+
+    /// A client of the service at `address` that sends `token` as its bearer token with
+    /// every request.
+    pub fn with_bearer(address: impl Into<String>, token: &str) -> Self {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("a token is a header value");
+        value.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, value);
+        Self {
+            address: address.into(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .default_headers(headers)
                 .build()
                 .expect("HTTP client"),
         }
@@ -86,6 +109,78 @@ impl ApiClient {
             .expect("request reaches the service")
     }
 
+    /// Uploads `bytes` as the one file of a multipart form, with its `Content-Length`,
+    /// streamed in chunks of 1 MiB (so large files are not copied into one body).
+    pub async fn upload_streamed(
+        &self,
+        post_id: &str,
+        name: &str,
+        bytes: Bytes,
+    ) -> reqwest::Response {
+        let head = Bytes::from(part_header(name));
+        let tail = Bytes::from(format!("\r\n{}", closing_boundary()));
+        let length = head.len() + bytes.len() + tail.len();
+        let chunks = std::iter::once(head)
+            .chain(chunks_of(bytes))
+            .chain(std::iter::once(tail));
+        self.client
+            .post(self.url(&format!("/v1/posts/{post_id}/attachments")))
+            .header("content-type", form_content_type())
+            .header("content-length", length)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(
+                chunks.map(Ok::<_, std::io::Error>),
+            )))
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// Uploads `bytes` as the raw body, with its `Content-Length`, streamed in chunks.
+    pub async fn upload_raw_streamed(
+        &self,
+        post_id: &str,
+        name: &str,
+        bytes: Bytes,
+    ) -> reqwest::Response {
+        let length = bytes.len();
+        self.client
+            .post(self.url(&format!(
+                "/v1/posts/{post_id}/attachments/raw?filename={name}"
+            )))
+            .header("content-type", "application/octet-stream")
+            .header("content-length", length)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(
+                chunks_of(bytes).map(Ok::<_, std::io::Error>),
+            )))
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// Deletes an attachment.
+    pub async fn delete_attachment(&self, post_id: &str, attachment_id: &str) -> reqwest::Response {
+        self.request(
+            reqwest::Method::DELETE,
+            &format!("/v1/posts/{post_id}/attachments/{attachment_id}"),
+        )
+        .await
+    }
+
+    /// Downloads an attachment's content as it streams, keeping only its length.
+    pub async fn download_length(&self, post_id: &str, attachment_id: &str) -> u64 {
+        let mut response = self
+            .get(&format!(
+                "/v1/posts/{post_id}/attachments/{attachment_id}/content"
+            ))
+            .await;
+        assert!(response.status().is_success(), "{}", response.status());
+        let mut length = 0;
+        while let Some(chunk) = response.chunk().await.expect("the body streams") {
+            length += chunk.len() as u64;
+        }
+        length
+    }
+
     /// Uploads one file and returns the attachment JSON.
     pub async fn upload_one(&self, post_id: &str, name: &str, bytes: &[u8]) -> Value {
         let response = self.upload(post_id, &[(name, bytes)]).await;
@@ -105,6 +200,13 @@ impl ApiClient {
         let attachment = self.upload_one(&post, name, bytes).await;
         (post, attachment)
     }
+}
+
+/// `bytes` in chunks of at most [`CHUNK`], without copying.
+fn chunks_of(bytes: Bytes) -> impl Iterator<Item = Bytes> {
+    (0..bytes.len())
+        .step_by(CHUNK)
+        .map(move |start| bytes.slice(start..(start + CHUNK).min(bytes.len())))
 }
 
 /// The `id` of a post or attachment JSON.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 pub use crate::api_client::{ApiClient, expect_problem, id_of};
 pub use crate::content::pseudo_random;
 pub use crate::inspect::{Inspector, s3_client};
-pub use crate::multipart::{BOUNDARY, closing_boundary, multipart, part_header};
+pub use crate::multipart::{BOUNDARY, closing_boundary, form_content_type, multipart, part_header};
 pub use crate::proxy::ChaosProxy;
 
 /// One mebibyte.

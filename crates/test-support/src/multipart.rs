@@ -15,6 +15,11 @@ pub fn closing_boundary() -> String {
     format!("--{BOUNDARY}--\r\n")
 }
 
+/// The `Content-Type` of the bodies the helpers build.
+pub fn form_content_type() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
 /// A `multipart/form-data` body of `file` parts: (content type, body).
 pub fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     let mut body = Vec::new();
@@ -24,5 +29,5 @@ pub fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(closing_boundary().as_bytes());
-    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
+    (form_content_type(), body)
 }

@@ -92,8 +92,6 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64
     responses(
         (status = 201, description = "PUT the bytes to `url` with `headers`, then complete", body = DirectUploadView),
         (status = 400, description = "Malformed JSON or file name", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The post has as many attachments as one may", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than allowed, or the JSON body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Type not allowed, or the body is not JSON", body = Problem, content_type = "application/problem+json"),
     )

@@ -61,11 +61,7 @@ pub struct RawUploadQuery {
     responses(
         (status = 201, description = "Stored, in order", body = AttachmentList),
         (status = 400, description = "Malformed multipart body or file name", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The post has as many attachments as one may", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "A file or the request is too large, or too many files", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "You have as many uploads in flight as one may; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The service is at its upload capacity, or a dependency is down; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart, or a file type that is not allowed", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -95,12 +91,8 @@ pub async fn upload_attachments(
     responses(
         (status = 201, description = "Stored", body = AttachmentList),
         (status = 400, description = "A bad file name, or a body that failed or did not match its `Content-Length`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The post has as many attachments as one may", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The file is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A file type that is not allowed", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "You have as many uploads in flight as one may; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The service is at its upload capacity, or a dependency is down; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upload_raw_attachment(

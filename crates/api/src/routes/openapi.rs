@@ -59,7 +59,9 @@ pub struct ApiDoc;
 
 /// The responses every operation of a kind shares, declared here once: the bearer scheme
 /// and, on every `/v1` operation, its security requirement, 401, 403 where ownership is
-/// checked, and 503; on every operation with a JSON body, 400, 413, 415 and 422. An
+/// checked, and 503; on every operation with a JSON body, 400, 413, 415 and 422; on every
+/// operation that adds an attachment, 404 and 409, and where its body is the file, 429
+/// and 503 at capacity; on every tus operation, 412. An
 /// operation that declares one of these itself keeps its own, more specific, description.
 #[derive(Debug)]
 struct CommonResponses;
@@ -103,15 +105,15 @@ impl Modify for CommonResponses {
                 continue;
             }
             let operations = [
-                (&mut item.get, false),
-                (&mut item.options, false),
+                ("get", &mut item.get, false),
+                ("options", &mut item.options, false),
                 // A resumable upload's state is its writer's only.
-                (&mut item.head, path.contains("/tus/")),
-                (&mut item.post, true),
-                (&mut item.patch, true),
-                (&mut item.delete, true),
+                ("head", &mut item.head, path.contains("/tus/")),
+                ("post", &mut item.post, true),
+                ("patch", &mut item.patch, true),
+                ("delete", &mut item.delete, true),
             ];
-            for (operation, writes) in operations {
+            for (method, operation, writes) in operations {
                 let Some(operation) = operation.as_mut() else {
                     continue;
                 };
@@ -129,13 +131,37 @@ impl Modify for CommonResponses {
                         RefOr::T(body) => body.content.contains_key("application/json"),
                         RefOr::Ref(_) => false,
                     });
-                let mut common = vec![
+                // Specific first: the first description of a status stays.
+                let mut common = Vec::new();
+                let (adds, streams) = upload_kind(method, path);
+                if streams {
+                    common.extend([
+                        (
+                            "429",
+                            "You have as many uploads in flight as one may; see `Retry-After`",
+                        ),
+                        (
+                            "503",
+                            "The service is at its upload capacity, or a dependency is down; see `Retry-After`",
+                        ),
+                    ]);
+                }
+                if adds {
+                    common.extend([
+                        ("404", "No such post"),
+                        ("409", "The post has as many attachments as one may"),
+                    ]);
+                }
+                if path.contains("/attachments/tus") && method != "options" {
+                    common.push(("412", "Not `Tus-Resumable: 1.0.0`"));
+                }
+                common.extend([
                     ("401", "No valid bearer token (see `WWW-Authenticate`)"),
                     (
                         "503",
                         "A dependency is down; retry after `Retry-After` seconds",
                     ),
-                ];
+                ]);
                 if writes && path != "/v1/posts" {
                     common.push(("403", "Not the post's author"));
                 }
@@ -156,6 +182,19 @@ impl Modify for CommonResponses {
             }
         }
     }
+}
+
+/// Whether an operation adds an attachment to a post, and whether its body is the file
+/// (admitted to the upload memory, so 429 and 503 at capacity).
+fn upload_kind(method: &str, path: &str) -> (bool, bool) {
+    let streamed_post = method == "post"
+        && ["/attachments", "/attachments/raw", "/attachments/tus"]
+            .iter()
+            .any(|end| path.ends_with(end));
+    let adds = streamed_post || method == "post" && path.ends_with("/attachments/uploads");
+    let streams = streamed_post
+        || method == "patch" && path.contains("/attachments/tus/") && path.ends_with('}');
+    (adds, streams)
 }
 
 /// A problem-details response with `description`.

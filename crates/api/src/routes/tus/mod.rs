@@ -148,9 +148,6 @@ pub async fn capabilities(
             ("Upload-Expires" = String, description = "When an unfinished upload expires (HTTP date)"),
         )),
         (status = 400, description = "A missing or malformed tus header, or bad metadata", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The post has as many attachments as one may", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Not `Tus-Resumable: 1.0.0`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Longer than allowed", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A declared or sniffed type that is not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "You have as many unfinished or running uploads as one may", body = Problem, content_type = "application/problem+json"),
@@ -252,7 +249,6 @@ pub async fn create_upload(
         )),
         (status = 404, description = "No such upload"),
         (status = 410, description = "The upload expired"),
-        (status = 412, description = "Not `Tus-Resumable: 1.0.0`"),
         (status = 415, description = "Finishing it found a type that is not allowed: the upload is ended", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "Another request is finishing or writing it; retry", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Finishing it failed for now (S3 or MongoDB); retry", body = Problem, content_type = "application/problem+json"),
@@ -313,12 +309,10 @@ pub async fn upload_offset(
         (status = 404, description = "No such upload", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`Upload-Offset` is not the upload's offset", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The upload expired", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Not `Tus-Resumable: 1.0.0`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The bytes go past the upload's length", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/offset+octet-stream`, or a type that is not allowed (the upload is ended)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The stored file does not match the upload", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "Another request is writing to this upload; retry", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "You have as many uploads in flight as one may; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn append_bytes(
@@ -371,7 +365,6 @@ pub async fn append_bytes(
     responses(
         (status = 204, description = "Ended; nothing of it is kept"),
         (status = 404, description = "No such unfinished upload", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Not `Tus-Resumable: 1.0.0`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn terminate_upload(

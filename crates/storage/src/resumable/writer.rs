@@ -13,8 +13,7 @@ use mongodb::bson::{Document, doc};
 use tokio::task::JoinHandle;
 
 use crate::content::{SNIFF_BYTES, sniff};
-use crate::error::{Entity, StorageError};
-use crate::model::Attachment;
+use crate::error::StorageError;
 use crate::mongo::documents::{
     AttachmentDocument, AttachmentStatus, PartRecord, ResumableState, now,
 };
@@ -22,6 +21,8 @@ use crate::s3::{ObjectStoreError, UploadedPart};
 use crate::store::Storage;
 
 use super::{OCTET_STREAM, lease_deadline};
+
+mod completion;
 
 /// How often a request whose client is slow looks for parts S3 has finished.
 const PART_CHECK: Duration = Duration::from_millis(250);
@@ -380,97 +381,6 @@ impl PartWriter {
         if let Err(error) = self.storage.objects.delete(key).await {
             tracing::warn!(%key, %error, "could not delete an upload's old tail; the reaper will");
         }
-    }
-
-    /// Stores the last bytes and has S3 assemble the object.
-    pub(super) async fn assemble(&mut self) -> Result<(), StorageError> {
-        let last = std::mem::take(&mut self.buffer).freeze();
-        match self.multipart_id.clone() {
-            None => {
-                let content_type = self.declared_type.as_deref().unwrap_or(OCTET_STREAM);
-                Ok(self
-                    .storage
-                    .objects
-                    .put_bytes(&self.key, content_type, last)
-                    .await?)
-            }
-            Some(upload_id) => self.complete_parts(&upload_id, last).await,
-        }
-    }
-
-    /// Deletes the tail of a completed upload.
-    pub(super) async fn delete_tail(&self) {
-        self.delete_object(&self.tail_key).await;
-    }
-
-    /// Sends the last part and completes the multipart upload. If that fails because an
-    /// earlier completion went through (a crash, or MongoDB failing, before the record
-    /// turned ready), the object is already whole: that counts as done.
-    pub(super) async fn complete_parts(
-        &mut self,
-        upload_id: &str,
-        last: Bytes,
-    ) -> Result<(), StorageError> {
-        let objects = self.storage.objects.clone();
-        let mut parts: Vec<UploadedPart> = self
-            .parts
-            .iter()
-            .map(|part| UploadedPart {
-                number: part.number,
-                etag: part.etag.clone(),
-            })
-            .collect();
-        let mut sent = Ok(());
-        if !last.is_empty() || parts.is_empty() {
-            let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
-            match objects
-                .upload_part(&self.key, upload_id, number, last)
-                .await
-            {
-                Ok(part) => parts.push(part),
-                Err(error) => sent = Err(error),
-            }
-        }
-        let completed = match sent {
-            Ok(()) => {
-                objects
-                    .complete_multipart_upload(&self.key, upload_id, &parts)
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        let Err(error) = completed else {
-            return Ok(());
-        };
-        match objects.head(&self.key).await {
-            Ok(info) if info.size == self.length => Ok(()),
-            // The multipart upload is gone and no object was made of it: aborted, as the
-            // reaper does to expired uploads.
-            _ if matches!(error, ObjectStoreError::NotFound) => Err(StorageError::UploadExpired),
-            _ => Err(error.into()),
-        }
-    }
-
-    /// Verifies the stored object as every upload is, then turns the record ready.
-    pub(super) async fn verify(
-        &self,
-        document: &AttachmentDocument,
-    ) -> Result<Attachment, StorageError> {
-        let storage = &self.storage;
-        let declared = self.declared_type.as_deref().unwrap_or(OCTET_STREAM);
-        let (stored, content_type) = storage.digest_object(&self.key, declared).await?;
-        if stored.size != self.length {
-            return Err(StorageError::UploadMismatch(format!(
-                "{} bytes were stored where {} were expected",
-                stored.size, self.length
-            )));
-        }
-        if !storage.policy.allows(&content_type) {
-            return Err(StorageError::UnsupportedType { content_type });
-        }
-        storage
-            .mark_ready(document, &stored, &content_type, Entity::Upload, doc! {})
-            .await
     }
 
     /// Extends the lease; fails if it was lost (the upload was terminated or expired, or

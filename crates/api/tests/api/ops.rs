@@ -292,3 +292,24 @@ async fn the_load_balancer_health_check_answers_200_while_mongodb_is_down() {
         "{path} fails with MongoDB: an outage would replace every task"
     );
 }
+
+#[tokio::test]
+async fn every_metric_the_service_exposes_is_documented_in_the_deploy_guide() {
+    let app = spawn_app().await;
+    app.create_post().await;
+    let guide = std::fs::read_to_string(test_support::repository_root().join("docs/deploy.md"))
+        .expect("docs/deploy.md");
+
+    let text = app.get_text("/metrics").await;
+
+    let undocumented: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# HELP "))
+        .filter_map(|help| help.split(' ').next())
+        .filter(|name| !guide.contains(&format!("| `{name}` |")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/deploy.md: {undocumented:?}"
+    );
+}

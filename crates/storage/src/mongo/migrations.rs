@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_attachment_summaries",
         include_str!("../../../../migrations/0004_attachment_summaries.json"),
     ),
+    (
+        "0005_upload_reservations",
+        include_str!("../../../../migrations/0005_upload_reservations.json"),
+    ),
 ];
 
 const RECORDS: &str = "_migrations";
@@ -163,6 +167,23 @@ mod tests {
         for &(name, text) in MIGRATIONS {
             assert!(parse(name, text).is_ok(), "{name} does not parse");
         }
+    }
+
+    #[test]
+    fn every_file_in_the_migrations_directory_is_applied() {
+        let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(directory)
+            .expect("migrations/")
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".json").map(str::to_owned)
+            })
+            .collect();
+        files.sort();
+        let applied: Vec<&str> = MIGRATIONS.iter().map(|&(name, _)| name).collect();
+
+        assert_eq!(files, applied);
     }
 
     #[test]

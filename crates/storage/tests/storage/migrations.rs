@@ -157,3 +157,23 @@ async fn posts_stored_before_attachment_lists_get_their_ready_attachments_listed
         .collect();
     assert_eq!(listed, vec![first, second], "ready ones, oldest first");
 }
+
+#[tokio::test]
+async fn the_reaper_finds_expired_upload_reservations_through_an_index() {
+    let mongo = fresh_database().await;
+
+    storage::run_migrations(mongo.database())
+        .await
+        .expect("migrations");
+
+    let names: Vec<String> = mongo
+        .database()
+        .collection::<Document>("posts")
+        .list_index_names()
+        .await
+        .expect("indexes");
+    assert!(
+        names.iter().any(|name| name == "pending_expires_at"),
+        "{names:?}"
+    );
+}

@@ -86,6 +86,40 @@ async fn offset_of(app: &TestApp, upload: &str) -> Response {
 }
 
 /// The post's first attachment is `bytes`, by its SHA-256.
+/// Puts a completed upload back as a crash after its bytes were stored leaves it: the
+/// record pending with its lease run out, the post listing nothing and holding the
+/// upload's reservation.
+async fn unfinish(app: &TestApp, upload: &str) {
+    let upload_id = mongodb::bson::oid::ObjectId::parse_str(
+        upload
+            .rsplit('/')
+            .next()
+            .expect("an upload URL ends with its id"),
+    )
+    .expect("an upload id");
+    let later = mongodb::bson::DateTime::from_system_time(
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    );
+    app.stored
+        .update_every(
+            "attachments",
+            mongodb::bson::doc! {
+                "$set": { "status": "pending" },
+                "$unset": { "resumable.lease": "", "resumable.lease_until": "" },
+            },
+        )
+        .await;
+    app.stored
+        .update_every(
+            "posts",
+            mongodb::bson::doc! { "$set": {
+                "attachments": [],
+                "pending": [{ "_id": upload_id, "expires_at": later }],
+            } },
+        )
+        .await;
+}
+
 async fn assert_attachment_holds(app: &TestApp, post: &str, bytes: &[u8]) {
     let attachments = app.get_json(&format!("/v1/posts/{post}/attachments")).await;
     assert_eq!(
@@ -583,36 +617,8 @@ async fn a_completion_cut_short_after_s3_assembled_the_object_is_finished_by_the
         204
     );
     // As if the process died after CompleteMultipartUpload, before the record turned
-    // ready, and its lease ran out: the record is pending at the last offset it stored,
-    // the post lists nothing and still holds the upload's reservation.
-    let upload_id = mongodb::bson::oid::ObjectId::parse_str(
-        upload
-            .rsplit('/')
-            .next()
-            .expect("an upload URL ends with its id"),
-    )
-    .expect("an upload id");
-    let later = mongodb::bson::DateTime::from_system_time(
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    );
-    app.stored
-        .update_every(
-            "attachments",
-            mongodb::bson::doc! {
-                "$set": { "status": "pending" },
-                "$unset": { "resumable.lease": "", "resumable.lease_until": "" },
-            },
-        )
-        .await;
-    app.stored
-        .update_every(
-            "posts",
-            mongodb::bson::doc! { "$set": {
-                "attachments": [],
-                "pending": [{ "_id": upload_id, "expires_at": later }],
-            } },
-        )
-        .await;
+    // ready: the record is pending at the last offset it stored.
+    unfinish(&app, &upload).await;
     assert_eq!(
         header(&offset_of(&app, &upload).await, "upload-offset"),
         (2 * PART).to_string()
@@ -635,36 +641,8 @@ async fn an_upload_whose_bytes_are_all_stored_but_not_yet_an_attachment_is_finis
     let upload = create(&app, &post, bytes.len()).await;
     assert_eq!(patch(&app, &upload, 0, &bytes).await.status(), 204);
     // As if the instance died after recording the last part, before the attachment was
-    // ready: the record is pending at the full length, the post lists nothing and holds
-    // the upload's reservation.
-    let upload_id = mongodb::bson::oid::ObjectId::parse_str(
-        upload
-            .rsplit('/')
-            .next()
-            .expect("an upload URL ends with its id"),
-    )
-    .expect("an upload id");
-    let later = mongodb::bson::DateTime::from_system_time(
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    );
-    app.stored
-        .update_every(
-            "attachments",
-            mongodb::bson::doc! {
-                "$set": { "status": "pending" },
-                "$unset": { "resumable.lease": "", "resumable.lease_until": "" },
-            },
-        )
-        .await;
-    app.stored
-        .update_every(
-            "posts",
-            mongodb::bson::doc! { "$set": {
-                "attachments": [],
-                "pending": [{ "_id": upload_id, "expires_at": later }],
-            } },
-        )
-        .await;
+    // ready: the record is pending at the full length.
+    unfinish(&app, &upload).await;
 
     // A stock client asks where the upload stands; the full offset means done to it.
     let head = offset_of(&app, &upload).await;

@@ -467,6 +467,16 @@ async fn only_the_author_of_a_post_may_add_to_it_and_a_refusal_stores_nothing() 
     assert!(by_ann.is_ok(), "{by_ann:?}");
 }
 
+/// Post documents in any state, behind the service's back.
+async fn post_documents(h: &crate::support::Harness) -> u64 {
+    h.stored
+        .database
+        .collection::<mongodb::bson::Document>("posts")
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .expect("count")
+}
+
 #[tokio::test]
 async fn a_post_deleted_during_an_upload_is_removed_once_the_upload_gives_up() {
     let h = harness().await;
@@ -484,13 +494,7 @@ async fn a_post_deleted_during_an_upload_is_removed_once_the_upload_gives_up() {
         .expect("stage");
 
     h.storage.delete_post(post).await.expect("delete");
-    let kept_for_the_upload = h
-        .stored
-        .database
-        .collection::<mongodb::bson::Document>("posts")
-        .count_documents(mongodb::bson::doc! {})
-        .await
-        .expect("count");
+    let kept_for_the_upload = post_documents(&h).await;
     let published = h.storage.publish(vec![staged]).await;
     h.storage.reap().await.expect("reap");
 
@@ -507,14 +511,7 @@ async fn a_post_deleted_during_an_upload_is_removed_once_the_upload_gives_up() {
         h.storage.post(post).await,
         Err(StorageError::NotFound(_))
     ));
-    let posts_left = h
-        .stored
-        .database
-        .collection::<mongodb::bson::Document>("posts")
-        .count_documents(mongodb::bson::doc! {})
-        .await
-        .expect("count");
-    assert_eq!(posts_left, 0);
+    assert_eq!(post_documents(&h).await, 0);
 }
 
 #[tokio::test]

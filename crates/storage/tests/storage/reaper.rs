@@ -100,19 +100,7 @@ async fn an_object_no_record_names_is_deleted_once_older_than_the_pending_ttl() 
     })
     .await;
     let post = h.post().await;
-    let stray = h
-        .storage
-        .objects()
-        .key_for(post, mongodb::bson::oid::ObjectId::new().to_hex());
-    h.stored
-        .s3
-        .put_object()
-        .bucket(&h.stored.bucket)
-        .key(&stray)
-        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"nobody's"))
-        .send()
-        .await
-        .expect("put");
+    put_stray_object(&h, post).await;
     let young = h.storage.reap().await.expect("reap");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
@@ -128,6 +116,23 @@ async fn an_object_no_record_names_is_deleted_once_older_than_the_pending_ttl() 
 
 /// A service whose pending TTL is a second, with one ready attachment, older than that,
 /// whose object was deleted behind its back.
+/// Puts an object under the post's keys that no record names.
+async fn put_stray_object(h: &crate::support::Harness, post: storage::PostId) {
+    let stray = h
+        .storage
+        .objects()
+        .key_for(post, mongodb::bson::oid::ObjectId::new().to_hex());
+    h.stored
+        .s3
+        .put_object()
+        .bucket(&h.stored.bucket)
+        .key(&stray)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"nobody's"))
+        .send()
+        .await
+        .expect("put");
+}
+
 async fn ready_attachment_whose_object_is_gone() -> crate::support::Harness {
     let h = harness_with(Options {
         pending_ttl_secs: 1,
@@ -253,19 +258,7 @@ async fn orphans_beyond_one_pass_are_found_by_the_passes_after_it() {
     .await;
     let post = h.post().await;
     for _ in 0..5 {
-        let stray = h
-            .storage
-            .objects()
-            .key_for(post, mongodb::bson::oid::ObjectId::new().to_hex());
-        h.stored
-            .s3
-            .put_object()
-            .bucket(&h.stored.bucket)
-            .key(&stray)
-            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"nobody's"))
-            .send()
-            .await
-            .expect("put");
+        put_stray_object(&h, post).await;
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
 

@@ -4,6 +4,7 @@
 
 mod api;
 mod credentials;
+mod distant;
 mod reads;
 mod service;
 mod small_uploads;
@@ -61,6 +62,8 @@ enum Section {
     Reads,
     /// Many users storing small files at once.
     SmallUploads,
+    /// Uploads to an S3 tens of milliseconds and a per-connection bandwidth away.
+    Distant,
     /// AssumeRole calls of a burst at the refresh point.
     Refresh,
     /// Start-up time.
@@ -224,6 +227,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Section::SmallUploads) {
         small_uploads::small_uploads(&args).await?;
+    }
+    if runs(Section::Distant) {
+        distant::distant(&args).await?;
     }
     if runs(Section::Refresh) {
         refresh_burst(&args).await?;

@@ -1,12 +1,13 @@
 //! One TCP proxy for every fault test: it can delay each new connection, stall traffic,
 //! break the connections open now (and take new ones), cut every connection (and refuse
-//! new ones), now or from the Nth new connection on, be restored, and spread connections
-//! over several upstreams as a load balancer does.
+//! new ones), now or from the Nth new connection on, be restored, spread connections
+//! over several upstreams as a load balancer does, and put its upstream at a distance
+//! (a one-way latency and a bandwidth per connection, as a remote S3 has).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -20,6 +21,15 @@ enum Mode {
     Stalled,
     /// Every connection is closed; new ones are closed at once.
     Cut,
+}
+
+/// What the path between client and upstream costs each connection.
+#[derive(Clone, Copy, Debug, Default)]
+struct Link {
+    /// Added to every chunk, each way.
+    one_way: Duration,
+    /// Bytes a second each way of one connection; `None`: as fast as loopback.
+    bytes_per_sec: Option<u64>,
 }
 
 /// A proxy on 127.0.0.1 in front of `upstream`. Dropping the handle leaves it forwarding
@@ -57,17 +67,33 @@ impl ChaosProxy {
     /// skipping those that refuse connections (a dead instance), as a load balancer's
     /// health checks would.
     pub async fn round_robin(upstreams: Vec<SocketAddr>) -> Arc<Self> {
-        Self::spawn_over(upstreams, Duration::ZERO, false).await
+        Self::spawn_over(upstreams, Duration::ZERO, false, Link::default()).await
+    }
+
+    /// A proxy that puts `upstream` at a distance: every chunk arrives `one_way` late,
+    /// each way, and each connection moves at most `bytes_per_sec` each way, so clients
+    /// reach the throughput they would over a long path only with many connections.
+    pub async fn at_a_distance(
+        upstream: SocketAddr,
+        one_way: Duration,
+        bytes_per_sec: u64,
+    ) -> Arc<Self> {
+        let link = Link {
+            one_way,
+            bytes_per_sec: Some(bytes_per_sec.max(1)),
+        };
+        Self::spawn_over(vec![upstream], Duration::ZERO, false, link).await
     }
 
     async fn spawn(upstream: SocketAddr, delay: Duration, first_only: bool) -> Arc<Self> {
-        Self::spawn_over(vec![upstream], delay, first_only).await
+        Self::spawn_over(vec![upstream], delay, first_only, Link::default()).await
     }
 
     async fn spawn_over(
         upstreams: Vec<SocketAddr>,
         delay: Duration,
         first_only: bool,
+        link: Link,
     ) -> Arc<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let address = listener.local_addr().expect("proxy address");
@@ -98,7 +124,7 @@ impl ChaosProxy {
                 tokio::spawn(relay(
                     client,
                     order,
-                    delay,
+                    (delay, link),
                     watcher.clone(),
                     severing.clone(),
                 ));
@@ -155,7 +181,7 @@ impl ChaosProxy {
 async fn relay(
     client: TcpStream,
     upstreams: Vec<SocketAddr>,
-    delay: Duration,
+    (delay, link): (Duration, Link),
     mode: watch::Receiver<Mode>,
     severed: Arc<Notify>,
 ) {
@@ -175,8 +201,8 @@ async fn relay(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     tokio::select! {
-        () = pump(client_read, server_write, mode.clone()) => {}
-        () = pump(server_read, client_write, mode.clone()) => {}
+        () = pump(client_read, server_write, mode.clone(), link) => {}
+        () = pump(server_read, client_write, mode.clone(), link) => {}
         () = cut(mode) => {}
         () = severed.notified() => {}
     }
@@ -184,6 +210,20 @@ async fn relay(
 
 /// Copies one direction; a read chunk is held, not lost, while the proxy is stalled.
 async fn pump(
+    from: tokio::net::tcp::OwnedReadHalf,
+    to: tokio::net::tcp::OwnedWriteHalf,
+    mode: watch::Receiver<Mode>,
+    link: Link,
+) {
+    if link.one_way.is_zero() && link.bytes_per_sec.is_none() {
+        copy(from, to, mode).await;
+    } else {
+        carry(from, to, mode, link).await;
+    }
+}
+
+/// Copies one direction as it arrives.
+async fn copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<Mode>,
@@ -208,6 +248,63 @@ async fn pump(
         }
     }
 }
+
+/// Copies one direction over `link`: each chunk leaves when the connection's bandwidth
+/// allows, and is written `one_way` later; chunks in flight meanwhile are many, as on a
+/// long path (a bandwidth-delay product of them), not one at a time.
+async fn carry(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+    link: Link,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let deliver = async move {
+        while let Some((arrival, chunk)) = receiver.recv().await {
+            tokio::time::sleep_until(arrival.into()).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let send = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut free_at = Instant::now();
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            let _ = mode.wait_for(|mode| *mode == Mode::Up).await;
+            let now = Instant::now();
+            let departs = match link.bytes_per_sec {
+                Some(rate) => {
+                    // A few milliseconds of credit, so that timer granularity (a sleep
+                    // ends on the next millisecond) does not lower the rate.
+                    let start = free_at.max(now.checked_sub(PACING_CREDIT).unwrap_or(now));
+                    free_at = start + Duration::from_secs_f64(read as f64 / rate as f64);
+                    free_at
+                }
+                None => now,
+            };
+            tokio::time::sleep_until(departs.into()).await;
+            if sender
+                .send((departs + link.one_way, buffer[..read].to_vec()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    tokio::join!(send, deliver);
+}
+
+/// How far behind its schedule a paced connection may fall before the schedule restarts.
+const PACING_CREDIT: Duration = Duration::from_millis(5);
 
 /// Returns when the proxy is cut, which drops both directions and closes the sockets.
 async fn cut(mut mode: watch::Receiver<Mode>) {

@@ -93,6 +93,7 @@ pub struct StagedAttachment {
 }
 
 impl StagedAttachment {
+    /// The attachment `reservation` holds a place for, once its bytes are `stored`.
     pub(crate) fn new(
         reservation: Reservation,
         stored: &StoredObject,

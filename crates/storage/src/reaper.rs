@@ -9,7 +9,7 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
 
 use crate::error::StorageError;
-use crate::mongo::documents::{AttachmentStatus, PostStatus, now};
+use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, PostStatus, now};
 use crate::mongo::lease;
 use crate::store::Storage;
 
@@ -157,7 +157,8 @@ impl Storage {
 
     /// Deletes tails of resumable uploads older than `cutoff` that their record does not
     /// name: the upload is no longer pending (completed uploads delete theirs; this
-    /// catches a crash in between), or a later request's tail took its place.
+    /// catches a crash in between), or a later request's tail took its place. The shared
+    /// tail of a pending upload stays, for older versions.
     async fn sweep_resumable_tails(&self, cutoff: SystemTime) -> Result<usize, StorageError> {
         let tails = self
             .objects
@@ -172,17 +173,26 @@ impl Storage {
             return Ok(0);
         }
         let ids: Vec<ObjectId> = old.iter().map(|(_, id)| *id).collect();
-        let named: HashSet<String> = self
+        // A pending upload keeps its named tail and the shared one (older versions').
+        let pending: Vec<AttachmentDocument> = self
             .attachments()
             .find(doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Pending.as_str() })
             .await?
-            .map_ok(|document| {
-                let lease = document.resumable.and_then(|state| state.tail_lease);
-                self.objects
-                    .resumable_tail_key_of(document.post_id, document.id, lease.as_deref())
-            })
             .try_collect()
             .await?;
+        let mut named: HashSet<String> = HashSet::new();
+        for document in pending {
+            let lease = document.resumable.and_then(|state| state.tail_lease);
+            named.insert(self.objects.resumable_tail_key_of(
+                document.post_id,
+                document.id,
+                lease.as_deref(),
+            ));
+            named.insert(
+                self.objects
+                    .resumable_tail_key_for(document.post_id, document.id),
+            );
+        }
         let mut removed = 0;
         for (key, _) in old {
             if !named.contains(&key) {

@@ -172,12 +172,16 @@ impl Storage {
                 })
                 .await?;
         }
-        let tail = self.objects.resumable_tail_key_of(
-            document.post_id,
-            document.id,
-            state.tail_lease.as_deref(),
-        );
-        self.objects.delete(&tail).await?;
+        if let Some(lease) = state.tail_lease.as_deref() {
+            let named =
+                self.objects
+                    .resumable_tail_key_of(document.post_id, document.id, Some(lease));
+            self.objects.delete(&named).await?;
+        }
+        let shared = self
+            .objects
+            .resumable_tail_key_for(document.post_id, document.id);
+        self.objects.delete(&shared).await?;
         Ok(())
     }
 

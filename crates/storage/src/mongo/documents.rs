@@ -111,6 +111,11 @@ pub(crate) struct ResumableState {
     /// the tail the record names. (`None`: the shared key of older versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tail_lease: Option<String>,
+    /// The offset recorded with `tail_lease`. An older version writes its tail to the
+    /// shared key and moves the offset without knowing either, so a different offset
+    /// means the tail is at the shared key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tail_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lease: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

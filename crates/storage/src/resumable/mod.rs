@@ -125,6 +125,7 @@ impl Storage {
                 parts: Vec::new(),
                 tail: 0,
                 tail_lease: None,
+                tail_at: None,
                 lease: None,
                 lease_until: None,
             }),

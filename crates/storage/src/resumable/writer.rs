@@ -43,6 +43,9 @@ pub(super) struct PartWriter {
     tail_key: String,
     /// The tail object this request writes.
     own_tail_key: String,
+    /// The tail object of older versions, which they read and write: kept a copy of the
+    /// current tail while they may still serve the upload.
+    shared_tail_key: String,
     lease: String,
     renewed: Instant,
     pub(super) length: u64,
@@ -84,8 +87,12 @@ impl PartWriter {
             tail_key: storage.objects.resumable_tail_key_of(
                 post_id,
                 document.id,
-                state.tail_lease.as_deref(),
+                state
+                    .tail_lease
+                    .as_deref()
+                    .filter(|_| state.tail_at == Some(state.offset)),
             ),
+            shared_tail_key: storage.objects.resumable_tail_key_for(post_id, document.id),
             own_tail_key: storage
                 .objects
                 .resumable_tail_key_of(post_id, document.id, Some(&lease)),
@@ -362,6 +369,7 @@ impl PartWriter {
                 "resumable.offset": i64::try_from(offset).unwrap_or(i64::MAX),
                 "resumable.tail": i64::try_from(length).unwrap_or(i64::MAX),
                 "resumable.tail_lease": &self.lease,
+                "resumable.tail_at": i64::try_from(offset).unwrap_or(i64::MAX),
             } })
             .await;
         if let Err(error) = recorded {
@@ -369,9 +377,20 @@ impl PartWriter {
             return Err(error);
         }
         self.durable = offset;
+        // For an older version serving the next request during a rolling deploy.
+        if let Err(error) = self
+            .storage
+            .objects
+            .copy(&self.own_tail_key, &self.shared_tail_key)
+            .await
+        {
+            tracing::warn!(key = %self.shared_tail_key, %error, "could not copy a tail where an older version reads it");
+        }
         if self.tail_key != self.own_tail_key {
             let previous = std::mem::replace(&mut self.tail_key, self.own_tail_key.clone());
-            self.delete_object(&previous).await;
+            if previous != self.shared_tail_key {
+                self.delete_object(&previous).await;
+            }
         }
         Ok(())
     }

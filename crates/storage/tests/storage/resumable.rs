@@ -91,3 +91,110 @@ async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
         .expect("the upload is complete");
     assert_eq!(attachment.sha256, hex::encode(Sha256::digest(&good)));
 }
+
+/// A resumable upload of `length` bytes of a fresh post.
+async fn new_upload(
+    h: &crate::support::Harness,
+    length: u64,
+) -> (storage::PostId, storage::AttachmentId) {
+    let post = h.post().await;
+    let upload = h
+        .storage
+        .create_resumable_upload(
+            post,
+            NewResumableUpload {
+                filename: "r.bin",
+                declared_type: None,
+                length,
+                metadata: "",
+                owner: None,
+            },
+        )
+        .await
+        .expect("create");
+    (post, upload.id)
+}
+
+#[tokio::test]
+async fn the_tail_is_also_where_the_previous_release_reads_it() {
+    let h = harness().await;
+    let (post, upload) = new_upload(&h, 100).await;
+
+    h.storage
+        .append_to_resumable_upload(
+            post,
+            upload,
+            0,
+            stream_of(vec![Bytes::from_static(
+                b"first forty bytes of a resumable upload.",
+            )]),
+        )
+        .await
+        .expect("append");
+
+    let shared = h.storage.objects().resumable_tail_key_for(post, upload);
+    let tail = h
+        .stored
+        .s3
+        .get_object()
+        .bucket(&h.stored.bucket)
+        .key(&shared)
+        .send()
+        .await
+        .expect("the tail at the key the previous release reads")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert_eq!(&tail[..], b"first forty bytes of a resumable upload.");
+}
+
+#[tokio::test]
+async fn a_tail_the_previous_release_wrote_is_the_one_read_next() {
+    let h = harness().await;
+    let good: Vec<u8> = (0..100u8).collect();
+    let (post, upload) = new_upload(&h, 100).await;
+    h.storage
+        .append_to_resumable_upload(
+            post,
+            upload,
+            0,
+            stream_of(vec![Bytes::copy_from_slice(&good[..20])]),
+        )
+        .await
+        .expect("append");
+    // A request served by the previous release: it writes its tail to the shared key and
+    // records the new offset and length, knowing nothing of the named tail.
+    h.stored
+        .s3
+        .put_object()
+        .bucket(&h.stored.bucket)
+        .key(h.storage.objects().resumable_tail_key_for(post, upload))
+        .body(aws_sdk_s3::primitives::ByteStream::from(
+            good[..50].to_vec(),
+        ))
+        .send()
+        .await
+        .expect("put");
+    h.stored
+        .update_every(
+            "attachments",
+            doc! { "$set": { "resumable.offset": 50_i64, "resumable.tail": 50_i64 } },
+        )
+        .await;
+
+    let rest = h
+        .storage
+        .append_to_resumable_upload(
+            post,
+            upload,
+            50,
+            stream_of(vec![Bytes::copy_from_slice(&good[50..])]),
+        )
+        .await
+        .expect("the rest");
+
+    let attachment = rest.attachment.expect("the upload is complete");
+    assert_eq!(attachment.sha256, hex::encode(Sha256::digest(&good)));
+}

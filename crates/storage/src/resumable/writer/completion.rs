@@ -32,6 +32,9 @@ impl PartWriter {
     /// Deletes the tail of a completed upload.
     pub(in crate::resumable) async fn delete_tail(&self) {
         self.delete_object(&self.tail_key).await;
+        if self.tail_key != self.shared_tail_key {
+            self.delete_object(&self.shared_tail_key).await;
+        }
     }
 
     /// Sends the last part and completes the multipart upload. If that fails because an

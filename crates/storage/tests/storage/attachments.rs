@@ -481,17 +481,7 @@ async fn post_documents(h: &crate::support::Harness) -> u64 {
 async fn a_post_deleted_during_an_upload_is_removed_once_the_upload_gives_up() {
     let h = harness().await;
     let post = h.post().await;
-    let staged = h
-        .storage
-        .stage_attachment(
-            post,
-            None,
-            "late.txt",
-            None,
-            stream_of(vec![Bytes::from_static(b"late")]),
-        )
-        .await
-        .expect("stage");
+    let staged = h.stage(post, "late.txt", b"late").await;
 
     h.storage.delete_post(post).await.expect("delete");
     let kept_for_the_upload = post_documents(&h).await;
@@ -544,17 +534,7 @@ async fn deleting_an_attachment_whose_record_is_gone_unlists_it() {
 async fn files_staged_while_their_post_was_deleted_are_not_published() {
     let h = harness().await;
     let post = h.post().await;
-    let staged = h
-        .storage
-        .stage_attachment(
-            post,
-            None,
-            "late.txt",
-            None,
-            stream_of(vec![Bytes::from_static(b"late")]),
-        )
-        .await
-        .expect("stage");
+    let staged = h.stage(post, "late.txt", b"late").await;
     // A deletion that started before the record existed: the post is marked deleting,
     // and its attachments were marked before this one was inserted.
     h.stored
@@ -599,18 +579,9 @@ async fn adding_or_deleting_an_attachment_changes_the_post_version() {
 async fn attachments_list_oldest_first_whatever_order_they_are_published_in() {
     let h = harness().await;
     let post = h.post().await;
-    let stage = |name: &'static str| {
-        h.storage.stage_attachment(
-            post,
-            None,
-            name,
-            None,
-            stream_of(vec![Bytes::from_static(b"x")]),
-        )
-    };
-    let older = stage("older.txt").await.expect("stage");
+    let older = h.stage(post, "older.txt", b"x").await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let newer = stage("newer.txt").await.expect("stage");
+    let newer = h.stage(post, "newer.txt", b"x").await;
 
     h.storage.publish(vec![newer]).await.expect("publish");
     h.storage.publish(vec![older]).await.expect("publish");

@@ -116,6 +116,15 @@ async fn an_object_no_record_names_is_deleted_once_older_than_the_pending_ttl() 
 
 /// A service whose pending TTL is a second, with one ready attachment, older than that,
 /// whose object was deleted behind its back.
+/// The reports of `passes` reaper passes, one after the other.
+async fn reap_passes(h: &crate::support::Harness, passes: usize) -> Vec<storage::ReapReport> {
+    let mut reports = Vec::with_capacity(passes);
+    for _ in 0..passes {
+        reports.push(h.storage.reap().await.expect("reap"));
+    }
+    reports
+}
+
 /// Puts an object under the post's keys that no record names.
 async fn put_stray_object(h: &crate::support::Harness, post: storage::PostId) {
     let stray = h
@@ -262,10 +271,11 @@ async fn orphans_beyond_one_pass_are_found_by_the_passes_after_it() {
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let mut removed = Vec::new();
-    for _ in 0..3 {
-        removed.push(h.storage.reap().await.expect("reap").removed_orphan_objects);
-    }
+    let removed: Vec<usize> = reap_passes(&h, 3)
+        .await
+        .iter()
+        .map(|report| report.removed_orphan_objects)
+        .collect();
 
     assert_eq!(removed, vec![2, 2, 1], "two keys a pass, in key order");
     assert!(h.stored.object_keys().await.is_empty());
@@ -295,16 +305,11 @@ async fn a_missing_object_beyond_one_pass_is_reported_by_a_later_pass() {
         .expect("delete behind the service's back");
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let mut reported = Vec::new();
-    for _ in 0..4 {
-        reported.push(
-            h.storage
-                .reap()
-                .await
-                .expect("reap")
-                .records_missing_objects,
-        );
-    }
+    let reported: Vec<usize> = reap_passes(&h, 4)
+        .await
+        .iter()
+        .map(|report| report.records_missing_objects)
+        .collect();
 
     assert_eq!(
         reported.iter().sum::<usize>(),

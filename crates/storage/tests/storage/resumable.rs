@@ -13,22 +13,8 @@ use crate::support::{Chunk, harness, stream_of};
 #[tokio::test]
 async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
     let h = harness().await;
-    let post = h.post().await;
     let good: Vec<u8> = (0..100u8).collect();
-    let upload = h
-        .storage
-        .create_resumable_upload(
-            post,
-            NewResumableUpload {
-                filename: "r.bin",
-                declared_type: None,
-                length: 100,
-                metadata: "",
-                owner: None,
-            },
-        )
-        .await
-        .expect("create");
+    let (post, upload) = new_upload(&h, 100).await;
     // A request that sent ten bytes of its own, then stalled with the lease.
     let (wake, stalled) = tokio::sync::oneshot::channel::<()>();
     let stale = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(&[b'A'; 10]))])
@@ -41,7 +27,7 @@ async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
     let storage = h.storage.clone();
     let writer = tokio::spawn(async move {
         storage
-            .append_to_resumable_upload(post, upload.id, 0, Box::pin(stale))
+            .append_to_resumable_upload(post, upload, 0, Box::pin(stale))
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -60,7 +46,7 @@ async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
         .storage
         .append_to_resumable_upload(
             post,
-            upload.id,
+            upload,
             0,
             stream_of(vec![Bytes::copy_from_slice(&good[..50])]),
         )
@@ -75,7 +61,7 @@ async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
         .storage
         .append_to_resumable_upload(
             post,
-            upload.id,
+            upload,
             50,
             stream_of(vec![Bytes::copy_from_slice(&good[50..])]),
         )

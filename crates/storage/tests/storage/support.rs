@@ -165,6 +165,25 @@ impl Harness {
             .expect("upload")
     }
 
+    /// Stores `bytes` as file `name` of `post`, staged: not yet published.
+    pub async fn stage(
+        &self,
+        post: storage::PostId,
+        name: &str,
+        bytes: &'static [u8],
+    ) -> storage::StagedAttachment {
+        self.storage
+            .stage_attachment(
+                post,
+                None,
+                name,
+                None,
+                stream_of(vec![Bytes::from_static(bytes)]),
+            )
+            .await
+            .expect("stage")
+    }
+
     pub async fn post(&self) -> storage::PostId {
         self.storage
             .create_post(storage::NewPost {

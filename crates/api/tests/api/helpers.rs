@@ -109,7 +109,8 @@ impl ServiceCommand {
         self
     }
 
-    /// Spawns `posts-api serve` on a free port.
+    /// Spawns `posts-api serve` on a free port, with a database and a key prefix of its own
+    /// unless the test names them.
     pub fn spawn(self) -> ServiceProcess {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_posts-api"));
@@ -121,6 +122,12 @@ impl ServiceCommand {
             .env(
                 "APP__MONGO__DATABASE",
                 format!("test_{}", uuid::Uuid::new_v4().simple()),
+            )
+            // A prefix of its own, as the database: a reaper aborts the multipart uploads
+            // under its prefix that its database does not know.
+            .env(
+                "APP__S3__KEY_PREFIX",
+                format!("test-{}", uuid::Uuid::new_v4().simple()),
             )
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -4,12 +4,14 @@
 //! part buffers are reused whole), at most one upload's share ((parts in flight + 1) ×
 //! part size), and that share when its length is unknown. A
 //! request that does not fit is refused with `Retry-After`, so a burst of uploads turns
-//! into retries instead of an out-of-memory kill of every request in flight.
+//! into retries instead of an out-of-memory kill of every request in flight. An upload that
+//! S3 takes faster with more parts at once may grow into the free half of the same budget
+//! (see [`storage::UploadMemory`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use storage::{MemoryHold, UploadMemory};
 
 use crate::config::Settings;
 
@@ -27,17 +29,11 @@ type InFlight = Arc<Mutex<HashMap<String, usize>>>;
 /// What any admitted request holds beside its body: the HTTP and multipart buffers.
 const REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
 
-/// `bytes` in KiB, rounded up, as the semaphore counts them.
-fn kib(bytes: u64) -> u32 {
-    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
-}
-
 /// The budget, shared by every worker.
 #[derive(Debug)]
 pub struct Admission {
-    /// Budget in KiB, the unit the semaphore counts (it takes `u32` permits).
-    memory: Arc<Semaphore>,
-    per_request_kib: u32,
+    memory: UploadMemory,
+    per_request_bytes: u64,
     part_size: u64,
     per_user: usize,
     in_flight: InFlight,
@@ -46,7 +42,7 @@ pub struct Admission {
 /// An admitted upload; its memory and its user's slot are given back when dropped.
 #[derive(Debug)]
 pub struct Ticket {
-    _memory: OwnedSemaphorePermit,
+    _memory: MemoryHold,
     _slot: Option<UserSlot>,
 }
 
@@ -73,12 +69,13 @@ impl Drop for UserSlot {
 }
 
 impl Admission {
-    /// The budget of `settings.admission`.
-    pub fn new(settings: &Settings) -> Self {
-        let budget = kib(settings.admission.upload_memory_bytes.get());
+    /// Admission into `memory`, the budget of `settings.admission`.
+    pub fn new(settings: &Settings, memory: UploadMemory) -> Self {
         Self {
-            memory: Arc::new(Semaphore::new(budget as usize)),
-            per_request_kib: kib(settings.upload_memory_per_request()).min(budget),
+            per_request_bytes: settings
+                .upload_memory_per_request()
+                .min(memory.total_bytes()),
+            memory,
             part_size: settings.s3.part_size_bytes,
             per_user: settings.admission.uploads_per_user.get() as usize,
             in_flight: Arc::default(),
@@ -89,7 +86,7 @@ impl Admission {
     /// most `holds_at_most` bytes of body (`None`: unknown), or says why not.
     pub fn admit(&self, user: Option<&str>, holds_at_most: Option<u64>) -> Result<Ticket, Refusal> {
         let slot = user.map(|user| self.take_slot(user)).transpose()?;
-        let reserved = holds_at_most.map_or(self.per_request_kib, |bytes| {
+        let reserved = holds_at_most.map_or(self.per_request_bytes, |bytes| {
             let buffers = if bytes > self.part_size {
                 bytes
                     .div_ceil(self.part_size)
@@ -97,13 +94,11 @@ impl Admission {
             } else {
                 bytes
             };
-            kib(buffers.saturating_add(REQUEST_OVERHEAD_BYTES)).min(self.per_request_kib)
+            buffers
+                .saturating_add(REQUEST_OVERHEAD_BYTES)
+                .min(self.per_request_bytes)
         });
-        let memory = self
-            .memory
-            .clone()
-            .try_acquire_many_owned(reserved)
-            .map_err(|_| Refusal::ServiceBusy)?;
+        let memory = self.memory.try_take(reserved).ok_or(Refusal::ServiceBusy)?;
         Ok(Ticket {
             _memory: memory,
             _slot: slot,
@@ -132,10 +127,10 @@ mod tests {
     use super::*;
 
     fn admission(budget_uploads: u64, per_user: u32) -> Admission {
-        let per_request_kib = 24 * 1024;
+        let per_request_bytes = 24 * 1024 * 1024;
         Admission {
-            memory: Arc::new(Semaphore::new((budget_uploads * per_request_kib) as usize)),
-            per_request_kib: per_request_kib as u32,
+            memory: UploadMemory::new(budget_uploads * per_request_bytes),
+            per_request_bytes,
             part_size: 8 * 1024 * 1024,
             per_user: per_user as usize,
             in_flight: Arc::default(),

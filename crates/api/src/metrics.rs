@@ -74,9 +74,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the service's metrics; credentials metrics are read from the cache, and
-    /// MongoDB commands from the client, at each scrape.
-    pub fn new(credentials: TemporaryCredentials, mongo: storage::Mongo) -> Self {
+    /// Registers the service's metrics; credentials metrics are read from the cache,
+    /// MongoDB commands from the client, and upload memory from its budget, at each
+    /// scrape.
+    pub fn new(
+        credentials: TemporaryCredentials,
+        mongo: storage::Mongo,
+        upload_memory: storage::UploadMemory,
+    ) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -129,6 +134,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
         registry.register_collector(Box::new(MongoCollector { mongo }));
+        registry.register_collector(Box::new(UploadMemoryCollector { upload_memory }));
         Self {
             registry,
             requests,
@@ -246,6 +252,35 @@ impl Collector for MongoCollector {
             ConstCounter::new(count)
                 .encode(family.encode_family(&[("command", command.as_str())])?)?;
         }
+        Ok(())
+    }
+}
+
+/// Exposes the upload memory taken and the parts in flight at scrape time.
+#[derive(Debug)]
+struct UploadMemoryCollector {
+    upload_memory: storage::UploadMemory,
+}
+
+impl Collector for UploadMemoryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let held =
+            ConstGauge::new(i64::try_from(self.upload_memory.held_bytes()).unwrap_or(i64::MAX));
+        held.encode(encoder.encode_descriptor(
+            "posts_api_upload_memory_held_bytes",
+            "Upload memory taken by uploads in flight, of admission.upload_memory_bytes",
+            None,
+            held.metric_type(),
+        )?)?;
+        let parts = ConstGauge::new(
+            i64::try_from(self.upload_memory.parts_in_flight()).unwrap_or(i64::MAX),
+        );
+        parts.encode(encoder.encode_descriptor(
+            "posts_api_s3_parts_in_flight",
+            "Multipart parts being sent to S3 by every upload",
+            None,
+            parts.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -10,7 +10,9 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use aws_config::{BehaviorVersion, Region};
 use aws_creds::{CredentialsError, TemporaryCredentials};
-use storage::{MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError, Storage};
+use storage::{
+    MigrationError, Mongo, MongoError, ObjectStore, ObjectStoreError, Storage, UploadMemory,
+};
 use tokio::task::JoinHandle;
 
 use crate::admission::Admission;
@@ -81,13 +83,18 @@ impl Application {
     /// when MongoDB, the credentials or the bucket cannot be used.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // The JWKS is fetched while MongoDB and AWS are reached, not before them.
+        let upload_memory = UploadMemory::new(settings.admission.upload_memory_bytes.get());
         let (authenticator, state) = tokio::try_join!(
             async { Ok(Authenticator::from_settings(&settings.auth).await?) },
-            connect(&settings),
+            connect(&settings, &upload_memory),
         )?;
         let applied = storage::run_migrations(state.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
-        let metrics = web::Data::new(Metrics::new(state.credentials.clone(), state.mongo.clone()));
+        let metrics = web::Data::new(Metrics::new(
+            state.credentials.clone(),
+            state.mongo.clone(),
+            upload_memory.clone(),
+        ));
         let reaper = Reaper::start(
             state.storage.clone(),
             Duration::from_secs(settings.uploads.reaper_interval_secs.get()),
@@ -109,7 +116,7 @@ impl Application {
         };
         let mongo = state.mongo.clone();
         let readiness = web::Data::new(ReadinessCache::default());
-        let admission = web::Data::new(Admission::new(&settings));
+        let admission = web::Data::new(Admission::new(&settings, upload_memory));
         let data = web::Data::new(state);
         let shared_settings = web::Data::new(settings.clone());
         let storage_origin = storage_origin(&data.storage, &settings).await;
@@ -299,8 +306,12 @@ fn bind(host: &str, port: u16) -> Result<(TcpListener, u16), StartupError> {
     Ok((listener, port))
 }
 
-/// Connects MongoDB and AWS at the same time; start-up takes the slower of the two.
-async fn connect(settings: &Settings) -> Result<AppState, StartupError> {
+/// Connects MongoDB and AWS at the same time; start-up takes the slower of the two. Uploads
+/// grow their parts in flight into `upload_memory`.
+async fn connect(
+    settings: &Settings,
+    upload_memory: &UploadMemory,
+) -> Result<AppState, StartupError> {
     let started = Instant::now();
     let mongo = async {
         let mongo = if settings.traces.is_on() {
@@ -320,7 +331,7 @@ async fn connect(settings: &Settings) -> Result<AppState, StartupError> {
         (Ok(mongo), Ok((credentials, objects))) => Ok(AppState {
             storage: Storage::new(
                 &mongo,
-                objects,
+                objects.with_upload_memory(upload_memory.clone()),
                 &settings.uploads,
                 Duration::from_secs(settings.s3.presign_ttl_secs.get()),
             ),

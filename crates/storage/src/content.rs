@@ -1,4 +1,10 @@
-//! What the bytes are: the content type sniffed from their start, and the allow-list.
+//! What the bytes are: the content type sniffed from their start, their size and SHA-256
+//! taken as they pass, and the allow-list.
+
+use bytes::BytesMut;
+use sha2::{Digest, Sha256};
+
+use crate::s3::StoredObject;
 
 /// How many leading bytes are read to sniff the type before anything is stored.
 pub const SNIFF_BYTES: usize = 8192;
@@ -22,6 +28,45 @@ pub fn sniff(head: &[u8], declared: Option<&str>, complete: bool) -> String {
     match declared.map(essence) {
         Some(declared) if is_text_type(&declared) => declared,
         _ => "text/plain".to_owned(),
+    }
+}
+
+/// Size, SHA-256 and type of bytes, taken as they pass in order.
+#[derive(Debug, Default)]
+pub(crate) struct ContentDigest {
+    hasher: Sha256,
+    head: BytesMut,
+    size: u64,
+}
+
+impl ContentDigest {
+    /// Takes the next bytes.
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.size += bytes.len() as u64;
+        self.hasher.update(bytes);
+        if self.head.len() < SNIFF_BYTES {
+            let take = (SNIFF_BYTES - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
+    }
+
+    /// Bytes taken so far.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// What the bytes were, and their type sniffed (see [`sniff`]) with `declared_type`.
+    pub(crate) fn finish(self, declared_type: &str) -> (StoredObject, String) {
+        let content_type = sniff(
+            &self.head,
+            Some(declared_type),
+            self.size <= SNIFF_BYTES as u64,
+        );
+        let stored = StoredObject {
+            size: self.size,
+            sha256: self.hasher.finalize().into(),
+        };
+        (stored, content_type)
     }
 }
 

@@ -3,13 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::BytesMut;
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
-use sha2::{Digest, Sha256};
 
-use crate::content::{SNIFF_BYTES, essence, sniff};
+use crate::content::{ContentDigest, essence};
 use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, DirectUpload};
@@ -228,24 +226,10 @@ impl Storage {
         declared_type: &str,
     ) -> Result<(StoredObject, String), StorageError> {
         let mut body = self.objects.get_stream(key, None).await?;
-        let mut hasher = Sha256::new();
-        let mut head = BytesMut::new();
-        let mut size = 0u64;
+        let mut digest = ContentDigest::default();
         while let Some(chunk) = body.stream.try_next().await? {
-            size += chunk.len() as u64;
-            hasher.update(&chunk);
-            if head.len() < SNIFF_BYTES {
-                let take = (SNIFF_BYTES - head.len()).min(chunk.len());
-                head.extend_from_slice(&chunk[..take]);
-            }
+            digest.update(&chunk);
         }
-        let content_type = sniff(&head, Some(declared_type), size <= SNIFF_BYTES as u64);
-        Ok((
-            StoredObject {
-                size,
-                sha256: hasher.finalize().into(),
-            },
-            content_type,
-        ))
+        Ok(digest.finish(declared_type))
     }
 }

@@ -51,6 +51,7 @@ mod content;
 mod direct_uploads;
 mod error;
 mod lifecycle;
+mod memory;
 mod model;
 mod mongo;
 mod posts;
@@ -65,6 +66,7 @@ pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
 pub use crate::direct_uploads::DirectUploadTicket;
 pub use crate::error::{Entity, StorageError};
 pub use crate::lifecycle::StagedAttachment;
+pub use crate::memory::{MemoryHold, UploadMemory};
 pub use crate::model::{
     Attachment, AttachmentId, InvalidId, NewPost, Page, Post, PostChanges, PostId,
 };

@@ -157,6 +157,42 @@ impl ApiClient {
             .expect("request reaches the service")
     }
 
+    /// Creates a resumable (tus) upload of `bytes`, a text file named `upload.txt`, and
+    /// sends every byte in one `PATCH`, streamed in chunks; the `PATCH`'s answer, whose
+    /// `Content-Location` names the attachment.
+    pub async fn upload_resumable(&self, post_id: &str, bytes: Bytes) -> reqwest::Response {
+        let created = self
+            .client
+            .post(self.url(&format!("/v1/posts/{post_id}/attachments/tus")))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", bytes.len())
+            // `upload.txt` and `text/plain`, in base64.
+            .header(
+                "Upload-Metadata",
+                "filename dXBsb2FkLnR4dA==,filetype dGV4dC9wbGFpbg==",
+            )
+            .send()
+            .await
+            .expect("request reaches the service");
+        assert_eq!(created.status(), 201, "the upload is created");
+        let upload = created.headers()["location"]
+            .to_str()
+            .expect("a Location")
+            .to_owned();
+        self.client
+            .patch(self.url(&upload))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("content-length", bytes.len())
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(
+                chunks_of(bytes).map(Ok::<_, std::io::Error>),
+            )))
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
     /// Deletes an attachment.
     pub async fn delete_attachment(&self, post_id: &str, attachment_id: &str) -> reqwest::Response {
         self.request(

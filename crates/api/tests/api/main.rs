@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod conditional;
 mod cors;
+mod distant;
 mod docs_examples;
 mod faults;
 mod helpers;

@@ -121,6 +121,9 @@ async fn two_instances() -> TwoInstances {
             .env("APP__S3__KEY_PREFIX", &prefix)
             .env("APP__UPLOADS__MAX_FILE_BYTES", (2 * GIB).to_string())
             .env("APP__UPLOADS__ALLOWED_CONTENT_TYPES", "*/*")
+            // An upload's parts in flight stay at what it was admitted with, so that its
+            // memory is the configuration's bound below.
+            .env("APP__S3__PARTS_IN_FLIGHT_CEILING", "2")
             // As the image runs it (Dockerfile): freed part buffers go back to the system.
             .env("MALLOC_MMAP_THRESHOLD_", "1048576")
             .env("MALLOC_TRIM_THRESHOLD_", "16777216")
@@ -234,7 +237,8 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
     assert_eq!(deleted.status(), 204);
 
     let mib = |bytes: u64| bytes as f64 / MIB as f64;
-    // Per request: 8 MiB parts, 2 in flight and 1 filling, whatever the client's chunks.
+    // Per request: 8 MiB parts, 2 in flight (the ceiling here) and 1 filling, whatever the
+    // client's chunks.
     let bound = 48 * MIB;
     for (instance, peak, idle) in [
         ("first", &peak_first, idle_first),

@@ -2,7 +2,6 @@
 //! S3 as they fill (a bounded number in flight) and recorded as S3 confirms them, the tail
 //! saved when the request ends, the upload assembled and verified at its last byte.
 
-use std::collections::VecDeque;
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
@@ -10,14 +9,13 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
-use tokio::task::JoinHandle;
 
-use crate::content::{SNIFF_BYTES, sniff};
+use crate::content::{ContentDigest, SNIFF_BYTES, sniff};
 use crate::error::StorageError;
 use crate::mongo::documents::{
     AttachmentDocument, AttachmentStatus, PartRecord, ResumableState, now,
 };
-use crate::s3::{ObjectStoreError, UploadedPart};
+use crate::s3::PartPipeline;
 use crate::store::Storage;
 
 use super::{OCTET_STREAM, lease_deadline};
@@ -30,9 +28,6 @@ const PART_CHECK: Duration = Duration::from_millis(250);
 /// A request renews its lease once it is this old, also while it waits for the client
 /// or for S3.
 const RENEW_AFTER: Duration = Duration::from_secs(10);
-
-/// A part's upload: S3's record of it, and the part's bytes to fill again.
-type PartUpload = JoinHandle<Result<(UploadedPart, Option<BytesMut>), ObjectStoreError>>;
 
 /// One request's writing into a resumable upload, while it holds the lease.
 pub(super) struct PartWriter {
@@ -61,11 +56,11 @@ pub(super) struct PartWriter {
     /// Where `buffer` starts in the upload: the end of the parts sent so far.
     buffer_start: u64,
     buffer: BytesMut,
-    /// Parts being uploaded, oldest first, with their sizes.
-    in_flight: VecDeque<(PartUpload, u64)>,
-    /// The allocation of a part S3 has taken, when nothing else holds it any more: the
-    /// next part is filled into it rather than into pages faulted in anew.
-    spare: Option<BytesMut>,
+    /// The parts this request sends, once the multipart upload exists.
+    pipeline: Option<PartPipeline>,
+    /// Every byte of the upload, when this request started it: then the completed object
+    /// need not be read back to be verified.
+    digest: Option<ContentDigest>,
     sniffed: bool,
 }
 
@@ -109,8 +104,8 @@ impl PartWriter {
             recorded_end: parts_end,
             buffer_start: parts_end,
             buffer: BytesMut::new(),
-            in_flight: VecDeque::new(),
-            spare: None,
+            pipeline: None,
+            digest: (state.offset == 0).then(ContentDigest::default),
             sniffed: false,
         }
     }
@@ -138,7 +133,7 @@ impl PartWriter {
     /// S3 has taken, else one of [`PartWriter::next_part_capacity`].
     pub(super) fn next_part_buffer(&mut self) -> BytesMut {
         let capacity = self.next_part_capacity();
-        match self.spare.take() {
+        match self.pipeline.as_mut().and_then(PartPipeline::take_spare) {
             Some(mut spare) if spare.capacity() >= capacity => {
                 spare.clear();
                 spare
@@ -174,7 +169,7 @@ impl PartWriter {
         loop {
             // While the client is slow, parts S3 has finished are recorded (the offset
             // moves on) and the lease stays renewed.
-            let wait = if self.in_flight.is_empty() {
+            let wait = if self.parts_in_flight() == 0 {
                 RENEW_AFTER
             } else {
                 PART_CHECK
@@ -194,6 +189,9 @@ impl PartWriter {
                 return Err(StorageError::BeyondLength {
                     length: self.length,
                 });
+            }
+            if let Some(digest) = self.digest.as_mut() {
+                digest.update(&chunk);
             }
             let mut data = &chunk[..];
             while !data.is_empty() {
@@ -217,9 +215,9 @@ impl PartWriter {
     /// Records the parts in flight that S3 has finished, oldest first.
     pub(super) async fn record_finished_parts(&mut self) -> Result<(), StorageError> {
         while self
-            .in_flight
-            .front()
-            .is_some_and(|(task, _)| task.is_finished())
+            .pipeline
+            .as_ref()
+            .is_some_and(PartPipeline::oldest_is_answered)
         {
             self.record_oldest_part().await?;
         }
@@ -246,69 +244,70 @@ impl PartWriter {
         }
     }
 
+    /// Parts sent and not yet recorded.
+    fn parts_in_flight(&self) -> usize {
+        self.pipeline.as_ref().map_or(0, PartPipeline::len)
+    }
+
     /// Sends a full part, first making room among the parts in flight.
     pub(super) async fn send_part(&mut self, part: Bytes) -> Result<(), StorageError> {
-        while self.in_flight.len() >= self.storage.objects.max_parts_in_flight() {
+        self.start_pipeline().await?;
+        while self.pipeline.as_mut().is_some_and(PartPipeline::is_full) {
             self.record_oldest_part().await?;
         }
-        let upload_id = self.multipart_upload().await?;
-        let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1).unwrap_or(i32::MAX);
-        let size = part.len() as u64;
-        self.buffer_start += size;
-        let objects = self.storage.objects.clone();
-        let key = self.key.clone();
-        let task = tokio::spawn(async move {
-            objects
-                .upload_part_reclaiming(&key, &upload_id, number, part)
-                .await
-        });
-        self.in_flight.push_back((task, size));
+        let number =
+            i32::try_from(self.parts.len() + self.parts_in_flight() + 1).unwrap_or(i32::MAX);
+        self.buffer_start += part.len() as u64;
+        if let Some(pipeline) = self.pipeline.as_mut() {
+            pipeline.send(number, part);
+        }
         Ok(())
     }
 
-    /// The multipart upload's id, created and recorded with the first part.
-    pub(super) async fn multipart_upload(&mut self) -> Result<String, StorageError> {
-        if let Some(id) = &self.multipart_id {
-            return Ok(id.clone());
+    /// The parts' pipeline, into the multipart upload created and recorded with the first
+    /// part.
+    async fn start_pipeline(&mut self) -> Result<(), StorageError> {
+        if self.pipeline.is_some() {
+            return Ok(());
         }
-        let content_type = self.declared_type.as_deref().unwrap_or(OCTET_STREAM);
-        let id = self
-            .storage
-            .objects
-            .create_multipart_upload(&self.key, content_type)
-            .await?;
-        self.write_record(doc! { "$set": { "resumable.multipart_id": &id } })
-            .await?;
-        self.multipart_id = Some(id.clone());
-        Ok(id)
+        let id = match &self.multipart_id {
+            Some(id) => id.clone(),
+            None => {
+                let content_type = self.declared_type.as_deref().unwrap_or(OCTET_STREAM);
+                let id = self
+                    .storage
+                    .objects
+                    .create_multipart_upload(&self.key, content_type)
+                    .await?;
+                self.write_record(doc! { "$set": { "resumable.multipart_id": &id } })
+                    .await?;
+                self.multipart_id = Some(id.clone());
+                id
+            }
+        };
+        self.pipeline = Some(PartPipeline::new(&self.storage.objects, &self.key, &id));
+        Ok(())
     }
 
     /// Waits for the oldest part in flight and records it: the offset moves past it.
     pub(super) async fn record_oldest_part(&mut self) -> Result<(), StorageError> {
-        let Some((mut task, size)) = self.in_flight.pop_front() else {
-            return Ok(());
-        };
-        let joined = loop {
-            match tokio::time::timeout(RENEW_AFTER, &mut task).await {
-                Ok(joined) => break joined,
+        let confirmed = loop {
+            let Some(pipeline) = self.pipeline.as_mut() else {
+                return Ok(());
+            };
+            let waited = tokio::time::timeout(RENEW_AFTER, pipeline.confirm_oldest()).await;
+            match waited {
+                Ok(confirmed) => break confirmed?,
                 Err(_) => self.renew().await?,
             }
         };
-        let part = match joined {
-            Ok(result) => {
-                let (part, reclaimed) = result?;
-                self.spare = reclaimed;
-                part
-            }
-            Err(join_error) => {
-                return Err(StorageError::Objects(ObjectStoreError::Unavailable {
-                    detail: format!("part upload task failed: {join_error}"),
-                }));
-            }
+        let Some(confirmed) = confirmed else {
+            return Ok(());
         };
+        let size = confirmed.size;
         let record = PartRecord {
-            number: part.number,
-            etag: part.etag,
+            number: confirmed.part.number,
+            etag: confirmed.part.etag,
             size: i64::try_from(size).unwrap_or(i64::MAX),
         };
         let parts_end = self.recorded_end + size;
@@ -332,7 +331,7 @@ impl PartWriter {
 
     /// Waits for every part in flight, recording each.
     pub(super) async fn flush_parts(&mut self) -> Result<(), StorageError> {
-        while !self.in_flight.is_empty() {
+        while self.parts_in_flight() > 0 {
             if let Err(error) = self.record_oldest_part().await {
                 self.abort_parts();
                 return Err(error);
@@ -343,8 +342,8 @@ impl PartWriter {
 
     /// Stops the parts in flight; none of them is recorded.
     pub(super) fn abort_parts(&mut self) {
-        for (task, _) in self.in_flight.drain(..) {
-            task.abort();
+        if let Some(pipeline) = self.pipeline.as_mut() {
+            pipeline.abort();
         }
     }
 

@@ -19,12 +19,14 @@ use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::{ConnectorBuilder, tls};
 use serde::{Deserialize, Serialize};
 
+use crate::memory::UploadMemory;
 use crate::settings::InvalidSetting;
 
 mod cleanup;
 mod error;
 mod objects;
 mod parts;
+mod pipeline;
 mod presign;
 mod upload;
 
@@ -32,6 +34,7 @@ pub use self::cleanup::IncompleteUpload;
 pub use self::error::{ObjectStoreError, PutError};
 pub use self::objects::{ByteRange, ObjectBody, ObjectInfo};
 pub use self::parts::UploadedPart;
+pub(crate) use self::pipeline::PartPipeline;
 pub use self::presign::PresignedUrl;
 pub use self::upload::StoredObject;
 
@@ -92,8 +95,12 @@ pub struct S3Settings {
     pub force_path_style: bool,
     /// Multipart part size.
     pub part_size_bytes: u64,
-    /// Concurrent part uploads per upload.
+    /// Parts of one upload sent at once, to begin with: with the part size, what an
+    /// upload is admitted with.
     pub max_parts_in_flight: NonZeroU32,
+    /// The most parts one upload may send at once once it has grown, while S3 takes them
+    /// faster and spare upload memory allows.
+    pub parts_in_flight_ceiling: NonZeroU32,
     /// Lifetime of presigned URLs.
     pub presign_ttl_secs: NonZeroU64,
     /// The S3 endpoint presigned URLs name, where clients reach S3 by another address
@@ -138,6 +145,15 @@ impl S3Settings {
                 ),
             ));
         }
+        if self.parts_in_flight_ceiling < self.max_parts_in_flight {
+            return Err(InvalidSetting::new(
+                "s3.parts_in_flight_ceiling",
+                format!(
+                    "{} is below s3.max_parts_in_flight ({})",
+                    self.parts_in_flight_ceiling, self.max_parts_in_flight
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -153,6 +169,9 @@ pub struct ObjectStore {
     key_prefix: String,
     part_size: usize,
     max_parts_in_flight: usize,
+    parts_in_flight_ceiling: usize,
+    /// The memory uploads share, from which an upload takes more parts in flight.
+    memory: UploadMemory,
     /// How long S3 may take to accept a chunk of a streamed PutObject, or to answer it
     /// (the SDK's attempt timeout, which that call does not use); also how long any
     /// body may move no byte (the SDK's stalled-stream grace period).
@@ -248,6 +267,9 @@ impl ObjectStore {
             part_size: usize::try_from(settings.part_size_bytes.max(MIN_PART_SIZE))
                 .unwrap_or(usize::MAX),
             max_parts_in_flight: usize::try_from(settings.max_parts_in_flight.get()).unwrap_or(1),
+            parts_in_flight_ceiling: usize::try_from(settings.parts_in_flight_ceiling.get())
+                .unwrap_or(1),
+            memory: UploadMemory::none(),
             stall_timeout,
             streaming_timeouts: sdk_config
                 .timeout_config()
@@ -272,6 +294,15 @@ impl ObjectStore {
             .build();
         Self {
             client: aws_sdk_s3::Client::from_conf(config),
+            ..self.clone()
+        }
+    }
+
+    /// The same bucket, its uploads growing their parts in flight with memory from
+    /// `memory` (without, they keep `s3.max_parts_in_flight`).
+    pub fn with_upload_memory(&self, memory: UploadMemory) -> Self {
+        Self {
+            memory,
             ..self.clone()
         }
     }
@@ -322,11 +353,6 @@ impl ObjectStore {
     /// The size of a multipart part.
     pub fn part_size(&self) -> usize {
         self.part_size
-    }
-
-    /// Parts of one upload sent to S3 at once.
-    pub fn max_parts_in_flight(&self) -> usize {
-        self.max_parts_in_flight
     }
 
     /// The prefix of every key, with its trailing `/`.

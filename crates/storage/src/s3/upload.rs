@@ -4,14 +4,14 @@
 use std::fmt::Display;
 
 use aws_sdk_s3::primitives::ByteStream;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::channel::Channel;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinSet;
 
 use super::error::describe;
 use super::parts::UploadedPart;
+use super::pipeline::PartPipeline;
 use super::{ObjectStore, ObjectStoreError, PutError};
 
 /// Size and digest of stored bytes, computed while they streamed through.
@@ -27,8 +27,8 @@ impl ObjectStore {
     /// Stores `stream` at `key`, failing with `TooLarge` past `max_bytes`.
     ///
     /// An object smaller than a part is one PutObject; a larger one is a multipart upload
-    /// with at most `max_parts_in_flight` parts uploading while the next one fills, so
-    /// memory stays within (in flight + 1) × part size whatever the size. On any failure,
+    /// whose parts go through a [`PartPipeline`] while the next one fills, so memory stays
+    /// within (parts in flight + 1) × part size whatever the size. On any failure,
     /// and if the returned future is dropped, the multipart upload is aborted.
     ///
     /// Bodies are sent with `UNSIGNED-PAYLOAD`, as the AWS SDKs for Java and JavaScript do
@@ -76,11 +76,11 @@ impl ObjectStore {
                         Err(error) => return Err(error.into()),
                     },
                 };
-                if let Err(error) = upload.send_part(part, self.max_parts_in_flight).await {
+                if let Err(error) = upload.send_part(part).await {
                     return Err(self.fail(multipart, error.into()).await);
                 }
-                if let Some(spare) = upload.spare.take() {
-                    buffer.recycle(spare);
+                if let Some(spare) = upload.pipeline.take_spare() {
+                    buffer.recycle(Vec::from(spare));
                 }
             }
         }
@@ -98,7 +98,7 @@ impl ObjectStore {
                 let last_part = if last.is_empty() {
                     Ok(())
                 } else {
-                    upload.send_part(last, self.max_parts_in_flight).await
+                    upload.send_part(last).await
                 };
                 let completed = match last_part {
                     Ok(()) => upload.complete(self).await,
@@ -221,24 +221,22 @@ impl ObjectStore {
     ) -> Result<MultipartUpload, ObjectStoreError> {
         let upload_id = self.create_multipart_upload(key, content_type).await?;
         Ok(MultipartUpload {
+            pipeline: PartPipeline::new(self, key, &upload_id),
             guard: AbortGuard {
                 client: self.client.clone(),
                 bucket: self.bucket.clone(),
                 key: key.to_owned(),
                 upload_id: Some(upload_id),
             },
-            in_flight: JoinSet::new(),
             completed: Vec::new(),
             next_part: 1,
-            store: self.clone(),
-            spare: None,
         })
     }
 
     /// Aborts the multipart upload, if any, and returns the error to report.
     async fn fail(&self, multipart: Option<MultipartUpload>, error: PutError) -> PutError {
         if let Some(mut upload) = multipart {
-            upload.in_flight.abort_all();
+            upload.pipeline.abort();
             upload.guard.abort_now().await;
         }
         error
@@ -327,64 +325,39 @@ impl PartBuffer {
     }
 }
 
-/// A multipart upload being written: parts in flight, parts done, and the guard that
-/// aborts it unless it completes.
+/// A multipart upload being written: its parts through a [`PartPipeline`], the parts
+/// confirmed, and the guard that aborts it unless it completes.
 struct MultipartUpload {
     guard: AbortGuard,
-    in_flight: JoinSet<Result<(UploadedPart, Option<BytesMut>), ObjectStoreError>>,
+    pipeline: PartPipeline,
     completed: Vec<UploadedPart>,
     next_part: i32,
-    store: ObjectStore,
-    /// The allocation of a part S3 has taken, when nothing else holds it any more.
-    spare: Option<Vec<u8>>,
 }
 
 impl MultipartUpload {
-    /// Starts uploading `part`, first waiting for a slot when `max_in_flight` are busy.
-    async fn send_part(
-        &mut self,
-        part: Bytes,
-        max_in_flight: usize,
-    ) -> Result<(), ObjectStoreError> {
-        while self.in_flight.len() >= max_in_flight {
-            self.collect_one().await?;
+    /// Starts uploading `part`, first waiting for room among the parts in flight.
+    async fn send_part(&mut self, part: Bytes) -> Result<(), ObjectStoreError> {
+        while self.pipeline.is_full() {
+            self.confirm_oldest().await?;
         }
-        let number = self.next_part;
+        self.pipeline.send(self.next_part, part);
         self.next_part += 1;
-        let store = self.store.clone();
-        let key = self.guard.key.clone();
-        let upload_id = self.guard.upload_id.clone().unwrap_or_default();
-        self.in_flight.spawn(async move {
-            store
-                .upload_part_reclaiming(&key, &upload_id, number, part)
-                .await
-        });
         Ok(())
     }
 
-    async fn collect_one(&mut self) -> Result<(), ObjectStoreError> {
-        match self.in_flight.join_next().await {
-            Some(Ok(part)) => {
-                let (uploaded, reclaimed) = part?;
-                self.completed.push(uploaded);
-                self.spare = reclaimed.map(Vec::from);
-                Ok(())
-            }
-            Some(Err(join_error)) => Err(ObjectStoreError::Unavailable {
-                detail: format!("part upload task failed: {join_error}"),
-            }),
-            None => Ok(()),
+    async fn confirm_oldest(&mut self) -> Result<(), ObjectStoreError> {
+        if let Some(confirmed) = self.pipeline.confirm_oldest().await? {
+            self.completed.push(confirmed.part);
         }
+        Ok(())
     }
 
     async fn complete(&mut self, store: &ObjectStore) -> Result<(), ObjectStoreError> {
-        while !self.in_flight.is_empty() {
-            self.collect_one().await?;
+        while !self.pipeline.is_empty() {
+            self.confirm_oldest().await?;
         }
-        self.completed.sort_by_key(|part| part.number);
-        let upload_id = self.guard.upload_id.clone().unwrap_or_default();
         store
-            .complete_multipart_upload(&self.guard.key, &upload_id, &self.completed)
+            .complete_multipart_upload(&self.guard.key, self.pipeline.upload_id(), &self.completed)
             .await?;
         self.guard.upload_id = None;
         Ok(())

@@ -113,6 +113,7 @@ pub async fn harness_with(options: Options) -> Harness {
             force_path_style: true,
             part_size_bytes: PART,
             max_parts_in_flight: NonZero::new(2).expect("non-zero"),
+            parts_in_flight_ceiling: NonZero::new(2).expect("non-zero"),
             presign_ttl_secs: NonZero::new(300).expect("non-zero"),
             presign_endpoint: String::new(),
         },

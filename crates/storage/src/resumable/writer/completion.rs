@@ -85,14 +85,19 @@ impl PartWriter {
         }
     }
 
-    /// Verifies the stored object as every upload is, then turns the record ready.
+    /// Verifies the stored object as every upload is, then turns the record ready. An
+    /// upload that this request sent whole was digested as its bytes passed; one sent over
+    /// several requests is read back.
     pub(in crate::resumable) async fn verify(
-        &self,
+        &mut self,
         document: &AttachmentDocument,
     ) -> Result<Attachment, StorageError> {
         let storage = &self.storage;
         let declared = self.declared_type.as_deref().unwrap_or(OCTET_STREAM);
-        let (stored, content_type) = storage.digest_object(&self.key, declared).await?;
+        let (stored, content_type) = match self.digest.take() {
+            Some(digest) if digest.size() == self.length => digest.finish(declared),
+            _ => storage.digest_object(&self.key, declared).await?,
+        };
         if stored.size != self.length {
             return Err(StorageError::UploadMismatch(format!(
                 "{} bytes were stored where {} were expected",

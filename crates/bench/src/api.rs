@@ -62,6 +62,30 @@ pub(crate) async fn upload_raw(
     stored(api.upload_raw_streamed(post, "bench.bin", bytes).await).await
 }
 
+/// Uploads `bytes` as a resumable upload sent in one `PATCH`; returns the attachment id.
+pub(crate) async fn upload_resumable(
+    api: &ApiClient,
+    post: &str,
+    bytes: Bytes,
+) -> anyhow::Result<String> {
+    let response = api.upload_resumable(post, bytes).await;
+    ensure!(
+        response.status() == 204,
+        "the PATCH was answered {}",
+        response.status()
+    );
+    let location = response
+        .headers()
+        .get("content-location")
+        .context("the completed upload names its attachment")?
+        .to_str()?;
+    Ok(location
+        .rsplit('/')
+        .next()
+        .context("attachment id")?
+        .to_owned())
+}
+
 /// Deletes an attachment and its object, so a run's bytes do not pile up on disk.
 pub(crate) async fn delete(api: &ApiClient, post: &str, attachment: &str) -> anyhow::Result<()> {
     let response = api.delete_attachment(post, attachment).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use test_support::{ChaosProxy, socket_address_of};
 
-use crate::api::{client_of, delete, upload, upload_raw};
+use crate::api::{client_of, delete, upload, upload_raw, upload_resumable};
 use crate::service::Service;
 use crate::transfers::{direct_delete, direct_multipart, s3_client};
 use crate::{Args, MIB, data, mb_per_s, moto_env, row, testbed};
@@ -19,8 +19,9 @@ const BYTES_PER_SEC: u64 = 40_000_000;
 /// Parts a direct client keeps in flight (boto3's default).
 const DIRECT_IN_FLIGHT: usize = 10;
 
-/// 256 MiB (64 MiB quick) as a form and as a raw body through the API, against a direct
-/// multipart upload, all through the same distant link.
+/// 256 MiB (64 MiB quick) as a form, as a resumable upload in one `PATCH` and as a raw
+/// body through the API, against a direct multipart upload, all through the same distant
+/// link.
 pub(crate) async fn distant(args: &Args) -> anyhow::Result<()> {
     let moto = socket_address_of(&testbed("AWS_ENDPOINT_URL")?);
     let proxy = ChaosProxy::at_a_distance(moto, ONE_WAY, BYTES_PER_SEC).await;
@@ -43,7 +44,7 @@ pub(crate) async fn distant(args: &Args) -> anyhow::Result<()> {
     let bucket = testbed("AWS_S3_BUCKET_NAME")?;
     let size = if args.quick { 64 * MIB } else { 256 * MIB };
     let bytes = data(size);
-    let (mut direct, mut form, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut direct, mut form, mut tus, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.runs {
         let key = format!("bench-distant/{run}");
         let started = Instant::now();
@@ -54,6 +55,11 @@ pub(crate) async fn distant(args: &Args) -> anyhow::Result<()> {
         let started = Instant::now();
         let attachment = upload(&api, &post, bytes.clone()).await?;
         form.push(mb_per_s(size, started.elapsed()));
+        delete(&api, &post, &attachment).await?;
+
+        let started = Instant::now();
+        let attachment = upload_resumable(&api, &post, bytes.clone()).await?;
+        tus.push(mb_per_s(size, started.elapsed()));
         delete(&api, &post, &attachment).await?;
 
         let started = Instant::now();
@@ -79,6 +85,13 @@ pub(crate) async fn distant(args: &Args) -> anyhow::Result<()> {
         &format!("{what}, form / direct"),
         "",
         ratio(&form),
+        "target ≥ 0.9",
+    );
+    row(&format!("{what}, tus"), "MB/s", tus.clone(), "one PATCH");
+    row(
+        &format!("{what}, tus / direct"),
+        "",
+        ratio(&tus),
         "target ≥ 0.9",
     );
     row(

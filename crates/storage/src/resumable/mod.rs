@@ -214,7 +214,8 @@ impl Storage {
     }
 
     /// The answer once an upload's object is assembled and verified (or not): ready, its
-    /// tail is deleted; of a type not allowed, the upload is ended; else the lease is
+    /// tail is deleted; of a type not allowed, or bytes that cannot make the file, the
+    /// upload is ended; else the lease is
     /// given back for the next request to finish it.
     async fn finished(
         &self,
@@ -231,7 +232,10 @@ impl Storage {
                     ..view(document)
                 })
             }
-            Err(error @ StorageError::UnsupportedType { .. }) => {
+            // Bytes that can never make the file: the upload ends.
+            Err(
+                error @ (StorageError::UnsupportedType { .. } | StorageError::UploadMismatch(_)),
+            ) => {
                 self.terminate_resumable_upload(
                     PostId(document.post_id),
                     AttachmentId(document.id),

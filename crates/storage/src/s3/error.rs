@@ -19,6 +19,13 @@ pub enum ObjectStoreError {
     /// The object does not exist.
     #[error("object not found")]
     NotFound,
+    /// A multipart upload cannot be completed from the parts named: one of them is missing
+    /// or was uploaded again with other bytes since it was recorded.
+    #[error("the parts of the multipart upload changed: {detail}")]
+    PartsChanged {
+        /// What S3 said.
+        detail: String,
+    },
     /// The requested range lies outside the object.
     #[error("range not satisfiable")]
     RangeNotSatisfiable,
@@ -93,6 +100,9 @@ impl ObjectStore {
             },
             (Some(404), _) => ObjectStoreError::NotFound,
             (Some(416), _) => ObjectStoreError::RangeNotSatisfiable,
+            (Some(400), Some("InvalidPart")) => ObjectStoreError::PartsChanged {
+                detail: describe(&error),
+            },
             _ => self.classify(error),
         }
     }

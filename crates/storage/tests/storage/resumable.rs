@@ -8,7 +8,7 @@ use mongodb::bson::doc;
 use sha2::{Digest, Sha256};
 use storage::{NewResumableUpload, StorageError};
 
-use crate::support::{Chunk, harness, stream_of};
+use crate::support::{Chunk, PART, harness, stream_of};
 
 #[tokio::test]
 async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
@@ -76,6 +76,67 @@ async fn a_writer_whose_lease_was_taken_over_cannot_change_the_stored_bytes() {
         .attachment
         .expect("the upload is complete");
     assert_eq!(attachment.sha256, hex::encode(Sha256::digest(&good)));
+}
+
+#[tokio::test]
+async fn an_upload_whose_recorded_part_was_overwritten_ends_as_a_mismatch_and_leaves_nothing() {
+    let h = harness().await;
+    let part = usize::try_from(PART).expect("a part fits in memory");
+    let (post, upload) = new_upload(&h, PART + 10).await;
+    let first = h
+        .storage
+        .append_to_resumable_upload(
+            post,
+            upload,
+            0,
+            stream_of(vec![Bytes::from(vec![b'a'; part])]),
+        )
+        .await
+        .expect("the first part");
+    assert_eq!(first.offset, PART);
+    // A request that lost its lease sends its own bytes as part 1 after it was recorded.
+    let record = h
+        .stored
+        .database
+        .collection::<mongodb::bson::Document>("attachments")
+        .find_one(doc! {})
+        .await
+        .expect("find")
+        .expect("the upload's record");
+    let multipart_id = record
+        .get_document("resumable")
+        .and_then(|state| state.get_str("multipart_id"))
+        .expect("a multipart upload");
+    h.storage
+        .objects()
+        .upload_part(
+            &h.storage.objects().key_for(post, upload),
+            multipart_id,
+            1,
+            Bytes::from(vec![b'b'; part]),
+        )
+        .await
+        .expect("the stale part");
+
+    let last = h
+        .storage
+        .append_to_resumable_upload(
+            post,
+            upload,
+            PART,
+            stream_of(vec![Bytes::from_static(&[b'a'; 10])]),
+        )
+        .await;
+
+    assert!(
+        matches!(last, Err(StorageError::UploadMismatch(_))),
+        "{last:?}"
+    );
+    assert!(matches!(
+        h.storage.resumable_upload(post, upload).await,
+        Err(StorageError::NotFound(_))
+    ));
+    h.stored.assert_nothing_stored().await;
 }
 
 /// A resumable upload of `length` bytes of a fresh post.

@@ -76,6 +76,13 @@ impl PartWriter {
         let Err(error) = completed else {
             return Ok(());
         };
+        if let ObjectStoreError::PartsChanged { .. } = error {
+            return Err(StorageError::UploadMismatch(
+                "a part of the upload was sent again with other bytes (by a request that had \
+                 lost the upload's lease); the upload is ended, start it again"
+                    .into(),
+            ));
+        }
         match objects.head(&self.key).await {
             Ok(info) if info.size == self.length => Ok(()),
             // The multipart upload is gone and no object was made of it: aborted, as the

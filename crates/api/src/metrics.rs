@@ -1,11 +1,6 @@
 //! Prometheus metrics served at `/metrics`.
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
-
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::web;
+use std::time::{Duration, UNIX_EPOCH};
 
 use aws_creds::{CredentialsOrigin, TemporaryCredentials};
 use prometheus_client::collector::Collector;
@@ -213,25 +208,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Middleware: counts every request by route template, method and status.
-pub async fn record(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let response = next.call(request).await?;
-    if let Some(metrics) = metrics {
-        let route = response
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
-        metrics.observe_request(route, method, response.status().as_u16(), started.elapsed());
-    }
-    Ok(response)
 }
 
 /// Exposes the MongoDB commands sent, by command name, at scrape time.

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
@@ -84,22 +85,31 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // The JWKS is fetched while MongoDB and AWS are reached, not before them.
         let upload_memory = UploadMemory::new(settings.admission.upload_memory_bytes.get());
-        let (authenticator, state) = tokio::try_join!(
+        let (authenticator, backends) = tokio::try_join!(
             async { Ok(Authenticator::from_settings(&settings.auth).await?) },
             connect(&settings, &upload_memory),
         )?;
-        let applied = storage::run_migrations(state.mongo.database()).await?;
+        let applied = storage::run_migrations(backends.mongo.database()).await?;
         tracing::info!(applied, "migrations up to date");
-        let metrics = web::Data::new(Metrics::new(
-            state.credentials.clone(),
-            state.mongo.clone(),
+        let metrics = Arc::new(Metrics::new(
+            backends.credentials.clone(),
+            backends.mongo.clone(),
             upload_memory.clone(),
         ));
         let reaper = Reaper::start(
-            state.storage.clone(),
+            backends.storage.clone(),
             Duration::from_secs(settings.uploads.reaper_interval_secs.get()),
-            metrics.clone().into_inner(),
+            metrics.clone(),
         );
+        let state = AppState {
+            mongo: backends.mongo,
+            storage: backends.storage,
+            credentials: backends.credentials,
+            storage_timeout: Duration::from_secs(settings.server.storage_timeout_secs.get()),
+            settings: Arc::new(settings.clone()),
+            admission: Arc::new(Admission::new(&settings, upload_memory)),
+            metrics,
+        };
 
         let (listener, port) = bind(&settings.server.host, settings.server.port)?;
         disconnect_clients_that_stop_reading(
@@ -116,9 +126,7 @@ impl Application {
         };
         let mongo = state.mongo.clone();
         let readiness = web::Data::new(ReadinessCache::default());
-        let admission = web::Data::new(Admission::new(&settings, upload_memory));
         let data = web::Data::new(state);
-        let shared_settings = web::Data::new(settings.clone());
         let storage_origin = storage_origin(&data.storage, &settings).await;
         let page = web::Data::new(WebPage::new(
             mints_dev_tokens(&settings),
@@ -129,10 +137,10 @@ impl Application {
         let separate_management = management_listener.is_some();
         let cors_origins = settings.server.cors_allowed_origins.clone();
         let server = HttpServer::new({
-            let (data, metrics, readiness) = (data.clone(), metrics.clone(), readiness.clone());
+            let (data, readiness) = (data.clone(), readiness.clone());
             move || {
                 App::new()
-                    .wrap(from_fn(crate::metrics::record))
+                    .wrap(from_fn(http::request_metrics::record))
                     .wrap(from_fn(request_id::assign))
                     // Outermost, so that every answer, errors included, carries its headers.
                     .wrap(Condition::new(
@@ -140,10 +148,7 @@ impl Application {
                         http::cors::policy(&cors_origins),
                     ))
                     .app_data(web::Data::new(data.for_this_worker()))
-                    .app_data(metrics.clone())
                     .app_data(readiness.clone())
-                    .app_data(admission.clone())
-                    .app_data(shared_settings.clone())
                     .app_data(authenticator.clone())
                     .app_data(page.clone())
                     .configure(if separate_management {
@@ -170,10 +175,9 @@ impl Application {
             Some((listener, management_port)) => {
                 let server = HttpServer::new(move || {
                     App::new()
-                        .wrap(from_fn(crate::metrics::record))
+                        .wrap(from_fn(http::request_metrics::record))
                         .wrap(from_fn(request_id::assign))
                         .app_data(data.clone())
-                        .app_data(metrics.clone())
                         .app_data(readiness.clone())
                         .configure(routes::management)
                 })
@@ -306,12 +310,19 @@ fn bind(host: &str, port: u16) -> Result<(TcpListener, u16), StartupError> {
     Ok((listener, port))
 }
 
+/// MongoDB, S3 and the credentials, connected.
+struct Backends {
+    mongo: Mongo,
+    storage: Storage,
+    credentials: TemporaryCredentials,
+}
+
 /// Connects MongoDB and AWS at the same time; start-up takes the slower of the two. Uploads
 /// grow their parts in flight into `upload_memory`.
 async fn connect(
     settings: &Settings,
     upload_memory: &UploadMemory,
-) -> Result<AppState, StartupError> {
+) -> Result<Backends, StartupError> {
     let started = Instant::now();
     let mongo = async {
         let mongo = if settings.traces.is_on() {
@@ -328,7 +339,7 @@ async fn connect(
         Ok::<_, StartupError>((credentials, objects))
     };
     match tokio::join!(mongo, aws) {
-        (Ok(mongo), Ok((credentials, objects))) => Ok(AppState {
+        (Ok(mongo), Ok((credentials, objects))) => Ok(Backends {
             storage: Storage::new(
                 &mongo,
                 objects.with_upload_memory(upload_memory.clone()),
@@ -337,7 +348,6 @@ async fn connect(
             ),
             mongo,
             credentials,
-            storage_timeout: Duration::from_secs(settings.server.storage_timeout_secs.get()),
         }),
         (Err(mongo), Err(aws)) => Err(StartupError::Both(Box::new(mongo), Box::new(aws))),
         (Err(error), Ok(_)) | (Ok(_), Err(error)) => Err(error),

@@ -1,13 +1,17 @@
-//! The application state every handler reads: the backing services, shared by every
-//! worker. Handlers import it from here, and start-up builds it, so neither depends on
-//! the other.
+//! The application state every handler reads: the backing services, the settings, the
+//! upload admission and the metrics, shared by every worker. Handlers import it from here,
+//! and start-up builds it, so neither depends on the other.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use storage::{Mongo, PostId, Storage, StorageError};
 
+use crate::admission::{Admission, Refusal, Ticket};
+use crate::config::Settings;
 use crate::http::error::ApiError;
 use crate::http::extractors::Writer;
+use crate::metrics::Metrics;
 
 /// What the routes need, shared by every worker.
 #[derive(Clone, Debug)]
@@ -20,6 +24,12 @@ pub struct AppState {
     pub credentials: aws_creds::TemporaryCredentials,
     /// Longest a request's metadata work may take (`server.storage_timeout_secs`).
     pub storage_timeout: Duration,
+    /// The configuration, loaded once.
+    pub settings: Arc<Settings>,
+    /// The upload memory and the per-user limit.
+    pub admission: Arc<Admission>,
+    /// The service's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -42,6 +52,18 @@ impl AppState {
                 }
             }
         }
+    }
+
+    /// Admits an upload of `writer` that holds at most `holds_at_most` bytes (`None`:
+    /// unknown), or the answer that refuses it: 429 when the user has their share of
+    /// uploads in flight, 503 when the service's upload memory is taken.
+    pub fn admit(&self, writer: &Writer, holds_at_most: Option<u64>) -> Result<Ticket, ApiError> {
+        self.admission
+            .admit(writer.subject(), holds_at_most)
+            .map_err(|refusal| match refusal {
+                Refusal::UserBusy => ApiError::TooManyUploads,
+                Refusal::ServiceBusy => ApiError::AtCapacity,
+            })
     }
 
     /// Checks that the post exists and the writer is its author.

@@ -1,24 +1,18 @@
-//! What every streamed way in shares, whatever its route: the application state it needs,
-//! admission to the upload memory (and the one mapping of a refusal to an answer), the
-//! pace a body must keep, and the answer that closes a connection whose body is left
-//! unread.
+//! What every streamed way in shares, whatever its route: the pace a body must keep, and
+//! the answer that closes a connection whose body is left unread. (Admission, and the one
+//! mapping of its refusal to an answer, is `AppState::admit`.)
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::Payload;
 use actix_web::http::header::CONTENT_LENGTH;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use crate::admission::{Admission, Refusal, Ticket};
 use crate::config::Settings;
 use crate::http::error::ApiError;
-use crate::http::extractors::Writer;
-use crate::metrics::Metrics;
-use crate::state::AppState;
 
 /// The request's `Content-Length`, if it sent one.
 pub fn declared_length(request: &HttpRequest) -> Option<u64> {
@@ -27,53 +21,6 @@ pub fn declared_length(request: &HttpRequest) -> Option<u64> {
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok())
-}
-
-/// What an upload needs of the application, taken from it as an extractor.
-#[derive(Debug)]
-pub struct Uploads {
-    pub(crate) state: web::Data<AppState>,
-    pub(crate) settings: web::Data<Settings>,
-    pub(crate) admission: web::Data<Admission>,
-    pub(crate) metrics: web::Data<Metrics>,
-}
-
-impl FromRequest for Uploads {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        fn data<T: 'static>(request: &HttpRequest) -> Result<web::Data<T>, ApiError> {
-            request
-                .app_data::<web::Data<T>>()
-                .cloned()
-                .ok_or(ApiError::Internal(
-                    "the application is missing upload state",
-                ))
-        }
-        std::future::ready((|| {
-            Ok(Self {
-                state: data(request)?,
-                settings: data(request)?,
-                admission: data(request)?,
-                metrics: data(request)?,
-            })
-        })())
-    }
-}
-
-impl Uploads {
-    /// Admits an upload of `writer` that holds at most `holds_at_most` bytes (`None`:
-    /// unknown), or the answer that refuses it: 429 when the user has their share of
-    /// uploads in flight, 503 when the service's upload memory is taken.
-    pub fn admit(&self, writer: &Writer, holds_at_most: Option<u64>) -> Result<Ticket, ApiError> {
-        self.admission
-            .admit(writer.subject(), holds_at_most)
-            .map_err(|refusal| match refusal {
-                Refusal::UserBusy => ApiError::TooManyUploads,
-                Refusal::ServiceBusy => ApiError::AtCapacity,
-            })
-    }
 }
 
 /// How fast a request body must arrive: a byte at least every `stall`, all of it by

@@ -8,4 +8,5 @@ pub mod extractors;
 pub mod json;
 pub mod problem;
 pub mod request_id;
+pub mod request_metrics;
 pub mod views;

@@ -15,7 +15,6 @@ use crate::http::conditional::{RangeDecision, content_disposition, decide_range,
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::Reader;
 use crate::http::problem::Problem;
-use crate::metrics::Metrics;
 use crate::routes::attachments::find_attachment;
 use crate::state::AppState;
 
@@ -55,7 +54,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
 pub async fn download_attachment(
     state: web::Data<AppState>,
     _reader: Reader,
-    metrics: web::Data<Metrics>,
     request: HttpRequest,
     path: web::Path<(String, String)>,
     range: Option<web::Header<Range>>,
@@ -102,7 +100,7 @@ pub async fn download_attachment(
         return Ok(response.body(Bytes::new()));
     }
     let body = state.storage.open_attachment(&attachment, range).await?;
-    let counted = metrics.clone();
+    let counted = state.metrics.clone();
     let stream = body.stream.map(move |chunk| {
         chunk
             .inspect(|bytes| counted.add_downloaded(bytes.len() as u64))

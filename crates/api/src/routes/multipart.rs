@@ -21,7 +21,7 @@ use crate::http::problem::Problem;
 use crate::http::views::{AttachmentList, AttachmentView};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::uploads::{BodyPace, Uploads, closing, declared_length, paced};
+use crate::uploads::{BodyPace, closing, declared_length, paced};
 
 /// Multipart framing allowed per file on top of its bytes.
 const PART_OVERHEAD: u64 = 64 * 1024;
@@ -66,7 +66,7 @@ pub struct RawUploadQuery {
     )
 )]
 pub async fn upload_attachments(
-    uploads: Uploads,
+    state: web::Data<AppState>,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<String>,
@@ -77,7 +77,7 @@ pub async fn upload_attachments(
         finished: false,
         failed: false,
     });
-    upload(&uploads, writer, &request, &path, body).await
+    upload(&state, writer, &request, &path, body).await
 }
 
 /// Upload one file as the raw request body. Its `Content-Type` is the declared type; with
@@ -96,7 +96,7 @@ pub async fn upload_attachments(
     )
 )]
 pub async fn upload_raw_attachment(
-    uploads: Uploads,
+    state: web::Data<AppState>,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<String>,
@@ -114,18 +114,18 @@ pub async fn upload_raw_attachment(
         size: declared_length(&request),
         failed: false,
     });
-    upload(&uploads, writer, &request, &path, body).await
+    upload(&state, writer, &request, &path, body).await
 }
 
 /// Admits, stores and publishes the files of `body`, or refuses it storing nothing.
 async fn upload(
-    uploads: &Uploads,
+    state: &AppState,
     writer: Result<Writer, ApiError>,
     request: &HttpRequest,
     path: &str,
     mut body: Body,
 ) -> HttpResponse {
-    let (state, settings, metrics) = (&*uploads.state, &*uploads.settings, &*uploads.metrics);
+    let (settings, metrics) = (&*state.settings, &*state.metrics);
     let declared_length = declared_length(request);
     let limits = &settings.uploads;
     let max_files = match body {
@@ -152,7 +152,7 @@ async fn upload(
     };
     // Admitted before a byte of the body is read; the ticket holds the memory until the
     // response is sent.
-    let _ticket = match uploads.admit(&writer, declared_length) {
+    let _ticket = match state.admit(&writer, declared_length) {
         Ok(ticket) => ticket,
         Err(refusal) => return closing(refusal),
     };

@@ -13,6 +13,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::config::Settings;
 use crate::http::error::method_not_allowed;
 use crate::http::problem::PROBLEM_JSON;
+use crate::state::AppState;
 
 use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts, tus};
 
@@ -247,8 +248,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
     get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
 )]
-pub async fn openapi_json(settings: web::Data<Settings>) -> HttpResponse {
-    HttpResponse::Ok().json(document(&settings))
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(document(&state.settings))
 }
 
 /// The document with this instance's configured limits filled in, so that a request the

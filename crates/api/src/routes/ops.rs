@@ -10,7 +10,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::http::error::method_not_allowed;
-use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// How long each readiness check may take.
@@ -54,8 +53,8 @@ pub fn management(config: &mut web::ServiceConfig) {
     get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "application/openmetrics-text", body = String))
 )]
-pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
-    match metrics.render() {
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match state.metrics.render() {
         Ok(text) => HttpResponse::Ok()
             .content_type(crate::metrics::CONTENT_TYPE)
             .body(text),

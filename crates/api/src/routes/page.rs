@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Environment, Settings};
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::json::Object;
+use crate::state::AppState;
 
 /// Files above this size go straight to S3 through a presigned PUT, when the page may
 /// reach S3.
@@ -189,10 +190,11 @@ struct DevToken {
 }
 
 async fn dev_token(
-    settings: web::Data<Settings>,
+    state: web::Data<AppState>,
     body: web::Json<Object<DevTokenRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    if !mints_dev_tokens(&settings) {
+    let settings = &state.settings;
+    if !mints_dev_tokens(settings) {
         return Err(ApiError::NotFound("resource"));
     }
     let subject = body.into_inner().0.subject;

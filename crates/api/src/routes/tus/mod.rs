@@ -22,7 +22,8 @@ use crate::domain::parse_id;
 use crate::http::error::{ApiError, method_not_allowed};
 use crate::http::extractors::{Reader, Writer};
 use crate::http::problem::Problem;
-use crate::uploads::{BodyPace, Uploads, closing, declared_length, paced};
+use crate::state::AppState;
+use crate::uploads::{BodyPace, closing, declared_length, paced};
 
 mod protocol;
 
@@ -109,21 +110,20 @@ fn tus_resumable() -> DefaultHeaders {
 pub async fn capabilities(
     // Whether the post exists is for those who may read it.
     _reader: Reader,
-    uploads: Uploads,
+    state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let post_id: PostId = parse_id(
         request.match_info().get("post_id").unwrap_or_default(),
         "post",
     )?;
-    let state = &uploads.state;
     state.bounded(state.storage.post_author(post_id)).await?;
     Ok(HttpResponse::NoContent()
         .insert_header(("Tus-Version", TUS_VERSION))
         .insert_header(("Tus-Extension", EXTENSIONS))
         .insert_header((
             "Tus-Max-Size",
-            uploads.settings.uploads.max_file_bytes.get().to_string(),
+            state.settings.uploads.max_file_bytes.get().to_string(),
         ))
         .finish())
 }
@@ -154,7 +154,7 @@ pub async fn capabilities(
     )
 )]
 pub async fn create_upload(
-    uploads: Uploads,
+    state: web::Data<AppState>,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<String>,
@@ -178,7 +178,6 @@ pub async fn create_upload(
         };
         let raw_metadata = header(request.headers(), "Upload-Metadata").unwrap_or_default();
         let metadata = UploadMetadata::parse(raw_metadata)?;
-        let state = &uploads.state;
         let upload = state
             .bounded(state.storage.create_resumable_upload(
                 post_id,
@@ -207,11 +206,11 @@ pub async fn create_upload(
     }
     let declared = declared_length(&request);
     match append(
-        &uploads,
+        &state,
         &writer,
         (upload.post_id, upload.id),
         0,
-        paced(payload, BodyPace::new(&uploads.settings)),
+        paced(payload, BodyPace::new(&state.settings)),
         declared,
     )
     .await
@@ -255,7 +254,7 @@ pub async fn create_upload(
     )
 )]
 pub async fn upload_offset(
-    uploads: Uploads,
+    state: web::Data<AppState>,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<(String, String)>,
@@ -263,8 +262,7 @@ pub async fn upload_offset(
     let writer = writer?;
     require_tus(request.headers())?;
     let (post_id, upload_id) = upload_ids(&path)?;
-    let state = &uploads.state;
-    authorize_upload(&uploads, &writer, post_id).await?;
+    authorize_upload(&state, &writer, post_id).await?;
     let mut upload = state
         .bounded(state.storage.resumable_upload(post_id, upload_id))
         .await?;
@@ -274,7 +272,7 @@ pub async fn upload_offset(
         // told the full offset takes the upload as done.
         let no_more = futures::stream::empty::<Result<Bytes, String>>();
         let ids = (post_id, upload_id);
-        upload = append(&uploads, &writer, ids, upload.length, no_more, Some(0)).await?;
+        upload = append(&state, &writer, ids, upload.length, no_more, Some(0)).await?;
     }
     let mut response = upload_response(HttpResponse::Ok(), &upload);
     response
@@ -316,7 +314,7 @@ pub async fn upload_offset(
     )
 )]
 pub async fn append_bytes(
-    uploads: Uploads,
+    state: web::Data<AppState>,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<(String, String)>,
@@ -335,14 +333,14 @@ pub async fn append_bytes(
             Some(offset) => parse_count(offset, "Upload-Offset")?,
             None => return Err(ApiError::BadRequest("Upload-Offset is required".into())),
         };
-        authorize_upload(&uploads, &writer, post_id).await?;
+        authorize_upload(&state, &writer, post_id).await?;
         let declared = declared_length(&request);
         append(
-            &uploads,
+            &state,
             &writer,
             (post_id, upload_id),
             offset,
-            paced(payload, BodyPace::new(&uploads.settings)),
+            paced(payload, BodyPace::new(&state.settings)),
             declared,
         )
         .await
@@ -368,7 +366,7 @@ pub async fn append_bytes(
     )
 )]
 pub async fn terminate_upload(
-    uploads: Uploads,
+    state: web::Data<AppState>,
     writer: Result<Writer, ApiError>,
     request: HttpRequest,
     path: web::Path<(String, String)>,
@@ -376,8 +374,7 @@ pub async fn terminate_upload(
     let writer = writer?;
     require_tus(request.headers())?;
     let (post_id, upload_id) = upload_ids(&path)?;
-    authorize_upload(&uploads, &writer, post_id).await?;
-    let state = &uploads.state;
+    authorize_upload(&state, &writer, post_id).await?;
     state
         .bounded(state.storage.terminate_resumable_upload(post_id, upload_id))
         .await?;
@@ -389,7 +386,7 @@ pub async fn terminate_upload(
 /// its body. The work runs as a task of its own, so that a client going away mid-body
 /// cannot cancel it before the bytes received are saved.
 async fn append<S>(
-    uploads: &Uploads,
+    state: &AppState,
     writer: &Writer,
     (post_id, upload_id): (PostId, AttachmentId),
     offset: u64,
@@ -399,10 +396,10 @@ async fn append<S>(
 where
     S: Stream<Item = Result<Bytes, String>> + Unpin + 'static,
 {
-    let tail = uploads.settings.s3.part_size_bytes;
-    let ticket = uploads.admit(writer, declared.map(|body| body.saturating_add(tail)))?;
-    let _in_flight = uploads.metrics.upload_started();
-    let storage = uploads.state.storage.clone();
+    let tail = state.settings.s3.part_size_bytes;
+    let ticket = state.admit(writer, declared.map(|body| body.saturating_add(tail)))?;
+    let _in_flight = state.metrics.upload_started();
+    let storage = state.storage.clone();
     let task = actix_web::rt::spawn(async move {
         let _ticket = ticket;
         storage
@@ -413,19 +410,18 @@ where
         .await
         .map_err(|_| ApiError::Internal("the upload task failed"))??;
     if let Some(attachment) = &upload.attachment {
-        uploads.metrics.add_uploaded(attachment.size);
+        state.metrics.add_uploaded(attachment.size);
     }
     Ok(upload)
 }
 
 /// The writer may add to the post; an upload of a post that is gone is not found.
 async fn authorize_upload(
-    uploads: &Uploads,
+    state: &AppState,
     writer: &Writer,
     post_id: PostId,
 ) -> Result<(), ApiError> {
-    uploads
-        .state
+    state
         .authorize(writer, post_id)
         .await
         .map_err(|error| match error {

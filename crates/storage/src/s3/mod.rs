@@ -5,6 +5,8 @@
 
 use std::fmt::Display;
 use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -172,6 +174,8 @@ pub struct ObjectStore {
     parts_in_flight_ceiling: usize,
     /// The memory uploads share, from which an upload takes more parts in flight.
     memory: UploadMemory,
+    /// The parts in flight the last upload's window settled at: where the next starts.
+    learned_parts_in_flight: Arc<AtomicUsize>,
     /// How long S3 may take to accept a chunk of a streamed PutObject, or to answer it
     /// (the SDK's attempt timeout, which that call does not use); also how long any
     /// body may move no byte (the SDK's stalled-stream grace period).
@@ -270,6 +274,7 @@ impl ObjectStore {
             parts_in_flight_ceiling: usize::try_from(settings.parts_in_flight_ceiling.get())
                 .unwrap_or(1),
             memory: UploadMemory::none(),
+            learned_parts_in_flight: Arc::default(),
             stall_timeout,
             streaming_timeouts: sdk_config
                 .timeout_config()

@@ -59,6 +59,7 @@ impl PartPipeline {
                 store.parts_in_flight_ceiling,
                 store.part_size as u64,
                 store.memory.clone(),
+                store.learned_parts_in_flight.clone(),
                 Instant::now(),
             ),
             store: store.clone(),

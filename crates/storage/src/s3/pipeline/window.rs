@@ -8,8 +8,12 @@
 //! whole round of parts at the current window, the round's throughput is compared with the
 //! round before. While it rises by [`GAIN`], the window doubles, each part's memory taken
 //! from the free half of the budget only; once it stops rising, the parts of the last step
-//! are given back and the window stays.
+//! are given back and the window stays. The size it stays at is remembered for the bucket,
+//! and the next upload starts there (memory allowing), so that only the first upload of an
+//! instance pays for the ramp.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::memory::{MemoryHold, UploadMemory};
@@ -30,6 +34,8 @@ pub(crate) struct PartWindow {
     round: Round,
     last_rate: Option<f64>,
     settled: bool,
+    /// The size the last window of this bucket settled at.
+    learned: Arc<AtomicUsize>,
 }
 
 /// Parts confirmed since the window last changed.
@@ -52,16 +58,17 @@ impl Round {
 
 impl PartWindow {
     /// A window of `admitted` parts of `part_bytes`, growing up to `ceiling` with memory
-    /// from `memory`.
+    /// from `memory`; it starts at the size `learned` holds, as far as memory allows.
     pub(crate) fn new(
         admitted: usize,
         ceiling: usize,
         part_bytes: u64,
         memory: UploadMemory,
+        learned: Arc<AtomicUsize>,
         now: Instant,
     ) -> Self {
         let admitted = admitted.max(1);
-        Self {
+        let mut window = Self {
             admitted,
             ceiling: ceiling.max(admitted),
             part_bytes,
@@ -71,7 +78,30 @@ impl PartWindow {
             round: Round::new(now),
             last_rate: None,
             settled: false,
+            learned,
+        };
+        let start = window.learned.load(Ordering::Relaxed).min(window.ceiling);
+        window.take_spare_parts(start.saturating_sub(admitted));
+        window
+    }
+
+    /// Takes up to `parts` more parts' memory from the free half of the budget; how many.
+    fn take_spare_parts(&mut self, parts: usize) -> usize {
+        let before = self.extra.len();
+        while self.extra.len() - before < parts {
+            match self.memory.try_take_spare(self.part_bytes) {
+                Some(hold) => self.extra.push(hold),
+                None => break,
+            }
         }
+        self.extra.len() - before
+    }
+
+    /// Stays at the current size from now on, and remembers it for the next upload.
+    fn settle(&mut self) {
+        self.settled = true;
+        self.learned.store(self.size(), Ordering::Relaxed);
+        tracing::debug!(parts = self.size(), "parts in flight settled");
     }
 
     /// Parts that may be in flight now.
@@ -100,25 +130,17 @@ impl PartWindow {
         if self.last_rate.is_some_and(|last| rate < last * GAIN) {
             let kept = self.extra.len() - self.last_step;
             self.extra.truncate(kept);
-            self.settled = true;
-            tracing::debug!(parts = self.size(), "parts in flight settled");
+            self.settle();
             return;
         }
         if self.size() >= self.ceiling {
-            self.settled = true;
+            self.settle();
             return;
         }
-        let wanted = self.size().min(self.ceiling - self.size());
-        let before = self.extra.len();
-        while self.extra.len() - before < wanted {
-            match self.memory.try_take_spare(self.part_bytes) {
-                Some(hold) => self.extra.push(hold),
-                None => break,
-            }
-        }
+        let taken = self.take_spare_parts(self.size().min(self.ceiling - self.size()));
         // Without spare memory the window stays as it is, and asks again next time.
-        if self.extra.len() > before {
-            self.last_step = self.extra.len() - before;
+        if taken > 0 {
+            self.last_step = taken;
             self.last_rate = Some(rate);
             self.round = Round::new(now);
             tracing::debug!(
@@ -164,7 +186,14 @@ mod tests {
     }
 
     fn window(ceiling: usize, memory: &UploadMemory) -> PartWindow {
-        PartWindow::new(2, ceiling, PART, memory.clone(), Instant::now())
+        PartWindow::new(
+            2,
+            ceiling,
+            PART,
+            memory.clone(),
+            Arc::default(),
+            Instant::now(),
+        )
     }
 
     #[test]
@@ -220,6 +249,25 @@ mod tests {
         let mut window = window(16, &memory);
 
         assert_eq!(s3.drive(&mut window, 3), [2, 2, 2]);
+    }
+
+    #[test]
+    fn the_next_window_starts_where_the_last_one_settled_and_probes_from_there() {
+        let memory = UploadMemory::new(1 << 30);
+        let s3 = DistantS3 {
+            per_part: 40e6,
+            total: 200e6,
+        };
+        let learned = Arc::new(AtomicUsize::new(0));
+        let mut first =
+            PartWindow::new(2, 16, PART, memory.clone(), learned.clone(), Instant::now());
+        s3.drive(&mut first, 4);
+        drop(first);
+
+        let mut next = PartWindow::new(2, 16, PART, memory.clone(), learned, Instant::now());
+
+        assert_eq!(next.size(), 8);
+        assert_eq!(s3.drive(&mut next, 3), [16, 8, 8]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod api_client;
 mod content;
+pub mod images;
 mod inspect;
 mod multipart;
 mod proxy;

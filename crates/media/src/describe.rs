@@ -1,0 +1,100 @@
+//! What an image is: its size as displayed (after its EXIF orientation) and a blurhash,
+//! read within limits.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageReader};
+
+use crate::{Format, Limits, MediaError};
+
+/// An image's displayed size and placeholder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Width as displayed, in pixels.
+    pub width: u32,
+    /// Height as displayed, in pixels.
+    pub height: u32,
+    /// A [blurhash](https://blurha.sh) of the image as displayed.
+    pub blurhash: String,
+}
+
+/// The side of the image a blurhash is computed from.
+const BLURHASH_SOURCE: u32 = 32;
+/// Blurhash components across and down (the reference implementation's default).
+const BLURHASH_COMPONENTS: (u32, u32) = (4, 3);
+
+/// Describes the image in `bytes`, and says its orientation.
+pub(crate) fn describe(
+    bytes: &[u8],
+    format: Format,
+    limits: &Limits,
+) -> Result<(ImageInfo, Orientation), MediaError> {
+    let unreadable = |error: image::ImageError| MediaError::Unreadable(error.to_string());
+    let reader = || ImageReader::with_format(Cursor::new(bytes), format.decoder_format());
+    let (width, height) = reader().into_dimensions().map_err(unreadable)?;
+    check(width, height, limits)?;
+    let mut decoder = reader().into_decoder().map_err(unreadable)?;
+    let mut decoding = image::Limits::default();
+    decoding.max_image_width = Some(limits.max_dimension);
+    decoding.max_image_height = Some(limits.max_dimension);
+    decoding.max_alloc = Some(limits.max_alloc());
+    decoder.set_limits(decoding).map_err(unreadable)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let decoded = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    let mut small = decoded.thumbnail(BLURHASH_SOURCE, BLURHASH_SOURCE);
+    small.apply_orientation(orientation);
+    let small = small.to_rgba8();
+    let blurhash = blurhash::encode(
+        BLURHASH_COMPONENTS.0,
+        BLURHASH_COMPONENTS.1,
+        small.width(),
+        small.height(),
+        small.as_raw(),
+    )
+    .map_err(|error| MediaError::Unreadable(error.to_string()))?;
+    let (width, height) = if swaps_sides(orientation) {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    Ok((
+        ImageInfo {
+            width,
+            height,
+            blurhash,
+        },
+        orientation,
+    ))
+}
+
+/// Refuses a header over the limits, before anything is decoded.
+fn check(width: u32, height: u32, limits: &Limits) -> Result<(), MediaError> {
+    let too_large = |setting, limit| MediaError::TooLarge {
+        width,
+        height,
+        setting,
+        limit,
+    };
+    if width.max(height) > limits.max_dimension {
+        return Err(too_large(
+            "media.max_dimension",
+            u64::from(limits.max_dimension),
+        ));
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(too_large("media.max_pixels", limits.max_pixels));
+    }
+    Ok(())
+}
+
+/// Whether `orientation` turns the image a quarter, so its sides swap.
+fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}

@@ -344,6 +344,7 @@ async fn connect(
                 &mongo,
                 objects.with_upload_memory(upload_memory.clone()),
                 &settings.uploads,
+                &settings.media,
                 Duration::from_secs(settings.s3.presign_ttl_secs.get()),
             ),
             mongo,

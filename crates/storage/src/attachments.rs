@@ -121,16 +121,20 @@ impl Storage {
                     .await
             }
         };
-        match put {
-            Ok(stored) => Ok(StagedAttachment::new(
+        let processed = match put {
+            Ok(stored) => self.process(&key, &content_type, stored).await,
+            Err(error) => Err(error.into()),
+        };
+        match processed {
+            Ok(processed) => Ok(StagedAttachment::new(
                 reservation,
-                &stored,
+                processed,
                 content_type,
                 filename,
             )),
             Err(error) => {
                 reservation.discard().await;
-                Err(error.into())
+                Err(error)
             }
         }
     }

@@ -199,15 +199,28 @@ impl Storage {
         } else {
             None
         };
-        if let Some(refusal) = refused {
-            self.objects.delete(&key).await?;
-            self.objects.delete(&staging).await?;
-            return Err(refusal);
-        }
+        // Checked as sent, then processed: an image is stored again without its metadata.
+        let processed = match refused {
+            Some(refusal) => Err(refusal),
+            None => self.process(&key, &content_type, stored).await,
+        };
+        let processed = match processed {
+            Ok(processed) => processed,
+            Err(
+                refusal @ (StorageError::UploadMismatch(_)
+                | StorageError::UnsupportedType { .. }
+                | StorageError::ImageRefused(_)),
+            ) => {
+                self.objects.delete(&key).await?;
+                self.objects.delete(&staging).await?;
+                return Err(refusal);
+            }
+            Err(error) => return Err(error),
+        };
         let attachment = self
             .mark_ready(
                 document,
-                &stored,
+                processed,
                 &content_type,
                 Entity::Upload,
                 doc! { COMPLETION_CLAIM: claim },

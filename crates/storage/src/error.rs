@@ -69,6 +69,9 @@ pub enum StorageError {
         /// The sniffed type.
         content_type: String,
     },
+    /// An image over the `media.*` limits, or one that does not decode.
+    #[error("the image was refused: {0}")]
+    ImageRefused(String),
     /// A direct upload does not match what was declared.
     #[error("the upload does not match its declaration: {0}")]
     UploadMismatch(String),

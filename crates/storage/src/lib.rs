@@ -55,6 +55,7 @@ mod memory;
 mod model;
 mod mongo;
 mod posts;
+mod processing;
 mod reaper;
 mod resumable;
 mod s3;
@@ -68,7 +69,7 @@ pub use crate::error::{Entity, StorageError};
 pub use crate::lifecycle::StagedAttachment;
 pub use crate::memory::{MemoryHold, UploadMemory};
 pub use crate::model::{
-    Attachment, AttachmentId, InvalidId, NewPost, Page, Post, PostChanges, PostId,
+    Attachment, AttachmentId, ImageInfo, InvalidId, NewPost, Page, Post, PostChanges, PostId,
 };
 pub use crate::mongo::migrations::{MigrationError, run_migrations};
 pub use crate::mongo::{Mongo, MongoError, MongoSettings};
@@ -79,5 +80,5 @@ pub use crate::s3::{
     ObjectInfo, ObjectStore, ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
     UploadedPart,
 };
-pub use crate::settings::InvalidSetting;
+pub use crate::settings::{InvalidSetting, MediaSettings};
 pub use crate::store::{Storage, UploadSettings};

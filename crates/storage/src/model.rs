@@ -94,6 +94,19 @@ pub struct Attachment {
     pub sha256: String,
     /// Creation time.
     pub created_at: SystemTime,
+    /// What the image is, for an image.
+    pub image: Option<ImageInfo>,
+}
+
+/// An image's displayed size (after its EXIF orientation) and placeholder.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageInfo {
+    /// Width as displayed, in pixels.
+    pub width: u32,
+    /// Height as displayed, in pixels.
+    pub height: u32,
+    /// A blurhash of the image.
+    pub blurhash: String,
 }
 
 /// A page of a newest-first listing.

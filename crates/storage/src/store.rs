@@ -12,6 +12,7 @@ use crate::mongo::Mongo;
 use crate::mongo::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocument};
 use crate::s3::ObjectStore;
 use crate::settings::InvalidSetting;
+use crate::settings::MediaSettings;
 
 /// The `uploads.*` section of the service configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -68,14 +69,17 @@ pub struct Storage {
     pub(crate) resumable_ttl: Duration,
     pub(crate) resumable_uploads_per_user: u64,
     pub(crate) reconcile_keys_per_pass: usize,
+    pub(crate) media: MediaSettings,
 }
 
 impl Storage {
-    /// Storage over a connected MongoDB and the attachments bucket.
+    /// Storage over a connected MongoDB and the attachments bucket, processing images as
+    /// `media` says.
     pub fn new(
         mongo: &Mongo,
         objects: ObjectStore,
         uploads: &UploadSettings,
+        media: &MediaSettings,
         presign_ttl: Duration,
     ) -> Self {
         Self {
@@ -90,6 +94,7 @@ impl Storage {
             resumable_uploads_per_user: u64::from(uploads.resumable_uploads_per_user.get()),
             reconcile_keys_per_pass: usize::try_from(uploads.reconcile_keys_per_pass.get())
                 .unwrap_or(usize::MAX),
+            media: media.clone(),
         }
     }
 

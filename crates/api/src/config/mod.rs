@@ -11,7 +11,7 @@ use aws_creds::AwsSettings;
 use config::{Config, ConfigError, File, FileFormat};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use storage::{MongoSettings, S3Settings, UploadSettings};
+use storage::{MediaSettings, MongoSettings, S3Settings, UploadSettings};
 
 mod sections;
 
@@ -49,6 +49,8 @@ pub struct Settings {
     pub s3: S3Settings,
     /// `uploads.*`
     pub uploads: UploadSettings,
+    /// `media.*`
+    pub media: MediaSettings,
     /// `admission.*`
     pub admission: AdmissionSettings,
     /// `auth.*`
@@ -179,6 +181,7 @@ impl Settings {
         self.aws.validate()?;
         self.s3.validate()?;
         self.uploads.validate()?;
+        self.media.validate()?;
         self.auth.validate(&self.environment)?;
         self.log.validate()?;
         self.traces.validate()?;

@@ -204,7 +204,9 @@ impl From<StorageError> for ApiError {
             StorageError::UnsupportedType { content_type } => {
                 Self::UnsupportedMediaType(format!("files of type {content_type} are not allowed"))
             }
-            StorageError::UploadMismatch(detail) => Self::Unprocessable(detail),
+            StorageError::UploadMismatch(detail) | StorageError::ImageRefused(detail) => {
+                Self::Unprocessable(detail)
+            }
             StorageError::Client(detail) => {
                 Self::BadRequest(format!("the request body could not be read: {detail}"))
             }

@@ -85,6 +85,22 @@ pub struct AttachmentView {
         example = "/v1/posts/6650f1c2a1b2c3d4e5f60718/attachments/6650f1c2a1b2c3d4e5f60719/content"
     )]
     pub content_url: String,
+    /// For an image (JPEG, PNG, WebP, GIF): its size as displayed and a placeholder, so a
+    /// client can lay it out and paint something before its bytes arrive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageView>,
+}
+
+/// An image's size as displayed (after its EXIF orientation) and its placeholder.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageView {
+    /// Width in pixels, as displayed.
+    pub width: u32,
+    /// Height in pixels, as displayed.
+    pub height: u32,
+    /// A [blurhash](https://blurha.sh) of the image (4 × 3 components).
+    #[schema(example = "LEHV6nWB2yk8pyo0adR*.7kCMdnj")]
+    pub blurhash: String,
 }
 
 impl From<Attachment> for AttachmentView {
@@ -103,6 +119,11 @@ impl From<Attachment> for AttachmentView {
             size: attachment.size,
             sha256: attachment.sha256,
             created_at: timestamp(attachment.created_at),
+            image: attachment.image.map(|image| ImageView {
+                width: image.width,
+                height: image.height,
+                blurhash: image.blurhash,
+            }),
         }
     }
 }

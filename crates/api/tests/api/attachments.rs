@@ -15,7 +15,8 @@ use test_support::{
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+/// A whole 1 × 1 PNG: images are decoded before they are stored.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\x0bIDATx\x9cc`\0\x02\0\0\x05\0\x01z^\xab?\0\0\0\0IEND\xaeB`\x82";
 const MIB: usize = 1024 * 1024;
 
 async fn app_with_limits(max_file_bytes: u64, max_files: u32, allowed: &[&str]) -> TestApp {

@@ -9,6 +9,7 @@ mod distant;
 mod docs_examples;
 mod faults;
 mod helpers;
+mod images;
 mod load;
 mod openapi;
 mod ops;

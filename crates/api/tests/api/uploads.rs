@@ -4,7 +4,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+/// A whole 1 × 1 PNG: images are decoded before they are stored.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\x0bIDATx\x9cc`\0\x02\0\0\x05\0\x01z^\xab?\0\0\0\0IEND\xaeB`\x82";
 
 async fn begin(app: &TestApp, post: &str, body: Value) -> reqwest::Response {
     app.post_json(&format!("/v1/posts/{post}/attachments/uploads"), &body)

@@ -35,7 +35,7 @@ use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{
     AttachmentDocument, AttachmentStatus, AttachmentSummary, PostStatus, now,
 };
-use crate::s3::StoredObject;
+use crate::processing::Processed;
 use crate::store::Storage;
 
 /// A place for one more attachment on a post, held while its bytes move. Dropped without
@@ -93,13 +93,15 @@ pub struct StagedAttachment {
 }
 
 impl StagedAttachment {
-    /// The attachment `reservation` holds a place for, once its bytes are `stored`.
+    /// The attachment `reservation` holds a place for, once its bytes are stored and
+    /// `processed`.
     pub(crate) fn new(
         reservation: Reservation,
-        stored: &StoredObject,
+        processed: Processed,
         content_type: String,
         filename: &str,
     ) -> Self {
+        let stored = processed.stored;
         Self {
             attachment: Attachment {
                 id: AttachmentId(reservation.id),
@@ -109,6 +111,7 @@ impl StagedAttachment {
                 size: stored.size,
                 sha256: hex::encode(stored.sha256),
                 created_at: reservation.created_at.to_system_time(),
+                image: processed.image,
             },
             reservation,
         }
@@ -216,6 +219,7 @@ impl Storage {
             reserved: true,
             direct_upload: None,
             resumable: None,
+            image: None,
         }
     }
 
@@ -265,27 +269,32 @@ impl Storage {
     pub(crate) async fn mark_ready(
         &self,
         document: &AttachmentDocument,
-        stored: &StoredObject,
+        processed: Processed,
         content_type: &str,
         missing: Entity,
         condition: Document,
     ) -> Result<Attachment, StorageError> {
+        let stored = processed.stored;
         let size = i64::try_from(stored.size).unwrap_or(i64::MAX);
         let sha256 = hex::encode(stored.sha256);
         let mut filter = doc! { "_id": document.id, "status": AttachmentStatus::Pending.as_str() };
         filter.extend(condition);
+        let mut ready = doc! {
+            "status": AttachmentStatus::Ready.as_str(),
+            "size": size,
+            "sha256": &sha256,
+            "content_type": content_type,
+            "updated_at": now(),
+        };
+        if let Some(image) = &processed.image {
+            ready.insert(
+                "image",
+                bson::to_bson(image).map_err(mongodb::error::Error::from)?,
+            );
+        }
         let result = self
             .attachments()
-            .update_one(
-                filter,
-                doc! { "$set": {
-                    "status": AttachmentStatus::Ready.as_str(),
-                    "size": size,
-                    "sha256": &sha256,
-                    "content_type": content_type,
-                    "updated_at": now(),
-                } },
-            )
+            .update_one(filter, doc! { "$set": ready })
             .await?;
         if result.matched_count == 0 {
             return Err(StorageError::NotFound(missing));
@@ -298,6 +307,7 @@ impl Storage {
             size: stored.size,
             sha256,
             created_at: document.created_at.to_system_time(),
+            image: processed.image,
         };
         // A record from before reservations (an older instance) lists without one. A post
         // no longer active is being deleted, which removes this record too.
@@ -370,5 +380,6 @@ fn ready_document(attachment: &Attachment) -> AttachmentDocument {
         reserved: false,
         direct_upload: None,
         resumable: None,
+        image: attachment.image.clone(),
     }
 }

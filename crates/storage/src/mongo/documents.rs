@@ -6,7 +6,7 @@ use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Attachment, AttachmentId, Post, PostId};
+use crate::model::{Attachment, AttachmentId, ImageInfo, Post, PostId};
 
 pub(crate) const POSTS: &str = "posts";
 pub(crate) const ATTACHMENTS: &str = "attachments";
@@ -76,6 +76,8 @@ pub(crate) struct AttachmentSummary {
     pub(crate) size: i64,
     pub(crate) sha256: String,
     pub(crate) created_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) image: Option<ImageInfo>,
 }
 
 /// What a direct (presigned) upload promised.
@@ -150,6 +152,8 @@ pub(crate) struct AttachmentDocument {
     pub(crate) direct_upload: Option<DirectUpload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) resumable: Option<ResumableState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) image: Option<ImageInfo>,
 }
 
 impl PostDocument {
@@ -189,6 +193,7 @@ impl AttachmentSummary {
             size: i64::try_from(attachment.size).unwrap_or(i64::MAX),
             sha256: attachment.sha256.clone(),
             created_at: DateTime::from_system_time(attachment.created_at),
+            image: attachment.image.clone(),
         }
     }
 
@@ -201,6 +206,7 @@ impl AttachmentSummary {
             size: u64::try_from(self.size).unwrap_or_default(),
             sha256: self.sha256,
             created_at: self.created_at.to_system_time(),
+            image: self.image,
         }
     }
 }
@@ -215,6 +221,7 @@ impl From<AttachmentDocument> for Attachment {
             size: u64::try_from(document.size).unwrap_or_default(),
             sha256: document.sha256,
             created_at: document.created_at.to_system_time(),
+            image: document.image,
         }
     }
 }

@@ -234,7 +234,9 @@ impl Storage {
             }
             // Bytes that can never make the file: the upload ends.
             Err(
-                error @ (StorageError::UnsupportedType { .. } | StorageError::UploadMismatch(_)),
+                error @ (StorageError::UnsupportedType { .. }
+                | StorageError::UploadMismatch(_)
+                | StorageError::ImageRefused(_)),
             ) => {
                 self.terminate_resumable_upload(
                     PostId(document.post_id),

@@ -7,7 +7,8 @@ use test_support::{ChaosProxy, socket_address_of, testbed};
 
 use crate::support::{Options, harness, harness_with, stream_of};
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+/// A whole 1 × 1 PNG: images are decoded before they are stored.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\x0bIDATx\x9cc`\0\x02\0\0\x05\0\x01z^\xab?\0\0\0\0IEND\xaeB`\x82";
 
 #[tokio::test]
 async fn the_stored_type_is_sniffed_not_declared() {
@@ -205,7 +206,7 @@ async fn a_second_completion_while_one_is_running_is_refused_as_locked() {
 }
 
 /// Bytes of `PNG`'s length that are not a PNG.
-const NOT_A_PNG: &[u8] = b"<html><b>not a png</b></html>";
+const NOT_A_PNG: &[u8] = b"<html><body><p>not a png, as long as the png above</p></body></html>";
 
 #[tokio::test]
 async fn a_put_after_completion_cannot_change_the_served_bytes() {

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use futures::Stream;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use storage::{Mongo, MongoSettings, ObjectStore, S3Settings, Storage, UploadSettings};
+use storage::{
+    MediaSettings, Mongo, MongoSettings, ObjectStore, S3Settings, Storage, UploadSettings,
+};
 use test_support::{Inspector, MIB, testbed};
 
 pub const PART: u64 = 5 * 1024 * 1024;
@@ -133,6 +135,12 @@ pub async fn harness_with(options: Options) -> Harness {
             resumable_uploads_per_user: NonZero::new(10).expect("non-zero"),
             reconcile_keys_per_pass: NonZero::new(options.reconcile_keys_per_pass)
                 .expect("non-zero"),
+        },
+        &MediaSettings {
+            strip_metadata: true,
+            max_pixels: NonZero::new(50_000_000).expect("non-zero"),
+            max_dimension: NonZero::new(20_000).expect("non-zero"),
+            max_image_bytes: NonZero::new(50 << 20).expect("non-zero"),
         },
         Duration::from_secs(300),
     );

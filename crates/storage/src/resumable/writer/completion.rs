@@ -114,8 +114,9 @@ impl PartWriter {
         if !storage.policy.allows(&content_type) {
             return Err(StorageError::UnsupportedType { content_type });
         }
+        let processed = storage.process(&self.key, &content_type, stored).await?;
         storage
-            .mark_ready(document, &stored, &content_type, Entity::Upload, doc! {})
+            .mark_ready(document, processed, &content_type, Entity::Upload, doc! {})
             .await
     }
 }

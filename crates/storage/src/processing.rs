@@ -1,0 +1,80 @@
+//! The processing stage of the attachment lifecycle: after an attachment's bytes are
+//! stored and verified, before it becomes ready, on every way in. An image (JPEG, PNG,
+//! WebP, GIF) is read back, refused if it is over the `media.*` limits or does not decode,
+//! stored again without its metadata (`media.strip_metadata`), and described (displayed
+//! size and blurhash). Other types pass as they are.
+
+use bytes::BytesMut;
+use media::Format;
+use sha2::{Digest, Sha256};
+
+use crate::error::StorageError;
+use crate::model::ImageInfo;
+use crate::s3::StoredObject;
+use crate::store::Storage;
+
+/// What the processing stage made of stored bytes.
+#[derive(Debug)]
+pub(crate) struct Processed {
+    /// What is stored now.
+    pub(crate) stored: StoredObject,
+    /// The image, if it is one.
+    pub(crate) image: Option<ImageInfo>,
+}
+
+impl Storage {
+    /// Runs the processing stage on the `stored` bytes of type `content_type` at `key`,
+    /// which no reader sees yet. `ImageRefused` if an image is over the limits or does not
+    /// decode; the caller removes what was stored.
+    pub(crate) async fn process(
+        &self,
+        key: &str,
+        content_type: &str,
+        stored: StoredObject,
+    ) -> Result<Processed, StorageError> {
+        let Some(format) = Format::of(content_type) else {
+            return Ok(Processed {
+                stored,
+                image: None,
+            });
+        };
+        let media = &self.media;
+        if stored.size > media.max_image_bytes.get() {
+            return Err(StorageError::ImageRefused(format!(
+                "the image is {} bytes, over media.max_image_bytes ({})",
+                stored.size, media.max_image_bytes
+            )));
+        }
+        let mut bytes = BytesMut::new();
+        self.objects
+            .read_prefix(key, stored.size, &mut bytes)
+            .await?;
+        let (limits, strip) = (media.limits(), media.strip_metadata);
+        let bytes = bytes.freeze();
+        let processed =
+            tokio::task::spawn_blocking(move || media::process(bytes, format, &limits, strip))
+                .await
+                .map_err(|error| StorageError::ImageRefused(format!("processing failed: {error}")))?
+                .map_err(|error| StorageError::ImageRefused(error.to_string()))?;
+        let stored = if processed.changed {
+            let stored = StoredObject {
+                size: processed.bytes.len() as u64,
+                sha256: Sha256::digest(&processed.bytes).into(),
+            };
+            self.objects
+                .put_bytes(key, content_type, processed.bytes)
+                .await?;
+            stored
+        } else {
+            stored
+        };
+        Ok(Processed {
+            stored,
+            image: Some(ImageInfo {
+                width: processed.image.width,
+                height: processed.image.height,
+                blurhash: processed.image.blurhash,
+            }),
+        })
+    }
+}

@@ -45,6 +45,12 @@ impl Storage {
                 stored.size, media.max_image_bytes
             )));
         }
+        // The file and its pixels are held in memory only while this turn is held.
+        let _turn = self
+            .processing
+            .acquire()
+            .await
+            .map_err(|_| StorageError::ImageRefused("processing has stopped".into()))?;
         let mut bytes = BytesMut::new();
         self.objects
             .read_prefix(key, stored.size, &mut bytes)

@@ -38,6 +38,8 @@ pub struct MediaSettings {
     pub max_dimension: NonZeroU32,
     /// Largest image file that is processed; a larger one is refused.
     pub max_image_bytes: NonZeroU64,
+    /// Images processed at once by an instance; the others wait their turn.
+    pub max_concurrent_processing: NonZeroU32,
 }
 
 impl MediaSettings {

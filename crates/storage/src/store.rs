@@ -2,10 +2,12 @@
 //! consistent with each other.
 
 use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::content::ContentPolicy;
 use crate::mongo::Mongo;
@@ -70,6 +72,8 @@ pub struct Storage {
     pub(crate) resumable_uploads_per_user: u64,
     pub(crate) reconcile_keys_per_pass: usize,
     pub(crate) media: MediaSettings,
+    /// Turns to process an image: each holds a file and its decoded pixels in memory.
+    pub(crate) processing: Arc<Semaphore>,
 }
 
 impl Storage {
@@ -95,6 +99,9 @@ impl Storage {
             reconcile_keys_per_pass: usize::try_from(uploads.reconcile_keys_per_pass.get())
                 .unwrap_or(usize::MAX),
             media: media.clone(),
+            processing: Arc::new(Semaphore::new(
+                usize::try_from(media.max_concurrent_processing.get()).unwrap_or(1),
+            )),
         }
     }
 

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use test_support::expect_problem;
 use test_support::images::{contains, phone_photo, png_claiming};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
 
 /// What a stored phone photo must no longer hold: the GPS directory's pointer tag, the
 /// XMP packet and the comment that name the camera.
@@ -171,4 +171,21 @@ async fn bytes_that_are_an_image_are_processed_whatever_type_was_declared() {
     let list: Value = stored.json().await.expect("JSON");
     assert_eq!(list["items"][0]["content_type"], "image/jpeg");
     assert_stripped_and_described(&app, &list["items"][0]).await;
+}
+
+#[tokio::test]
+async fn images_beyond_the_processing_turns_wait_for_one_rather_than_fail() {
+    let mut settings = test_settings();
+    settings.media.max_concurrent_processing = std::num::NonZero::<u32>::MIN;
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+    let photo = phone_photo();
+    let files: [(&str, &[u8]); 1] = [("photo.jpg", &photo)];
+
+    let uploads = (0..4).map(|_| app.upload(&post, &files));
+    let answers = futures::future::join_all(uploads).await;
+
+    for answer in answers {
+        assert_eq!(answer.status(), 201);
+    }
 }

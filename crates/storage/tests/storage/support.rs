@@ -141,6 +141,7 @@ pub async fn harness_with(options: Options) -> Harness {
             max_pixels: NonZero::new(50_000_000).expect("non-zero"),
             max_dimension: NonZero::new(20_000).expect("non-zero"),
             max_image_bytes: NonZero::new(50 << 20).expect("non-zero"),
+            max_concurrent_processing: NonZero::new(2).expect("non-zero"),
         },
         Duration::from_secs(300),
     );

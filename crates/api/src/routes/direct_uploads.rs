@@ -148,7 +148,7 @@ pub async fn begin_upload(
         (status = 201, description = "The verified attachment", body = AttachmentView),
         (status = 404, description = "Unknown or expired upload", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The bytes are of a type that is not allowed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The object is missing or does not match the declaration", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The object is missing or does not match the declaration, or is an image that does not decode or is over a `media.*` limit; nothing is kept", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "Another completion of this upload is running; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -61,8 +61,8 @@ pub struct ApiDoc;
 /// The responses every operation of a kind shares, declared here once: the bearer scheme
 /// and, on every `/v1` operation, its security requirement, 401, 403 where ownership is
 /// checked, and 503; on every operation with a JSON body, 400, 413, 415 and 422; on every
-/// operation that adds an attachment, 404 and 409, and where its body is the file, 429
-/// and 503 at capacity; on every tus operation, 412. An
+/// operation that adds an attachment, 404 and 409, and where its body is the file, 429,
+/// 503 at capacity and 422 for an image refused; on every tus operation, 412. An
 /// operation that declares one of these itself keeps its own, more specific, description.
 #[derive(Debug)]
 struct CommonResponses;
@@ -144,6 +144,10 @@ impl Modify for CommonResponses {
                         (
                             "503",
                             "The service is at its upload capacity, or a dependency is down; see `Retry-After`",
+                        ),
+                        (
+                            "422",
+                            "An image that does not decode, or is over a `media.*` limit (named); nothing is kept",
                         ),
                     ]);
                 }

@@ -309,7 +309,7 @@ pub async fn upload_offset(
         (status = 410, description = "The upload expired", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The bytes go past the upload's length", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/offset+octet-stream`, or a type that is not allowed (the upload is ended)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The stored file cannot make the upload (a part was sent again with other bytes): the upload is ended", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The stored file cannot make the upload (a part was sent again with other bytes, or an image does not decode or is over a `media.*` limit): the upload is ended", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "Another request is writing to this upload; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -35,11 +35,9 @@ pub(crate) fn describe(
     let (width, height) = reader().into_dimensions().map_err(unreadable)?;
     check(width, height, limits)?;
     let mut decoder = reader().into_decoder().map_err(unreadable)?;
-    let mut decoding = image::Limits::default();
-    decoding.max_image_width = Some(limits.max_dimension);
-    decoding.max_image_height = Some(limits.max_dimension);
-    decoding.max_alloc = Some(limits.max_alloc());
-    decoder.set_limits(decoding).map_err(unreadable)?;
+    decoder
+        .set_limits(decoding_limits(limits))
+        .map_err(unreadable)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let decoded = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
     let mut small = decoded.thumbnail(BLURHASH_SOURCE, BLURHASH_SOURCE);
@@ -68,8 +66,17 @@ pub(crate) fn describe(
     ))
 }
 
+/// What the `image` crate's decoders may allocate under `limits`.
+pub(crate) fn decoding_limits(limits: &Limits) -> image::Limits {
+    let mut decoding = image::Limits::default();
+    decoding.max_image_width = Some(limits.max_dimension);
+    decoding.max_image_height = Some(limits.max_dimension);
+    decoding.max_alloc = Some(limits.max_alloc());
+    decoding
+}
+
 /// Refuses a header over the limits, before anything is decoded.
-fn check(width: u32, height: u32, limits: &Limits) -> Result<(), MediaError> {
+pub(crate) fn check(width: u32, height: u32, limits: &Limits) -> Result<(), MediaError> {
     let too_large = |setting, limit| MediaError::TooLarge {
         width,
         height,
@@ -89,7 +96,7 @@ fn check(width: u32, height: u32, limits: &Limits) -> Result<(), MediaError> {
 }
 
 /// Whether `orientation` turns the image a quarter, so its sides swap.
-fn swaps_sides(orientation: Orientation) -> bool {
+pub(crate) fn swaps_sides(orientation: Orientation) -> bool {
     matches!(
         orientation,
         Orientation::Rotate90

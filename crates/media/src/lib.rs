@@ -6,13 +6,18 @@
 //! and WebP chunks are dropped whole, and the orientation is written back as the only EXIF
 //! tag so the image still displays upright. Decoding uses the `image` crate's decoders with
 //! its allocation limits, so a decompression bomb fails instead of exhausting memory.
+//!
+//! Variants ([`render`]) are sizes of an image named in the configuration, rendered upright
+//! and without metadata.
 
 mod describe;
+mod render;
 mod strip;
 
 use bytes::Bytes;
 
 pub use self::describe::ImageInfo;
+pub use self::render::{Encoding, Fit, Rendered, VariantSpec, render};
 
 /// The image formats this crate processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -76,6 +76,7 @@ impl Metrics {
         credentials: TemporaryCredentials,
         mongo: storage::Mongo,
         upload_memory: storage::UploadMemory,
+        storage: storage::Storage,
     ) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
@@ -130,6 +131,7 @@ impl Metrics {
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
         registry.register_collector(Box::new(MongoCollector { mongo }));
         registry.register_collector(Box::new(UploadMemoryCollector { upload_memory }));
+        registry.register_collector(Box::new(VariantsCollector { storage }));
         Self {
             registry,
             requests,
@@ -256,6 +258,25 @@ impl Collector for UploadMemoryCollector {
             "Multipart parts being sent to S3 by every upload",
             None,
             parts.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// Exposes how many variants were rendered, at scrape time.
+#[derive(Debug)]
+struct VariantsCollector {
+    storage: storage::Storage,
+}
+
+impl Collector for VariantsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rendered = ConstCounter::new(self.storage.variants_rendered());
+        rendered.encode(encoder.encode_descriptor(
+            "posts_api_variants_rendered",
+            "Image variants rendered and stored in S3 (each is then served from there)",
+            None,
+            rendered.metric_type(),
         )?)?;
         Ok(())
     }

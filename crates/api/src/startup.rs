@@ -95,6 +95,7 @@ impl Application {
             backends.credentials.clone(),
             backends.mongo.clone(),
             upload_memory.clone(),
+            backends.storage.clone(),
         ));
         let reaper = Reaper::start(
             backends.storage.clone(),

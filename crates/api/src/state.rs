@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use storage::{Mongo, PostId, Storage, StorageError};
+use storage::{Attachment, Mongo, Post, PostId, Storage, StorageError};
 
 use crate::admission::{Admission, Refusal, Ticket};
 use crate::config::Settings;
 use crate::http::error::ApiError;
 use crate::http::extractors::Writer;
+use crate::http::views::{AttachmentView, PostView};
 use crate::metrics::Metrics;
 
 /// What the routes need, shared by every worker.
@@ -64,6 +65,21 @@ impl AppState {
                 Refusal::UserBusy => ApiError::TooManyUploads,
                 Refusal::ServiceBusy => ApiError::AtCapacity,
             })
+    }
+
+    /// The names of `media.variants`, which image views link to.
+    pub fn variant_names(&self) -> Vec<String> {
+        self.settings.media.variants.keys().cloned().collect()
+    }
+
+    /// The view of `attachment`.
+    pub fn attachment_view(&self, attachment: Attachment) -> AttachmentView {
+        AttachmentView::new(attachment, &self.variant_names())
+    }
+
+    /// The view of `post`.
+    pub fn post_view(&self, post: Post) -> PostView {
+        PostView::new(post, &self.variant_names())
     }
 
     /// Checks that the post exists and the writer is its author.

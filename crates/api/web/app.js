@@ -97,11 +97,83 @@ function formatSize(bytes) {
   return unit === 0 ? `${size} bytes` : `${size.toFixed(1)} ${units[unit]}`;
 }
 
-/// Fetches an attachment's bytes (with the token, when reads need one) as a blob URL.
-async function blobUrl(attachment) {
-  const response = await fetch(attachment.content_url, { headers: headers() });
+/// Fetches bytes (with the token, when reads need one) as a blob URL.
+async function blobUrl(url) {
+  const response = await fetch(url, { headers: headers() });
   if (!response.ok) throw new ApiError(response.status, null);
   return URL.createObjectURL(await response.blob());
+}
+
+const BASE83 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~";
+const base83 = (text) => [...text].reduce((value, digit) => value * 83 + BASE83.indexOf(digit), 0);
+const toLinear = (value) => {
+  const x = value / 255;
+  return x <= 0.04045 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+};
+const toSrgb = (value) => {
+  const x = Math.max(0, Math.min(1, value));
+  return Math.round((x <= 0.0031308 ? x * 12.92 : 1.055 * x ** (1 / 2.4) - 0.055) * 255);
+};
+const signedSquare = (value) => Math.sign(value) * value * value;
+
+/// A canvas painted with an image's blurhash (https://blurha.sh), shown until it loads.
+function placeholder(image) {
+  const width = 32;
+  const height = Math.max(1, Math.round((32 * image.height) / image.width));
+  const hash = image.blurhash;
+  const size = base83(hash[0]);
+  const across = (size % 9) + 1;
+  const down = Math.floor(size / 9) + 1;
+  const maximum = (base83(hash[1]) + 1) / 166;
+  const colours = [];
+  for (let index = 0; index < across * down; index += 1) {
+    if (index === 0) {
+      const value = base83(hash.substring(2, 6));
+      colours.push([value >> 16, (value >> 8) & 255, value & 255].map(toLinear));
+    } else {
+      const value = base83(hash.substring(4 + index * 2, 6 + index * 2));
+      colours.push([Math.floor(value / 361), Math.floor(value / 19) % 19, value % 19]
+        .map((channel) => signedSquare((channel - 9) / 9) * maximum));
+    }
+  }
+  const pixels = new Uint8ClampedArray(width * height * 4);
+  for (let y = 0; y < height; y += 1) {
+    for (let x = 0; x < width; x += 1) {
+      const sum = [0, 0, 0];
+      for (let j = 0; j < down; j += 1) {
+        for (let i = 0; i < across; i += 1) {
+          const basis = Math.cos((Math.PI * x * i) / width) * Math.cos((Math.PI * y * j) / height);
+          colours[i + j * across].forEach((channel, c) => { sum[c] += channel * basis; });
+        }
+      }
+      pixels.set([...sum.map(toSrgb), 255], (y * width + x) * 4);
+    }
+  }
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  canvas.getContext("2d").putImageData(new ImageData(pixels, width, height), 0, 0);
+  canvas.className = "preview placeholder";
+  canvas.style.aspectRatio = `${image.width} / ${image.height}`;
+  canvas.setAttribute("aria-hidden", "true");
+  return canvas;
+}
+
+/// An image's preview: its blurhash at once, then its `thumb` size (or its bytes).
+function preview(attachment) {
+  const image = document.createElement("img");
+  image.alt = `Preview of ${attachment.filename}`;
+  image.className = "preview";
+  const described = attachment.image;
+  const source = described?.variants?.thumb ?? attachment.content_url;
+  if (!described) {
+    blobUrl(source).then((url) => { image.src = url; }).catch(() => image.remove());
+    return image;
+  }
+  const painted = placeholder(described);
+  image.addEventListener("load", () => painted.replaceWith(image), { once: true });
+  blobUrl(source).then((url) => { image.src = url; }).catch(() => {});
+  return painted;
 }
 
 function renderAttachment(post, attachment, list) {
@@ -110,13 +182,7 @@ function renderAttachment(post, attachment, list) {
   const name = document.createElement("span");
   name.textContent = `${attachment.filename} · ${attachment.content_type} · ${formatSize(attachment.size)}`;
   item.append(name);
-  if (attachment.content_type.startsWith("image/")) {
-    const image = document.createElement("img");
-    image.alt = `Preview of ${attachment.filename}`;
-    image.className = "preview";
-    blobUrl(attachment).then((url) => { image.src = url; }).catch(() => image.remove());
-    item.prepend(image);
-  }
+  if (attachment.content_type.startsWith("image/")) item.prepend(preview(attachment));
   const download = document.createElement("button");
   download.type = "button";
   download.textContent = "Download";
@@ -124,7 +190,7 @@ function renderAttachment(post, attachment, list) {
   download.addEventListener("click", async () => {
     try {
       const link = document.createElement("a");
-      link.href = await blobUrl(attachment);
+      link.href = await blobUrl(attachment.content_url);
       link.download = attachment.filename;
       document.body.append(link);
       link.click();

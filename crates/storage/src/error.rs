@@ -14,6 +14,8 @@ pub enum Entity {
     Attachment,
     /// A pending direct upload.
     Upload,
+    /// A size of an image that `media.variants` does not name.
+    Variant,
 }
 
 impl Entity {
@@ -23,6 +25,7 @@ impl Entity {
             Self::Post => "post",
             Self::Attachment => "attachment",
             Self::Upload => "upload",
+            Self::Variant => "variant",
         }
     }
 }
@@ -69,6 +72,12 @@ pub enum StorageError {
         /// The sniffed type.
         content_type: String,
     },
+    /// The attachment is not an image, so it has no variants.
+    #[error("the attachment is not an image, so it has no variants")]
+    NotAnImage,
+    /// Every render turn stayed taken for `media.render_wait_secs`.
+    #[error("every render turn is taken; retry shortly")]
+    RenderBusy,
     /// An image over the `media.*` limits, or one that does not decode.
     #[error("the image was refused: {0}")]
     ImageRefused(String),

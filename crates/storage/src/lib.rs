@@ -16,9 +16,10 @@
 //! item seen, so inserts never shift later pages.
 //!
 //! # Consistency between MongoDB and S3
-//! Object keys are `{s3.key_prefix}/{post_id}/{attachment_id}`: ids only, never user
-//! input. The protocol guarantees that every object is covered by a reservation or a
-//! record, so nothing is orphaned:
+//! Object keys are `{s3.key_prefix}/{post_id}/{attachment_id}`, and below it
+//! `/{variant}` for an image's rendered sizes (names from the configuration): ids only,
+//! never user input. The protocol guarantees that every object is covered by a
+//! reservation or a record, so nothing is orphaned:
 //! 1. **Upload** (see `lifecycle`): before any byte moves, one conditional write on the
 //!    post reserves a place for the attachment (the post is active, the caller wrote it,
 //!    it has room) and records the reservation's id and expiry in the post; an upload that
@@ -57,11 +58,13 @@ mod mongo;
 mod posts;
 mod processing;
 mod reaper;
+mod render_flights;
 mod resumable;
 mod s3;
 mod settings;
 mod store;
 mod summaries;
+mod variants;
 
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
 pub use crate::direct_uploads::DirectUploadTicket;
@@ -70,6 +73,7 @@ pub use crate::lifecycle::StagedAttachment;
 pub use crate::memory::{MemoryHold, UploadMemory};
 pub use crate::model::{
     Attachment, AttachmentId, ImageInfo, InvalidId, NewPost, Page, Post, PostChanges, PostId,
+    Variant,
 };
 pub use crate::mongo::migrations::{MigrationError, run_migrations};
 pub use crate::mongo::{Mongo, MongoError, MongoSettings};
@@ -80,5 +84,7 @@ pub use crate::s3::{
     ObjectInfo, ObjectStore, ObjectStoreError, PresignedUrl, PutError, S3Settings, StoredObject,
     UploadedPart,
 };
-pub use crate::settings::{InvalidSetting, MediaSettings};
+pub use crate::settings::{
+    InvalidSetting, MediaSettings, VariantFit, VariantFormat, VariantSettings,
+};
 pub use crate::store::{Storage, UploadSettings};

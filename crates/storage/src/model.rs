@@ -109,6 +109,27 @@ pub struct ImageInfo {
     pub blurhash: String,
 }
 
+/// A rendered size of an image attachment, one of `media.variants`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// Its name in `media.variants`.
+    pub name: String,
+    /// The image it was rendered from.
+    pub attachment_id: AttachmentId,
+    /// That image's post.
+    pub post_id: PostId,
+    /// What the bytes are.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
 /// A page of a newest-first listing.
 #[derive(Clone, Debug)]
 pub struct Page<T> {

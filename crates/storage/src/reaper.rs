@@ -33,6 +33,8 @@ pub struct ReapReport {
     pub removed_orphan_objects: usize,
     /// Ready records whose object is missing, newly marked `object_missing_since`.
     pub records_missing_objects: usize,
+    /// Recorded variants whose object is missing, forgotten so they render again.
+    pub forgotten_variants: usize,
     /// Ready attachments their post did not list (a crash between the two writes that
     /// publish one, or an older instance during a rolling deploy), listed again.
     pub restored_attachments: usize,
@@ -72,8 +74,10 @@ impl Storage {
     ///    completion can copy them (a PUT after completion or after a delete lands there);
     ///    so are resumable uploads' tails as old whose upload is no longer pending;
     /// 6. reconciliation of the next `uploads.reconcile_keys_per_pass` keys: objects
-    ///    older than the pending TTL that no record names are deleted, and ready records
-    ///    whose object is missing among those keys are marked and reported;
+    ///    older than the pending TTL that no record names are deleted (a variant's object
+    ///    is named by its attachment's record of it), ready records whose object is
+    ///    missing among those keys are marked and reported, and recorded variants whose
+    ///    object is missing are forgotten, to render again;
     /// 7. ready attachments published in about the last day, older than the pending TTL,
     ///    that their active post does not list are listed again.
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
@@ -239,7 +243,7 @@ impl Storage {
             .filter(|(_, written)| *written < cutoff)
             .map(|(key, _)| key.clone())
             .collect();
-        self.remove_orphans(&old, report).await?;
+        self.remove_orphans(&prefix, &old, report).await?;
         let present: HashSet<&str> = listed.iter().map(|(key, _)| key.as_str()).collect();
         // The keys this pass saw: after `after`, up to the last listed, or to the end.
         let upper = if more { last.as_deref() } else { None };
@@ -264,9 +268,26 @@ impl Storage {
             let key = self
                 .objects
                 .key_for(document.post_id.to_hex(), document.id.to_hex());
-            let seen = after.as_deref().is_none_or(|after| key.as_str() > after)
-                && upper.is_none_or(|upper| key.as_str() <= upper);
-            if seen && !present.contains(key.as_str()) {
+            let seen = |key: &str| {
+                after.as_deref().is_none_or(|after| key > after)
+                    && upper.is_none_or(|upper| key <= upper)
+            };
+            for name in document.variants.keys() {
+                let variant = self
+                    .objects
+                    .variant_key_for(document.post_id, document.id, name);
+                if seen(&variant) && !present.contains(variant.as_str()) {
+                    tracing::warn!(key = %variant, "a recorded variant's object is missing; it renders again");
+                    self.attachments()
+                        .update_one(
+                            doc! { "_id": document.id },
+                            doc! { "$unset": { format!("variants.{name}"): "" } },
+                        )
+                        .await?;
+                    report.forgotten_variants += 1;
+                }
+            }
+            if seen(&key) && !present.contains(key.as_str()) {
                 tracing::error!(
                     %key,
                     attachment_id = %document.id,
@@ -292,26 +313,36 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes the objects among `keys` that no record names.
+    /// Deletes the objects among `keys` (under `prefix`) that no record names.
     async fn remove_orphans(
         &self,
+        prefix: &str,
         keys: &[String],
         report: &mut ReapReport,
     ) -> Result<(), StorageError> {
         for chunk in keys.chunks(500) {
             let ids: Vec<ObjectId> = chunk
                 .iter()
-                .filter_map(|key| attachment_id_of(key))
+                .filter_map(|key| ObjectKey::parse(prefix, key).map(|found| found.attachment_id))
                 .collect();
-            let known: HashSet<ObjectId> = self
+            let mut known: HashSet<(ObjectId, Option<String>)> = HashSet::new();
+            let mut records = self
                 .attachments()
                 .find(doc! { "_id": { "$in": &ids } })
-                .await?
-                .map_ok(|document| document.id)
-                .try_collect()
                 .await?;
+            while let Some(document) = records.try_next().await? {
+                known.insert((document.id, None));
+                known.extend(
+                    document
+                        .variants
+                        .into_keys()
+                        .map(|name| (document.id, Some(name))),
+                );
+            }
             for key in chunk {
-                if attachment_id_of(key).is_none_or(|id| !known.contains(&id)) {
+                let named = ObjectKey::parse(prefix, key)
+                    .is_some_and(|found| known.contains(&(found.attachment_id, found.variant)));
+                if !named {
                     tracing::warn!(%key, "deleting an object no attachment record names");
                     self.objects.delete(key).await?;
                     report.removed_orphan_objects += 1;
@@ -327,12 +358,36 @@ impl Storage {
     }
 }
 
-/// The post id of an attachment's object key, `{prefix}{post_id}/{attachment_id}`; `None`
-/// for any other key under the prefix (a staged upload, a tail).
+/// What an object key under the prefix names: `{post_id}/{attachment_id}` an attachment's
+/// bytes, `{post_id}/{attachment_id}/{name}` one of its variants.
+#[derive(Debug, PartialEq, Eq)]
+struct ObjectKey {
+    post_id: ObjectId,
+    attachment_id: ObjectId,
+    variant: Option<String>,
+}
+
+impl ObjectKey {
+    /// `None` for any other key under the prefix (a staged upload, a tail, a stranger).
+    fn parse(prefix: &str, key: &str) -> Option<Self> {
+        let mut segments = key.strip_prefix(prefix)?.split('/');
+        let post_id = ObjectId::parse_str(segments.next()?).ok()?;
+        let attachment_id = ObjectId::parse_str(segments.next()?).ok()?;
+        let variant = segments.next().map(str::to_owned);
+        if segments.next().is_some() || variant.as_deref() == Some("") {
+            return None;
+        }
+        Some(Self {
+            post_id,
+            attachment_id,
+            variant,
+        })
+    }
+}
+
+/// The post id of an attachment's or a variant's object key.
 fn post_id_of(prefix: &str, key: &str) -> Option<ObjectId> {
-    let (post_id, attachment_id) = key.strip_prefix(prefix)?.split_once('/')?;
-    ObjectId::parse_str(attachment_id).ok()?;
-    ObjectId::parse_str(post_id).ok()
+    ObjectKey::parse(prefix, key).map(|found| found.post_id)
 }
 
 /// The upload id of a tail's key, `…/{upload_id}` or `…/{upload_id}.{lease}`.
@@ -340,11 +395,4 @@ fn upload_id_of_tail(key: &str) -> Option<ObjectId> {
     let name = key.rsplit('/').next()?;
     let id = name.split_once('.').map_or(name, |(id, _)| id);
     ObjectId::parse_str(id).ok()
-}
-
-/// The attachment id of an object key, its last segment.
-fn attachment_id_of(key: &str) -> Option<ObjectId> {
-    key.rsplit('/')
-        .next()
-        .and_then(|id| ObjectId::parse_str(id).ok())
 }

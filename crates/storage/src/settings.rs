@@ -2,9 +2,10 @@
 //! when a value cannot work. The sections live with the code they configure, but for
 //! `media`, here, which the processing stage and `Storage` both read.
 
+use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU64};
 
-use media::Limits;
+use media::{Encoding, Fit, Limits, VariantSpec};
 use serde::{Deserialize, Serialize};
 
 /// A configuration value that cannot work, with the key it belongs to.
@@ -40,6 +41,93 @@ pub struct MediaSettings {
     pub max_image_bytes: NonZeroU64,
     /// Images processed at once by an instance; the others wait their turn.
     pub max_concurrent_processing: NonZeroU32,
+    /// The sizes an image may be served in, by name: the only ones there are.
+    #[serde(default)]
+    pub variants: BTreeMap<String, VariantSettings>,
+    /// Variants rendered at once by an instance.
+    pub max_concurrent_renders: NonZeroU32,
+    /// How long a request waits for a render turn before it is answered 503.
+    pub render_wait_secs: u64,
+    /// Variants rendered as soon as an image is ready, rather than on first request.
+    #[serde(default)]
+    pub eager_variants: Vec<String>,
+}
+
+/// One size of `media.variants`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSettings {
+    /// Width of the box, in pixels.
+    pub width: NonZeroU32,
+    /// Height of the box; unset: as tall as the image's proportions make it (`inside`).
+    #[serde(default)]
+    pub height: Option<NonZeroU32>,
+    /// `cover` fills the box, cropping the middle; `inside` fits the image in it.
+    pub fit: VariantFit,
+    /// `jpeg` or `png`.
+    pub format: VariantFormat,
+    /// JPEG quality, 1 to 100.
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+}
+
+/// How an image fits a variant's box.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VariantFit {
+    /// Fills the box, cropping the middle of the image.
+    Cover,
+    /// Fits inside the box.
+    Inside,
+}
+
+/// What a variant is encoded as.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VariantFormat {
+    /// JPEG at `quality`; transparency flattened onto white.
+    Jpeg,
+    /// PNG, keeping transparency.
+    Png,
+}
+
+fn default_quality() -> u8 {
+    80
+}
+
+impl VariantSettings {
+    /// What `media` renders.
+    pub(crate) fn spec(&self) -> VariantSpec {
+        VariantSpec {
+            width: self.width.get(),
+            height: self.height.map(NonZeroU32::get),
+            fit: match self.fit {
+                VariantFit::Cover => Fit::Cover,
+                VariantFit::Inside => Fit::Inside,
+            },
+            encoding: match self.format {
+                VariantFormat::Jpeg => Encoding::Jpeg {
+                    quality: self.quality,
+                },
+                VariantFormat::Png => Encoding::Png,
+            },
+        }
+    }
+
+    /// A short description of what this variant renders, recorded with each rendering so
+    /// that a changed definition renders again.
+    pub(crate) fn signature(&self) -> String {
+        let height = self
+            .height
+            .map_or("auto".into(), |height| height.to_string());
+        match self.format {
+            VariantFormat::Jpeg => format!(
+                "{}x{height} {:?} jpeg q{}",
+                self.width, self.fit, self.quality
+            ),
+            VariantFormat::Png => format!("{}x{height} {:?} png", self.width, self.fit),
+        }
+    }
 }
 
 impl MediaSettings {
@@ -49,6 +137,41 @@ impl MediaSettings {
             return Err(InvalidSetting::new(
                 "media.max_dimension",
                 "is larger than media.max_pixels, so it could never be reached",
+            ));
+        }
+        for (name, variant) in &self.variants {
+            let valid_name = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+            if !valid_name {
+                return Err(InvalidSetting::new(
+                    "media.variants",
+                    format!("`{name}` is not a name of 1 to 32 of a-z, 0-9 and -"),
+                ));
+            }
+            if variant.fit == VariantFit::Cover && variant.height.is_none() {
+                return Err(InvalidSetting::new(
+                    "media.variants",
+                    format!("`{name}` covers a box, so it needs a height"),
+                ));
+            }
+            if !(1..=100).contains(&variant.quality) {
+                return Err(InvalidSetting::new(
+                    "media.variants",
+                    format!("`{name}`: quality is from 1 to 100"),
+                ));
+            }
+        }
+        if let Some(unknown) = self
+            .eager_variants
+            .iter()
+            .find(|name| !self.variants.contains_key(*name))
+        {
+            return Err(InvalidSetting::new(
+                "media.eager_variants",
+                format!("`{unknown}` is not one of media.variants"),
             ));
         }
         Ok(())

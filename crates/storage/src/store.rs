@@ -3,6 +3,7 @@
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mongodb::{Collection, Database};
@@ -12,6 +13,7 @@ use tokio::sync::Semaphore;
 use crate::content::ContentPolicy;
 use crate::mongo::Mongo;
 use crate::mongo::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocument};
+use crate::render_flights::RenderFlights;
 use crate::s3::ObjectStore;
 use crate::settings::InvalidSetting;
 use crate::settings::MediaSettings;
@@ -74,6 +76,12 @@ pub struct Storage {
     pub(crate) media: MediaSettings,
     /// Turns to process an image: each holds a file and its decoded pixels in memory.
     pub(crate) processing: Arc<Semaphore>,
+    /// Turns to render a variant.
+    pub(crate) renders: Arc<Semaphore>,
+    /// The variants being rendered on this instance.
+    pub(crate) render_flights: Arc<RenderFlights>,
+    /// Variants this instance rendered and stored.
+    pub(crate) variants_rendered: Arc<AtomicU64>,
 }
 
 impl Storage {
@@ -102,6 +110,11 @@ impl Storage {
             processing: Arc::new(Semaphore::new(
                 usize::try_from(media.max_concurrent_processing.get()).unwrap_or(1),
             )),
+            renders: Arc::new(Semaphore::new(
+                usize::try_from(media.max_concurrent_renders.get()).unwrap_or(1),
+            )),
+            render_flights: Arc::default(),
+            variants_rendered: Arc::default(),
         }
     }
 
@@ -126,6 +139,11 @@ impl Storage {
     /// The attachments bucket.
     pub fn objects(&self) -> &ObjectStore {
         &self.objects
+    }
+
+    /// How many variants this instance rendered and stored since it started.
+    pub fn variants_rendered(&self) -> u64 {
+        self.variants_rendered.load(Ordering::Relaxed)
     }
 
     /// The per-file limit in bytes.

@@ -20,6 +20,20 @@ pub fn picture() -> DynamicImage {
     }))
 }
 
+/// A `width` × `height` photo-like JPEG: a gradient, red on the left half, blue on the
+/// right.
+pub fn photo_jpeg(width: u32, height: u32) -> Bytes {
+    let image = ImageBuffer::from_fn(width, height, |x, y| {
+        let shade = (y * 100 / height) as u8;
+        if x < width / 2 {
+            Rgb([200, shade, shade])
+        } else {
+            Rgb([shade, shade, 200])
+        }
+    });
+    encoded(&DynamicImage::ImageRgb8(image), ImageFormat::Jpeg)
+}
+
 /// `image` encoded as `format`.
 pub fn encoded(image: &DynamicImage, format: ImageFormat) -> Bytes {
     let mut bytes = Cursor::new(Vec::new());

@@ -74,6 +74,9 @@ pub enum ApiError {
     /// 503: the service is at its configured upload capacity.
     #[error("the service is at its upload capacity; retry shortly")]
     AtCapacity,
+    /// 503: every render turn stayed taken (`media.max_concurrent_renders`).
+    #[error("every render turn is taken; retry shortly")]
+    RendersBusy,
     /// 503: a dependency is down; the cause goes to the logs only.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] StorageError),
@@ -108,6 +111,7 @@ impl ApiError {
             Self::Unprocessable(_) => "unprocessable",
             Self::TooManyUploads => "too-many-uploads",
             Self::AtCapacity => "at-capacity",
+            Self::RendersBusy => "renders-busy",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -142,7 +146,9 @@ impl ResponseError for ApiError {
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
-            Self::AtCapacity | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AtCapacity | Self::RendersBusy | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +169,9 @@ impl ResponseError for ApiError {
         match self {
             Self::Unavailable(_) | Self::TooManyUploads | Self::AtCapacity => {
                 response.insert_header((RETRY_AFTER, "5"));
+            }
+            Self::RendersBusy => {
+                response.insert_header((RETRY_AFTER, "1"));
             }
             Self::Unauthorized { description } => {
                 // RFC 6750: no error code when no token was sent.
@@ -197,7 +206,10 @@ impl From<StorageError> for ApiError {
             StorageError::Conflict(detail) => Self::Conflict(detail),
             StorageError::StaleVersion => Self::PreconditionFailed,
             error @ StorageError::NotAuthor => Self::Forbidden(error.to_string()),
-            error @ StorageError::TooManyAttachments { .. } => Self::Conflict(error.to_string()),
+            error @ (StorageError::TooManyAttachments { .. } | StorageError::NotAnImage) => {
+                Self::Conflict(error.to_string())
+            }
+            StorageError::RenderBusy => Self::RendersBusy,
             StorageError::TooLarge { limit } => {
                 Self::TooLarge(format!("a file exceeds the limit of {limit} bytes"))
             }

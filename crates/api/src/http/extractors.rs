@@ -86,6 +86,21 @@ impl Reader {
         };
         CacheControl(vec![audience, CacheDirective::NoCache])
     }
+
+    /// `Cache-Control` for bytes that never change at their URL: kept a year without
+    /// asking again, by shared caches too when reads need no token.
+    pub fn immutable_cache_control(&self) -> CacheControl {
+        let audience = if self.public {
+            CacheDirective::Public
+        } else {
+            CacheDirective::Private
+        };
+        CacheControl(vec![
+            audience,
+            CacheDirective::MaxAge(31_536_000),
+            CacheDirective::Extension("immutable".into(), None),
+        ])
+    }
 }
 
 impl FromRequest for Reader {

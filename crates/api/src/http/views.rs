@@ -1,5 +1,6 @@
 //! The JSON shapes of responses (see `docs/api.md`).
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -39,8 +40,9 @@ pub struct PostView {
     pub attachments_url: String,
 }
 
-impl From<Post> for PostView {
-    fn from(post: Post) -> Self {
+impl PostView {
+    /// The view of `post`, its images linking to the sizes `variants` names.
+    pub fn new(post: Post, variants: &[String]) -> Self {
         let url = format!("/v1/posts/{}", post.id);
         Self {
             id: post.id.to_string(),
@@ -51,7 +53,11 @@ impl From<Post> for PostView {
             author: post.author,
             created_at: timestamp(post.created_at),
             updated_at: timestamp(post.updated_at),
-            attachments: post.attachments.into_iter().map(Into::into).collect(),
+            attachments: post
+                .attachments
+                .into_iter()
+                .map(|attachment| AttachmentView::new(attachment, variants))
+                .collect(),
         }
     }
 }
@@ -101,17 +107,22 @@ pub struct ImageView {
     /// A [blurhash](https://blurha.sh) of the image (4 × 3 components).
     #[schema(example = "LEHV6nWB2yk8pyo0adR*.7kCMdnj")]
     pub blurhash: String,
+    /// Its sizes (`media.variants`), by name: `…/attachments/{id}/variants/{name}`
+    /// (relative), rendered on first request, then served from S3.
+    #[schema(example = json!({"thumb": "/v1/posts/6650f1c2a1b2c3d4e5f60718/attachments/6650f1c2a1b2c3d4e5f60719/variants/thumb"}))]
+    pub variants: BTreeMap<String, String>,
 }
 
-impl From<Attachment> for AttachmentView {
-    fn from(attachment: Attachment) -> Self {
+impl AttachmentView {
+    /// The view of `attachment`, an image linking to the sizes `variants` names.
+    pub fn new(attachment: Attachment, variants: &[String]) -> Self {
         let url = format!(
             "/v1/posts/{}/attachments/{}",
             attachment.post_id, attachment.id
         );
         Self {
             content_url: format!("{url}/content"),
-            url,
+            url: url.clone(),
             id: attachment.id.to_string(),
             post_id: attachment.post_id.to_string(),
             filename: attachment.filename,
@@ -123,6 +134,10 @@ impl From<Attachment> for AttachmentView {
                 width: image.width,
                 height: image.height,
                 blurhash: image.blurhash,
+                variants: variants
+                    .iter()
+                    .map(|name| (name.clone(), format!("{url}/variants/{name}")))
+                    .collect(),
             }),
         }
     }

@@ -89,7 +89,7 @@ pub async fn list_attachments(
             items: post
                 .attachments
                 .into_iter()
-                .map(AttachmentView::from)
+                .map(|attachment| state.attachment_view(attachment))
                 .collect(),
         },
     ))
@@ -113,7 +113,7 @@ pub async fn get_attachment(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let attachment = find_attachment(&state, &path).await?;
-    Ok(HttpResponse::Ok().json(AttachmentView::from(attachment)))
+    Ok(HttpResponse::Ok().json(state.attachment_view(attachment)))
 }
 /// A presigned URL to download an attachment directly from S3.
 #[utoipa::path(

@@ -1,15 +1,17 @@
 //! `GET|HEAD /v1/posts/{post_id}/attachments/{attachment_id}/content`: the bytes, streamed
-//! from S3, with ranges and conditional requests.
+//! from S3, with ranges and conditional requests; [`serve`] answers variants the same way.
 
 use actix_web::body::SizedStream;
+use std::future::Future;
+
 use actix_web::http::header::{
-    ACCEPT_RANGES, CONTENT_TYPE, ContentRange, ContentRangeSpec, ETag, EntityTag, IfNoneMatch,
-    Range, X_CONTENT_TYPE_OPTIONS,
+    ACCEPT_RANGES, CONTENT_TYPE, CacheControl, ContentDisposition, ContentRange, ContentRangeSpec,
+    ETag, EntityTag, IfNoneMatch, Range, X_CONTENT_TYPE_OPTIONS,
 };
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures::StreamExt;
-use storage::{Attachment, ByteRange};
+use storage::{ByteRange, ObjectBody, StorageError};
 
 use crate::http::conditional::{RangeDecision, content_disposition, decide_range, none_match};
 use crate::http::error::{ApiError, method_not_allowed};
@@ -60,21 +62,63 @@ pub async fn download_attachment(
     if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let attachment = find_attachment(&state, &path).await?;
-    let etag = EntityTag::new_strong(attachment.sha256.clone());
+    let served = Served {
+        content_type: &attachment.content_type,
+        size: attachment.size,
+        sha256: &attachment.sha256,
+        disposition: content_disposition(&attachment.filename),
+        cache_control: None,
+    };
+    let open = |range| state.storage.open_attachment(&attachment, range);
+    serve(&state, &request, range, if_none_match, served, open).await
+}
 
+/// How a stored object is served.
+#[derive(Debug)]
+pub struct Served<'a> {
+    /// Its type.
+    pub content_type: &'a str,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its hex SHA-256, the strong `ETag`.
+    pub sha256: &'a str,
+    /// `Content-Disposition`.
+    pub disposition: ContentDisposition,
+    /// `Cache-Control`, if it can be cached.
+    pub cache_control: Option<CacheControl>,
+}
+
+/// Answers a `GET` or `HEAD` of a stored object: 304 for a current `If-None-Match`, 206
+/// for a satisfiable `Range`, else the whole; the bytes streamed from what `open` opens.
+pub async fn serve<Open, Opening>(
+    state: &AppState,
+    request: &HttpRequest,
+    range: Option<web::Header<Range>>,
+    if_none_match: Option<web::Header<IfNoneMatch>>,
+    served: Served<'_>,
+    open: Open,
+) -> Result<HttpResponse, ApiError>
+where
+    Open: FnOnce(Option<ByteRange>) -> Opening,
+    Opening: Future<Output = Result<ObjectBody, StorageError>>,
+{
+    let etag = EntityTag::new_strong(served.sha256.to_owned());
     if none_match(if_none_match.as_deref(), &etag) {
-        return Ok(HttpResponse::NotModified()
-            .insert_header(ETag(etag))
-            .finish());
+        let mut response = HttpResponse::NotModified();
+        response.insert_header(ETag(etag));
+        if let Some(cache_control) = served.cache_control {
+            response.insert_header(cache_control);
+        }
+        return Ok(response.finish());
     }
-    let decision = decide_range(range.as_deref(), attachment.size);
-    let (mut response, range, length) = match decision {
-        RangeDecision::Full => (HttpResponse::Ok(), None, attachment.size),
+    let size = served.size;
+    let (mut response, range, length) = match decide_range(range.as_deref(), size) {
+        RangeDecision::Full => (HttpResponse::Ok(), None, size),
         RangeDecision::Partial(start, end) => {
             let mut partial = HttpResponse::PartialContent();
             partial.insert_header(ContentRange(ContentRangeSpec::Bytes {
                 range: Some((start, end)),
-                instance_length: Some(attachment.size),
+                instance_length: Some(size),
             }));
             (
                 partial,
@@ -83,12 +127,18 @@ pub async fn download_attachment(
             )
         }
         RangeDecision::Unsatisfiable => {
-            return Err(ApiError::RangeNotSatisfiable {
-                size: Some(attachment.size),
-            });
+            return Err(ApiError::RangeNotSatisfiable { size: Some(size) });
         }
     };
-    download_headers(&mut response, &attachment, etag);
+    response
+        .insert_header((CONTENT_TYPE, served.content_type))
+        .insert_header(ETag(etag))
+        .insert_header((ACCEPT_RANGES, "bytes"))
+        .insert_header(served.disposition)
+        .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    if let Some(cache_control) = served.cache_control {
+        response.insert_header(cache_control);
+    }
 
     if request.method() == actix_web::http::Method::HEAD {
         // A sized body that is never polled: actix sends its length, not its bytes.
@@ -96,10 +146,10 @@ pub async fn download_attachment(
         return Ok(response.body(SizedStream::new(length, nothing)));
     }
     // An empty object needs no S3 round trip.
-    if attachment.size == 0 {
+    if size == 0 {
         return Ok(response.body(Bytes::new()));
     }
-    let body = state.storage.open_attachment(&attachment, range).await?;
+    let body = open(range).await?;
     let counted = state.metrics.clone();
     let stream = body.stream.map(move |chunk| {
         chunk
@@ -110,13 +160,4 @@ pub async fn download_attachment(
             })
     });
     Ok(response.no_chunking(length).streaming(stream))
-}
-
-fn download_headers(response: &mut HttpResponseBuilder, attachment: &Attachment, etag: EntityTag) {
-    response
-        .insert_header((CONTENT_TYPE, attachment.content_type.as_str()))
-        .insert_header(ETag(etag))
-        .insert_header((ACCEPT_RANGES, "bytes"))
-        .insert_header(content_disposition(&attachment.filename))
-        .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"));
 }

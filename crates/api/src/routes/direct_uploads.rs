@@ -170,7 +170,7 @@ pub async fn complete_upload(
         .storage
         .complete_direct_upload(post_id, upload_id)
         .await?;
-    Ok(HttpResponse::Created().json(AttachmentView::from(attachment)))
+    Ok(HttpResponse::Created().json(state.attachment_view(attachment)))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod page;
 pub mod posts;
 pub mod tus;
+pub mod variants;
 
 /// Largest JSON request body: a post body of 100,000 characters each written as a
 /// twelve-byte surrogate pair of `\uXXXX` escapes, with room to spare.
@@ -45,6 +46,7 @@ pub fn public(config: &mut web::ServiceConfig) {
         .configure(tus::routes)
         .configure(attachments::routes)
         .configure(content::routes)
+        .configure(variants::routes)
         .configure(page::routes)
         .default_service(web::to(problem::not_found));
 }

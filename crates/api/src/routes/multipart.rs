@@ -18,7 +18,7 @@ use crate::domain::{FileName, parse_id};
 use crate::http::error::ApiError;
 use crate::http::extractors::Writer;
 use crate::http::problem::Problem;
-use crate::http::views::{AttachmentList, AttachmentView};
+use crate::http::views::AttachmentList;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::uploads::{BodyPace, closing, declared_length, paced};
@@ -179,7 +179,10 @@ async fn upload(
     };
     match outcome {
         Ok(published) => HttpResponse::Created().json(AttachmentList {
-            items: published.into_iter().map(AttachmentView::from).collect(),
+            items: published
+                .into_iter()
+                .map(|attachment| state.attachment_view(attachment))
+                .collect(),
         }),
         Err(error) => {
             if drain(&mut body).await {

@@ -15,7 +15,7 @@ use crate::http::error::method_not_allowed;
 use crate::http::problem::PROBLEM_JSON;
 use crate::state::AppState;
 
-use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts, tus};
+use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts, tus, variants};
 
 /// The service's API description.
 #[derive(Debug, OpenApi)]
@@ -32,6 +32,8 @@ use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts,
         attachments::list_attachments,
         attachments::get_attachment,
         content::download_attachment,
+        variants::download_variant,
+        variants::variant_url,
         attachments::attachment_url,
         attachments::delete_attachment,
         direct_uploads::begin_upload,

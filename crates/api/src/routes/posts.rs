@@ -129,7 +129,7 @@ pub async fn create_post(
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/v1/posts/{}", post.id)))
         .insert_header(ETag(post_etag(post.version)))
-        .json(PostView::from(post)))
+        .json(state.post_view(post)))
 }
 
 /// List posts, newest first.
@@ -154,7 +154,11 @@ pub async fn list_posts(
         ))
         .await?;
     Ok(HttpResponse::Ok().json(PostPage {
-        items: page.items.into_iter().map(PostView::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|post| state.post_view(post))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -188,7 +192,7 @@ pub async fn get_post(
         if_none_match.as_deref(),
         post_etag(post.version),
         reader.cache_control(),
-        || PostView::from(post),
+        || state.post_view(post),
     ))
 }
 
@@ -241,7 +245,7 @@ pub async fn update_post(
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(ETag(post_etag(post.version)))
-        .json(PostView::from(post)))
+        .json(state.post_view(post)))
 }
 
 /// Delete a post and its attachments.

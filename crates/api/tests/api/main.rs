@@ -22,3 +22,4 @@ mod telemetry;
 mod tus;
 mod tus_client;
 mod uploads;
+mod variants;

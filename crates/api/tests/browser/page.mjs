@@ -42,6 +42,8 @@ try {
     if (message.type() === "error") problems.push(message.text());
   });
   page.on("pageerror", (error) => problems.push(error.message));
+  const requested = [];
+  page.on("request", (request) => requested.push(new URL(request.url()).pathname));
 
   await page.goto(url);
   step("page loaded");
@@ -68,7 +70,8 @@ try {
   await post.locator(".attachment").nth(1).waitFor();
   assert.equal(await post.locator(".attachment").count(), 2, "both files are listed");
   await post.getByAltText("Preview of pixel.png").waitFor();
-  step("two files uploaded (one through the API, one straight to S3), progress at 100%, both listed, the image previewed");
+  assert.ok(requested.some((path) => path.endsWith("/variants/thumb")), "the preview is the image's thumb size");
+  step("two files uploaded (one through the API, one straight to S3), progress at 100%, both listed, the image previewed by its thumb after its blurhash");
 
   const [download] = await Promise.all([
     page.waitForEvent("download"),

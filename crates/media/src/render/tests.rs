@@ -2,7 +2,7 @@
 //! `image` crate's encoders.
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb, Rgba};
-use test_support::images::{contains, encoded, phone_photo, picture};
+use test_support::images::{contains, encoded, phone_photo, photo_jpeg, picture};
 
 use super::*;
 
@@ -28,19 +28,6 @@ fn decoded(rendered: &Rendered) -> DynamicImage {
 
 fn is_red(pixel: Rgb<u8>) -> bool {
     pixel.0[0] > 150 && pixel.0[2] < 100
-}
-
-/// A `width` × `height` photo-like JPEG: a gradient, red on the left half.
-fn large_jpeg(width: u32, height: u32) -> Bytes {
-    let image = ImageBuffer::from_fn(width, height, |x, y| {
-        let shade = (y * 100 / height) as u8;
-        if x < width / 2 {
-            Rgb([200, shade, shade])
-        } else {
-            Rgb([shade, shade, 200])
-        }
-    });
-    encoded(&DynamicImage::ImageRgb8(image), ImageFormat::Jpeg)
 }
 
 #[test]
@@ -69,7 +56,7 @@ fn cover_fills_the_box_with_the_middle_of_the_image() {
 
 #[test]
 fn inside_keeps_the_proportions() {
-    let bytes = large_jpeg(2000, 1000);
+    let bytes = photo_jpeg(2000, 1000);
 
     let rendered =
         render(&bytes, Format::Jpeg, &LIMITS, &spec(320, None, Fit::Inside)).expect("rendered");
@@ -80,7 +67,7 @@ fn inside_keeps_the_proportions() {
 
 #[test]
 fn a_large_jpeg_is_decoded_at_a_reduced_size_and_still_covers_the_box() {
-    let bytes = large_jpeg(4000, 3000);
+    let bytes = photo_jpeg(4000, 3000);
 
     let rendered = render(
         &bytes,
@@ -170,7 +157,7 @@ fn a_sixteen_bit_png_is_rendered() {
 
 #[test]
 fn an_image_over_the_limits_is_refused_before_rendering() {
-    let bytes = large_jpeg(400, 300);
+    let bytes = photo_jpeg(400, 300);
     let small = Limits {
         max_pixels: 10_000,
         max_dimension: 20_000,

@@ -25,6 +25,7 @@
 
 mod removal;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use mongodb::bson::oid::ObjectId;
@@ -220,6 +221,7 @@ impl Storage {
             direct_upload: None,
             resumable: None,
             image: None,
+            variants: BTreeMap::new(),
         }
     }
 
@@ -259,6 +261,7 @@ impl Storage {
         for file in staged {
             file.reservation.keep();
         }
+        self.render_eagerly(&attachments);
         Ok(attachments)
     }
 
@@ -317,6 +320,7 @@ impl Storage {
             document.reserved,
         )
         .await?;
+        self.render_eagerly(std::slice::from_ref(&attachment));
         Ok(attachment)
     }
 
@@ -381,5 +385,6 @@ fn ready_document(attachment: &Attachment) -> AttachmentDocument {
         direct_upload: None,
         resumable: None,
         image: attachment.image.clone(),
+        variants: BTreeMap::new(),
     }
 }

@@ -128,8 +128,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Hides, then removes the objects and leftovers, then the records, of `deleting`
-    /// attachments matching `filter`; the ids removed.
+    /// Hides, then removes the objects (variants first) and leftovers, then the records, of
+    /// `deleting` attachments matching `filter`; the ids removed.
     pub(crate) async fn remove_deleting_attachments(
         &self,
         mut filter: Document,
@@ -141,6 +141,12 @@ impl Storage {
             self.hide_attachments(document.post_id, &[document.id])
                 .await?;
             self.remove_leftovers(&document).await?;
+            for name in document.variants.keys() {
+                let variant = self
+                    .objects
+                    .variant_key_for(document.post_id, document.id, name);
+                self.objects.delete(&variant).await?;
+            }
             let key = self.objects.key_for(document.post_id, document.id);
             self.objects.delete(&key).await?;
             self.attachments()

@@ -1,5 +1,6 @@
 //! How posts and attachments are stored in MongoDB.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use mongodb::bson::DateTime;
@@ -154,6 +155,22 @@ pub(crate) struct AttachmentDocument {
     pub(crate) resumable: Option<ResumableState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) image: Option<ImageInfo>,
+    /// The variants of an image rendered so far, by name; each at
+    /// `ObjectStore::variant_key_for`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) variants: BTreeMap<String, VariantRecord>,
+}
+
+/// A rendered variant of an image attachment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct VariantRecord {
+    /// What the variant's definition was when it was rendered: another one renders again.
+    pub(crate) signature: String,
+    pub(crate) content_type: String,
+    pub(crate) size: i64,
+    pub(crate) sha256: String,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
 }
 
 impl PostDocument {

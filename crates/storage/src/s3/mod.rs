@@ -322,6 +322,18 @@ impl ObjectStore {
         format!("{}/{post_id}/{attachment_id}", self.key_prefix)
     }
 
+    /// Where the variant `name` of an attachment is stored: below the attachment's own key,
+    /// so a listing in key order finds it beside its image. `name` is one of
+    /// `media.variants`, checked before it gets here, never a client's text.
+    pub fn variant_key_for(
+        &self,
+        post_id: impl Display,
+        attachment_id: impl Display,
+        name: &str,
+    ) -> String {
+        format!("{}/{name}", self.key_for(post_id, attachment_id))
+    }
+
     /// Where a direct upload's client PUTs the bytes. Completion copies them, verified, to
     /// [`ObjectStore::key_for`], so a PUT after completion (or after a delete) can never
     /// change what is served; `staging` cannot be a post id.

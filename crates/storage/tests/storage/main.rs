@@ -8,3 +8,4 @@ mod posts;
 mod reaper;
 mod resumable;
 mod support;
+mod variants;

@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use storage::{
     MediaSettings, Mongo, MongoSettings, ObjectStore, S3Settings, Storage, UploadSettings,
+    VariantFit, VariantFormat, VariantSettings,
 };
 use test_support::{Inspector, MIB, testbed};
 
@@ -142,6 +143,20 @@ pub async fn harness_with(options: Options) -> Harness {
             max_dimension: NonZero::new(20_000).expect("non-zero"),
             max_image_bytes: NonZero::new(50 << 20).expect("non-zero"),
             max_concurrent_processing: NonZero::new(2).expect("non-zero"),
+            variants: [(
+                "thumb".to_owned(),
+                VariantSettings {
+                    width: NonZero::new(16).expect("non-zero"),
+                    height: NonZero::new(16),
+                    fit: VariantFit::Cover,
+                    format: VariantFormat::Jpeg,
+                    quality: 80,
+                },
+            )]
+            .into(),
+            max_concurrent_renders: NonZero::new(2).expect("non-zero"),
+            render_wait_secs: 10,
+            eager_variants: Vec::new(),
         },
         Duration::from_secs(300),
     );

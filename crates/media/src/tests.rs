@@ -9,7 +9,9 @@ use img_parts::ImageEXIF;
 use img_parts::png::{Png, PngChunk};
 use img_parts::riff::{RiffChunk, RiffContent};
 use img_parts::webp::{CHUNK_XMP, WebP};
-use test_support::images::{contains, encoded, exif_with_gps, phone_photo, picture, png_claiming};
+use test_support::images::{
+    CMYK_JPEG, contains, encoded, exif_with_gps, phone_photo, picture, png_claiming,
+};
 
 use super::*;
 
@@ -199,4 +201,13 @@ fn webp_exif_and_xmp_chunks_are_removed_and_the_header_flags_follow() {
         pixels(&processed.bytes),
         pixels(&encoded(&picture(), ImageFormat::WebP))
     );
+}
+
+#[test]
+fn a_cmyk_jpeg_is_described_and_kept_as_sent() {
+    let processed =
+        process(Bytes::from_static(CMYK_JPEG), Format::Jpeg, &LIMITS, true).expect("processed");
+
+    assert_eq!((processed.image.width, processed.image.height), (32, 16));
+    assert!(!processed.changed, "it carries no metadata to strip");
 }

@@ -34,6 +34,10 @@ pub fn photo_jpeg(width: u32, height: u32) -> Bytes {
     encoded(&DynamicImage::ImageRgb8(image), ImageFormat::Jpeg)
 }
 
+/// A 32 × 16 CMYK JPEG, red on the left half and blue on the right, as ImageMagick writes
+/// one for print (`-colorspace CMYK`: Adobe's inverted inks).
+pub const CMYK_JPEG: &[u8] = include_bytes!("../fixtures/cmyk.jpg");
+
 /// `image` encoded as `format`.
 pub fn encoded(image: &DynamicImage, format: ImageFormat) -> Bytes {
     let mut bytes = Cursor::new(Vec::new());

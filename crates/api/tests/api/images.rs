@@ -189,3 +189,15 @@ async fn images_beyond_the_processing_turns_wait_for_one_rather_than_fail() {
         assert_eq!(answer.status(), 201);
     }
 }
+
+#[tokio::test]
+async fn a_zero_byte_file_named_as_an_image_is_an_empty_file_not_an_image() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let attachment = app.upload_one(&post, "empty.png", b"").await;
+
+    assert_eq!(attachment["size"], 0, "{attachment}");
+    assert!(attachment["image"].is_null(), "{attachment}");
+    assert_ne!(attachment["content_type"], "image/png");
+}

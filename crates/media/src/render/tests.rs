@@ -2,7 +2,7 @@
 //! `image` crate's encoders.
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb, Rgba};
-use test_support::images::{contains, encoded, phone_photo, photo_jpeg, picture};
+use test_support::images::{CMYK_JPEG, contains, encoded, phone_photo, photo_jpeg, picture};
 
 use super::*;
 
@@ -166,4 +166,29 @@ fn an_image_over_the_limits_is_refused_before_rendering() {
     let refused = render(&bytes, Format::Jpeg, &small, &spec(10, None, Fit::Inside));
 
     assert!(matches!(refused, Err(MediaError::TooLarge { .. })));
+}
+
+#[test]
+fn a_cmyk_jpeg_is_rendered_in_its_colours() {
+    let rendered = render(
+        CMYK_JPEG,
+        Format::Jpeg,
+        &LIMITS,
+        &spec(16, None, Fit::Inside),
+    )
+    .expect("rendered");
+
+    let image = decoded(&rendered).to_rgb8();
+    assert_eq!((image.width(), image.height()), (16, 8));
+    assert!(
+        is_red(*image.get_pixel(2, 4)),
+        "{:?}",
+        image.get_pixel(2, 4)
+    );
+    assert!(!is_red(*image.get_pixel(13, 4)));
+    assert!(
+        image.get_pixel(13, 4).0[2] > 150,
+        "{:?}",
+        image.get_pixel(13, 4)
+    );
 }

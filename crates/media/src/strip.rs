@@ -40,7 +40,7 @@ pub(crate) fn strip(
                                 && segment.contents().starts_with(ICC_PROFILE)))))
             });
             jpeg.set_exif(exif);
-            Ok(jpeg.encoder().bytes())
+            Ok(without_trailing_images(jpeg.encoder().bytes()))
         }
         Format::Png => {
             let mut png = Png::from_bytes(bytes).map_err(unreadable)?;
@@ -58,6 +58,38 @@ pub(crate) fn strip(
         }
         Format::Gif => Ok(bytes),
     }
+}
+
+/// The JPEG cut after its end (EOI): a phone's Multi-Picture file appends more JPEGs there
+/// (a preview, a depth map), each with EXIF of its own, GPS position included.
+fn without_trailing_images(jpeg: Bytes) -> Bytes {
+    match jpeg.get(2..).and_then(end_of_image) {
+        Some(end) => jpeg.slice(..2 + end),
+        None => jpeg,
+    }
+}
+
+/// Where the image ends in what follows its SOI: just after the EOI marker, found by
+/// skipping segments by their length and walking the entropy-coded data between them
+/// (where `FF 00` is a stuffed byte and `FF D0` to `FF D7` restart markers).
+fn end_of_image(data: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while at + 1 < data.len() {
+        if data[at] != markers::P {
+            at += 1;
+            continue;
+        }
+        let marker = data[at + 1];
+        match marker {
+            0x00 | markers::P | markers::RST0..=markers::RST7 => at += 1,
+            markers::EOI => return Some(at + 2),
+            _ => {
+                let length = data.get(at + 2..at + 4)?;
+                at += 2 + usize::from(u16::from_be_bytes([length[0], length[1]]));
+            }
+        }
+    }
+    None
 }
 
 /// A TIFF block holding only the orientation tag; none for an upright image.

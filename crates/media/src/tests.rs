@@ -211,3 +211,18 @@ fn a_cmyk_jpeg_is_described_and_kept_as_sent() {
     assert_eq!((processed.image.width, processed.image.height), (32, 16));
     assert!(!processed.changed, "it carries no metadata to strip");
 }
+
+#[test]
+fn an_image_appended_after_the_first_as_a_phone_does_is_removed_with_its_metadata() {
+    let mut photo = phone_photo().to_vec();
+    photo.extend_from_slice(&phone_photo());
+
+    let processed = process(Bytes::from(photo), Format::Jpeg, &LIMITS, true).expect("processed");
+
+    assert!(
+        !contains(&processed.bytes, &[0x88, 0x25, 0, 4]),
+        "a GPS pointer is left"
+    );
+    assert!(!contains(&processed.bytes, b"xmpmeta"));
+    assert!(!contains(&processed.bytes, b"camera serial"));
+}

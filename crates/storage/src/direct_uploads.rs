@@ -35,7 +35,8 @@ pub struct DirectUploadTicket {
 impl Storage {
     /// Reserves a place on the post (whose author must be `author` when given), presigns
     /// the PUT and records the pending direct upload. The content type must be allowed and
-    /// the size within the limit; both are verified again on completion.
+    /// the size within the limit; both are verified again on completion, and so is the
+    /// client's `sha256` of the bytes when it gives one (before any processing).
     pub async fn begin_direct_upload(
         &self,
         post_id: PostId,
@@ -43,6 +44,7 @@ impl Storage {
         filename: &str,
         content_type: &str,
         size: u64,
+        sha256: Option<[u8; 32]>,
     ) -> Result<DirectUploadTicket, StorageError> {
         if size > self.max_file_bytes {
             return Err(StorageError::TooLarge {
@@ -71,6 +73,7 @@ impl Storage {
             direct_upload: Some(DirectUpload {
                 declared_size: i64::try_from(size).unwrap_or(i64::MAX),
                 declared_content_type: content_type.clone(),
+                declared_sha256: sha256.map(hex::encode),
                 expires_at: DateTime::from_system_time(SystemTime::now() + self.pending_ttl),
             }),
             ..Self::pending_document(&reservation, filename, content_type)
@@ -188,10 +191,19 @@ impl Storage {
         let (stored, content_type) = self
             .digest_object(&key, &declared.declared_content_type)
             .await?;
+        let digest = hex::encode(stored.sha256);
         let refused = if stored.size != declared_size {
             Some(StorageError::UploadMismatch(
                 "the object changed before it was verified".into(),
             ))
+        } else if let Some(declared) = declared
+            .declared_sha256
+            .as_deref()
+            .filter(|declared| *declared != digest)
+        {
+            Some(StorageError::UploadMismatch(format!(
+                "the uploaded bytes' SHA-256 is {digest}, not the declared {declared}"
+            )))
         } else if !self.policy.allows(&content_type) {
             Some(StorageError::UnsupportedType {
                 content_type: content_type.clone(),

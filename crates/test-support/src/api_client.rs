@@ -193,6 +193,43 @@ impl ApiClient {
             .expect("request reaches the service")
     }
 
+    /// A direct upload of `bytes` as `filename` of `content_type`, declared with `extra`
+    /// fields besides (e.g. `sha256`): begun, PUT to its presigned URL, then completed;
+    /// the completion's answer.
+    pub async fn upload_direct(
+        &self,
+        post_id: &str,
+        filename: &str,
+        content_type: &str,
+        bytes: Bytes,
+        extra: Value,
+    ) -> reqwest::Response {
+        let mut declaration =
+            json!({ "filename": filename, "content_type": content_type, "size": bytes.len() });
+        if let (Some(declared), Some(extra)) = (declaration.as_object_mut(), extra.as_object()) {
+            declared.extend(extra.clone());
+        }
+        let begun = self
+            .post_json(
+                &format!("/v1/posts/{post_id}/attachments/uploads"),
+                &declaration,
+            )
+            .await;
+        assert_eq!(begun.status(), 201, "the upload begins");
+        let ticket: Value = begun.json().await.expect("a ticket");
+        let mut put = self.client.put(ticket["url"].as_str().expect("url"));
+        for (name, value) in ticket["headers"].as_object().expect("headers") {
+            put = put.header(name, value.as_str().expect("header value"));
+        }
+        let stored = put.body(bytes).send().await.expect("S3 answers");
+        assert!(stored.status().is_success(), "PUT: {}", stored.status());
+        self.post_json(
+            ticket["complete_url"].as_str().expect("complete_url"),
+            &json!({}),
+        )
+        .await
+    }
+
     /// Deletes an attachment.
     pub async fn delete_attachment(&self, post_id: &str, attachment_id: &str) -> reqwest::Response {
         self.request(

@@ -50,6 +50,12 @@ pub struct BeginUpload {
     #[serde(deserialize_with = "whole_number")]
     #[schema(minimum = 0)]
     size: u64,
+    /// The hex SHA-256 of the bytes, if the client knows it: completion refuses other
+    /// bytes with 422. (An image's `sha256` afterwards is that of what is stored, without
+    /// its metadata.)
+    #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    sha256: Option<String>,
 }
 
 /// `type/subtype` of RFC 6838 restricted names.
@@ -107,6 +113,7 @@ pub async fn begin_upload(
         filename,
         content_type,
         size,
+        sha256,
     } = body.into_inner().0;
     let filename = FileName::parse(&filename).map_err(|error| ApiError::Validation(vec![error]))?;
     if !is_media_type(&content_type) {
@@ -115,6 +122,13 @@ pub async fn begin_upload(
             "must be a media type such as image/png",
         )]));
     }
+    let sha256 = sha256
+        .map(|text| {
+            let mut digest = [0; 32];
+            hex::decode_to_slice(&text, &mut digest).map(|()| digest)
+        })
+        .transpose()
+        .map_err(|_| ApiError::invalid("sha256", "must be 64 hexadecimal digits"))?;
     let ticket = state
         .bounded(state.storage.begin_direct_upload(
             post_id,
@@ -122,6 +136,7 @@ pub async fn begin_upload(
             filename.as_str(),
             &storage::essence(&content_type),
             size,
+            sha256,
         ))
         .await?;
     Ok(HttpResponse::Created().json(DirectUploadView {

@@ -86,34 +86,9 @@ async fn a_phone_photo_sent_as_a_resumable_upload_is_stored_without_its_metadata
 async fn a_phone_photo_sent_by_presigned_put_is_stored_without_its_metadata() {
     let app = spawn_app().await;
     let post = app.create_post().await;
-    let photo = phone_photo();
-    let ticket: Value = app
-        .post_json(
-            &format!("/v1/posts/{post}/attachments/uploads"),
-            &json!({ "filename": "photo.jpg", "content_type": "image/jpeg", "size": photo.len() }),
-        )
-        .await
-        .json()
-        .await
-        .expect("ticket");
-    let mut put = reqwest::Client::new().put(ticket["url"].as_str().expect("url"));
-    for (name, value) in ticket["headers"].as_object().expect("headers") {
-        put = put.header(name, value.as_str().expect("header value"));
-    }
-    assert!(
-        put.body(photo)
-            .send()
-            .await
-            .expect("PUT")
-            .status()
-            .is_success()
-    );
 
     let completed = app
-        .post_json(
-            ticket["complete_url"].as_str().expect("complete_url"),
-            &json!({}),
-        )
+        .upload_direct(&post, "photo.jpg", "image/jpeg", phone_photo(), json!({}))
         .await;
 
     assert_eq!(completed.status(), 201);

@@ -1,6 +1,10 @@
 //! Direct uploads: presigned PUT, then completion.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use test_support::expect_problem;
+use test_support::images::phone_photo;
 
 use crate::helpers::{TestApp, spawn_app};
 
@@ -151,4 +155,73 @@ async fn completing_before_the_bytes_were_put_is_422() {
         .await;
 
     assert_eq!(response.status(), 422);
+}
+
+#[tokio::test]
+async fn bytes_other_than_the_declared_sha256_are_refused_with_422_and_no_object_is_kept() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let other = hex::encode(Sha256::digest(b"other bytes"));
+
+    let completed = app
+        .upload_direct(
+            &post,
+            "photo.png",
+            "image/png",
+            Bytes::from_static(PNG),
+            json!({ "sha256": other }),
+        )
+        .await;
+
+    let problem = expect_problem(completed, 422).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("SHA-256")),
+        "{problem}"
+    );
+    // The upload stays pending until it expires, so the right bytes can be PUT again.
+    assert_eq!(app.stored.object_keys().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_photo_is_verified_against_the_declared_sha256_before_its_metadata_is_stripped() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let photo = phone_photo();
+    let sent = hex::encode(Sha256::digest(&photo));
+
+    let completed = app
+        .upload_direct(
+            &post,
+            "photo.jpg",
+            "image/jpeg",
+            photo,
+            json!({ "sha256": sent }),
+        )
+        .await;
+
+    assert_eq!(completed.status(), 201);
+    let attachment: Value = completed.json().await.expect("JSON");
+    assert_ne!(
+        attachment["sha256"],
+        sent.as_str(),
+        "it is the digest of what is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_sha256_that_is_not_64_hex_digits_is_422_naming_the_field() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+
+    let response = begin(
+        &app,
+        &post,
+        json!({ "filename": "a.png", "content_type": "image/png", "size": 3, "sha256": "xyz" }),
+    )
+    .await;
+
+    let problem = expect_problem(response, 422).await;
+    assert_eq!(problem["errors"][0]["field"], "sha256", "{problem}");
 }

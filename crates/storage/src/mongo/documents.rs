@@ -86,6 +86,9 @@ pub(crate) struct AttachmentSummary {
 pub(crate) struct DirectUpload {
     pub(crate) declared_size: i64,
     pub(crate) declared_content_type: String,
+    /// The client's hex SHA-256 of the bytes, verified before processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) declared_sha256: Option<String>,
     pub(crate) expires_at: DateTime,
 }
 

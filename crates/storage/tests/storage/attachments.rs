@@ -103,7 +103,14 @@ async fn put_direct_upload(
 ) -> storage::DirectUploadTicket {
     let ticket = h
         .storage
-        .begin_direct_upload(post, None, "direct.png", "image/png", PNG.len() as u64)
+        .begin_direct_upload(
+            post,
+            None,
+            "direct.png",
+            "image/png",
+            PNG.len() as u64,
+            None,
+        )
         .await
         .expect("begin");
     put_presigned(&ticket, PNG).await;
@@ -260,7 +267,14 @@ async fn a_direct_upload_becomes_ready_after_verification() {
     let post = h.post().await;
     let ticket = h
         .storage
-        .begin_direct_upload(post, None, "direct.png", "image/png", PNG.len() as u64)
+        .begin_direct_upload(
+            post,
+            None,
+            "direct.png",
+            "image/png",
+            PNG.len() as u64,
+            None,
+        )
         .await
         .expect("begin");
     assert_eq!(ticket.url.method, "PUT");
@@ -291,7 +305,7 @@ async fn completing_a_direct_upload_without_bytes_is_a_mismatch() {
     let post = h.post().await;
     let ticket = h
         .storage
-        .begin_direct_upload(post, None, "never.png", "image/png", 10)
+        .begin_direct_upload(post, None, "never.png", "image/png", 10, None)
         .await
         .expect("begin");
 
@@ -312,7 +326,7 @@ async fn a_direct_upload_of_the_wrong_size_is_a_mismatch_and_its_object_is_delet
     let post = h.post().await;
     let ticket = h
         .storage
-        .begin_direct_upload(post, None, "short.png", "image/png", 1000)
+        .begin_direct_upload(post, None, "short.png", "image/png", 1000, None)
         .await
         .expect("begin");
     let key = h.storage.objects().staging_key_for(post, ticket.upload_id);
@@ -377,7 +391,7 @@ async fn a_post_with_as_many_attachments_as_allowed_takes_no_more() {
         .await;
     let direct = h
         .storage
-        .begin_direct_upload(post, None, "3.txt", "text/plain", 1)
+        .begin_direct_upload(post, None, "3.txt", "text/plain", 1, None)
         .await;
 
     assert!(
@@ -449,7 +463,7 @@ async fn only_the_author_of_a_post_may_add_to_it_and_a_refusal_stores_nothing() 
         .await;
     let direct_by_bob = h
         .storage
-        .begin_direct_upload(post, Some("bob"), "b.txt", "text/plain", 3)
+        .begin_direct_upload(post, Some("bob"), "b.txt", "text/plain", 3, None)
         .await;
 
     assert!(matches!(by_bob, Err(StorageError::NotAuthor)), "{by_bob:?}");

@@ -37,7 +37,7 @@ async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uplo
     // A process killed between storing the bytes and marking them ready.
     let ticket = h
         .storage
-        .begin_direct_upload(post, None, "orphan.txt", "text/plain", 5)
+        .begin_direct_upload(post, None, "orphan.txt", "text/plain", 5, None)
         .await
         .expect("begin");
     h.stored

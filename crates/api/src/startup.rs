@@ -346,6 +346,7 @@ async fn connect(
                 objects.with_upload_memory(upload_memory.clone()),
                 &settings.uploads,
                 &settings.media,
+                &settings.scan,
                 Duration::from_secs(settings.s3.presign_ttl_secs.get()),
             ),
             mongo,

@@ -221,7 +221,8 @@ impl Storage {
             Err(
                 refusal @ (StorageError::UploadMismatch(_)
                 | StorageError::UnsupportedType { .. }
-                | StorageError::ImageRefused(_)),
+                | StorageError::ImageRefused(_)
+                | StorageError::Infected { .. }),
             ) => {
                 self.objects.delete(&key).await?;
                 self.objects.delete(&staging).await?;

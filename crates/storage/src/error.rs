@@ -78,6 +78,15 @@ pub enum StorageError {
     /// Every render turn stayed taken for `media.render_wait_secs`.
     #[error("every render turn is taken; retry shortly")]
     RenderBusy,
+    /// clamd found malware in the file (the signature's name).
+    #[error("the file is infected: {signature}")]
+    Infected {
+        /// The signature clamd matched.
+        signature: String,
+    },
+    /// clamd could not be reached or did not answer within `scan.timeout_secs`.
+    #[error("the malware scanner is unavailable: {0}")]
+    ScannerUnavailable(String),
     /// An image over the `media.*` limits, or one that does not decode.
     #[error("the image was refused: {0}")]
     ImageRefused(String),
@@ -130,7 +139,7 @@ impl StorageError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Database(_) | Self::Objects(_) | Self::TimedOut(_)
+            Self::Database(_) | Self::Objects(_) | Self::TimedOut(_) | Self::ScannerUnavailable(_)
         )
     }
 }

@@ -61,6 +61,7 @@ mod reaper;
 mod render_flights;
 mod resumable;
 mod s3;
+mod scanning;
 mod settings;
 mod store;
 mod summaries;
@@ -85,6 +86,6 @@ pub use crate::s3::{
     UploadedPart,
 };
 pub use crate::settings::{
-    InvalidSetting, MediaSettings, VariantFit, VariantFormat, VariantSettings,
+    InvalidSetting, MediaSettings, ScanSettings, VariantFit, VariantFormat, VariantSettings,
 };
 pub use crate::store::{Storage, UploadSettings};

@@ -1,5 +1,6 @@
 //! The processing stage of the attachment lifecycle: after an attachment's bytes are
-//! stored and verified, before it becomes ready, on every way in. An image (JPEG, PNG,
+//! stored and verified, before it becomes ready, on every way in. The bytes are scanned
+//! for malware (`scanning`, when configured); then an image (JPEG, PNG,
 //! WebP, GIF) is read back, refused if it is over the `media.*` limits or does not decode,
 //! stored again without its metadata (`media.strip_metadata`), and described (displayed
 //! size and blurhash). Other types pass as they are.
@@ -24,14 +25,15 @@ pub(crate) struct Processed {
 
 impl Storage {
     /// Runs the processing stage on the `stored` bytes of type `content_type` at `key`,
-    /// which no reader sees yet. `ImageRefused` if an image is over the limits or does not
-    /// decode; the caller removes what was stored.
+    /// which no reader sees yet. `Infected` if the scan finds malware, `ImageRefused` if an
+    /// image is over the limits or does not decode; the caller removes what was stored.
     pub(crate) async fn process(
         &self,
         key: &str,
         content_type: &str,
         stored: StoredObject,
     ) -> Result<Processed, StorageError> {
+        self.scan(key).await?;
         let Some(format) = Format::of(content_type) else {
             return Ok(Processed {
                 stored,

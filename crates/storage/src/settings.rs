@@ -1,6 +1,6 @@
-//! What the configuration sections of this crate (`mongo`, `s3`, `uploads`, `media`) say
-//! when a value cannot work. The sections live with the code they configure, but for
-//! `media`, here, which the processing stage and `Storage` both read.
+//! What the configuration sections of this crate (`mongo`, `s3`, `uploads`, `media`,
+//! `scan`) say when a value cannot work. The sections live with the code they configure,
+//! but for `media` and `scan`, here, which the processing stage and `Storage` both read.
 
 use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -89,6 +89,47 @@ pub enum VariantFormat {
     Jpeg,
     /// PNG, keeping transparency.
     Png,
+}
+
+/// The `scan.*` section: malware scanning by clamd before an attachment is ready.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSettings {
+    /// `host:port` of a clamd; empty: no scanning.
+    pub clamd_address: String,
+    /// Longest a scan may take, connection included.
+    pub timeout_secs: NonZeroU64,
+    /// With clamd unreachable or too slow, store the file anyway (with a warning) rather
+    /// than refuse it with 503.
+    pub fail_open: bool,
+    /// Where an infected file is moved in the bucket (`{prefix}/{post_id}/{attachment_id}`);
+    /// empty: it is deleted.
+    pub quarantine_prefix: String,
+}
+
+impl ScanSettings {
+    /// Checks the `scan.*` values on their own.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let address = self.clamd_address.as_str();
+        if !address.is_empty()
+            && address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(InvalidSetting::new(
+                "scan.clamd_address",
+                format!("`{address}` is not host:port, e.g. 127.0.0.1:3310"),
+            ));
+        }
+        let prefix = self.quarantine_prefix.as_str();
+        if prefix.starts_with('/') || prefix.ends_with('/') {
+            return Err(InvalidSetting::new(
+                "scan.quarantine_prefix",
+                "is a key prefix without a leading or trailing /",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_quality() -> u8 {

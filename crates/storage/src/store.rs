@@ -16,7 +16,7 @@ use crate::mongo::documents::{ATTACHMENTS, AttachmentDocument, POSTS, PostDocume
 use crate::render_flights::RenderFlights;
 use crate::s3::ObjectStore;
 use crate::settings::InvalidSetting;
-use crate::settings::MediaSettings;
+use crate::settings::{MediaSettings, ScanSettings};
 
 /// The `uploads.*` section of the service configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -74,6 +74,7 @@ pub struct Storage {
     pub(crate) resumable_uploads_per_user: u64,
     pub(crate) reconcile_keys_per_pass: usize,
     pub(crate) media: MediaSettings,
+    pub(crate) scan: ScanSettings,
     /// Turns to process an image: each holds a file and its decoded pixels in memory.
     pub(crate) processing: Arc<Semaphore>,
     /// Turns to render a variant.
@@ -86,12 +87,13 @@ pub struct Storage {
 
 impl Storage {
     /// Storage over a connected MongoDB and the attachments bucket, processing images as
-    /// `media` says.
+    /// `media` says and scanning files as `scan` says.
     pub fn new(
         mongo: &Mongo,
         objects: ObjectStore,
         uploads: &UploadSettings,
         media: &MediaSettings,
+        scan: &ScanSettings,
         presign_ttl: Duration,
     ) -> Self {
         Self {
@@ -107,6 +109,7 @@ impl Storage {
             reconcile_keys_per_pass: usize::try_from(uploads.reconcile_keys_per_pass.get())
                 .unwrap_or(usize::MAX),
             media: media.clone(),
+            scan: scan.clone(),
             processing: Arc::new(Semaphore::new(
                 usize::try_from(media.max_concurrent_processing.get()).unwrap_or(1),
             )),

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod api_client;
+mod clamd;
 mod content;
 pub mod images;
 mod inspect;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use crate::api_client::{ApiClient, expect_problem, id_of};
+pub use crate::clamd::{Clamd, EICAR, EICAR_SIGNATURE};
 pub use crate::content::pseudo_random;
 pub use crate::inspect::{Inspector, s3_client};
 pub use crate::multipart::{BOUNDARY, closing_boundary, form_content_type, multipart, part_header};

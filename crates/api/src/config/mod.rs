@@ -11,7 +11,7 @@ use aws_creds::AwsSettings;
 use config::{Config, ConfigError, File, FileFormat};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use storage::{MediaSettings, MongoSettings, S3Settings, UploadSettings};
+use storage::{MediaSettings, MongoSettings, S3Settings, ScanSettings, UploadSettings};
 
 mod sections;
 
@@ -51,6 +51,8 @@ pub struct Settings {
     pub uploads: UploadSettings,
     /// `media.*`
     pub media: MediaSettings,
+    /// `scan.*`
+    pub scan: ScanSettings,
     /// `admission.*`
     pub admission: AdmissionSettings,
     /// `auth.*`
@@ -182,6 +184,7 @@ impl Settings {
         self.s3.validate()?;
         self.uploads.validate()?;
         self.media.validate()?;
+        self.scan.validate()?;
         self.auth.validate(&self.environment)?;
         self.log.validate()?;
         self.traces.validate()?;
@@ -191,6 +194,18 @@ impl Settings {
                 format!(
                     "{} must be at least s3.presign_ttl_secs ({}), so a presigned URL never outlives its credentials",
                     self.aws.refresh_lead_secs, self.s3.presign_ttl_secs
+                ),
+            ));
+        }
+        let quarantine = self.scan.quarantine_prefix.as_str();
+        let own = self.s3.key_prefix.as_str();
+        if !quarantine.is_empty()
+            && (quarantine == own || quarantine.starts_with(&format!("{own}/")))
+        {
+            return Err(SettingsError::new(
+                "scan.quarantine_prefix",
+                format!(
+                    "`{quarantine}` is inside s3.key_prefix (`{own}`), where the reaper deletes what no record names"
                 ),
             ));
         }

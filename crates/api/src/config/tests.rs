@@ -414,3 +414,40 @@ fn a_presign_endpoint_that_is_not_a_url_is_named() {
         "s3.presign_endpoint"
     );
 }
+
+#[test]
+fn a_clamd_address_that_is_not_host_and_port_is_refused() {
+    assert_eq!(
+        error_key(&[], &[("APP__SCAN__CLAMD_ADDRESS", "clamd")]),
+        "scan.clamd_address"
+    );
+}
+
+#[test]
+fn a_quarantine_inside_the_key_prefix_is_refused() {
+    assert_eq!(
+        error_key(
+            &[],
+            &[
+                ("APP__S3__KEY_PREFIX", "posts"),
+                ("APP__SCAN__QUARANTINE_PREFIX", "posts/quarantine")
+            ]
+        ),
+        "scan.quarantine_prefix"
+    );
+}
+
+#[test]
+fn a_variant_that_covers_a_box_without_a_height_is_refused() {
+    assert_eq!(
+        error_key(
+            &[],
+            &[
+                ("APP__MEDIA__VARIANTS__WIDE__WIDTH", "640"),
+                ("APP__MEDIA__VARIANTS__WIDE__FIT", "cover"),
+                ("APP__MEDIA__VARIANTS__WIDE__FORMAT", "jpeg")
+            ]
+        ),
+        "media.variants"
+    );
+}

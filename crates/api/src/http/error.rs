@@ -219,6 +219,7 @@ impl From<StorageError> for ApiError {
             StorageError::UploadMismatch(detail) | StorageError::ImageRefused(detail) => {
                 Self::Unprocessable(detail)
             }
+            error @ StorageError::Infected { .. } => Self::Unprocessable(error.to_string()),
             StorageError::Client(detail) => {
                 Self::BadRequest(format!("the request body could not be read: {detail}"))
             }
@@ -232,7 +233,8 @@ impl From<StorageError> for ApiError {
             }
             error @ (StorageError::Database(_)
             | StorageError::Objects(_)
-            | StorageError::TimedOut(_)) => Self::Unavailable(error),
+            | StorageError::TimedOut(_)
+            | StorageError::ScannerUnavailable(_)) => Self::Unavailable(error),
         }
     }
 }

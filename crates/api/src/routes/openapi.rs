@@ -149,7 +149,7 @@ impl Modify for CommonResponses {
                         ),
                         (
                             "422",
-                            "An image that does not decode, or is over a `media.*` limit (named); nothing is kept",
+                            "An image that does not decode or is over a `media.*` limit (named), or a file in which the scanner found malware (its signature named); nothing is kept",
                         ),
                     ]);
                 }

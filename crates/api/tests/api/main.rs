@@ -16,6 +16,7 @@ mod ops;
 mod page;
 mod posts;
 mod raw_uploads;
+mod scanning;
 mod security;
 mod startup;
 mod telemetry;

@@ -236,7 +236,8 @@ impl Storage {
             Err(
                 error @ (StorageError::UnsupportedType { .. }
                 | StorageError::UploadMismatch(_)
-                | StorageError::ImageRefused(_)),
+                | StorageError::ImageRefused(_)
+                | StorageError::Infected { .. }),
             ) => {
                 self.terminate_resumable_upload(
                     PostId(document.post_id),

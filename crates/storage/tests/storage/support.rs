@@ -11,8 +11,8 @@ use futures::Stream;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use storage::{
-    MediaSettings, Mongo, MongoSettings, ObjectStore, S3Settings, Storage, UploadSettings,
-    VariantFit, VariantFormat, VariantSettings,
+    MediaSettings, Mongo, MongoSettings, ObjectStore, S3Settings, ScanSettings, Storage,
+    UploadSettings, VariantFit, VariantFormat, VariantSettings,
 };
 use test_support::{Inspector, MIB, testbed};
 
@@ -157,6 +157,12 @@ pub async fn harness_with(options: Options) -> Harness {
             max_concurrent_renders: NonZero::new(2).expect("non-zero"),
             render_wait_secs: 10,
             eager_variants: Vec::new(),
+        },
+        &ScanSettings {
+            clamd_address: String::new(),
+            timeout_secs: NonZero::new(30).expect("non-zero"),
+            fail_open: false,
+            quarantine_prefix: String::new(),
         },
         Duration::from_secs(300),
     );

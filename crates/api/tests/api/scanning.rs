@@ -1,0 +1,163 @@
+//! Malware scanning against a real clamd: every way in scans a file before it becomes an
+//! attachment; the EICAR test file is refused with its signature and leaves nothing;
+//! an unreachable scanner refuses files (503) unless `scan.fail_open` is set.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use test_support::{Clamd, EICAR, EICAR_SIGNATURE, expect_problem, free_port};
+
+use crate::helpers::{TestApp, spawn_app_with, test_settings};
+
+/// A service that scans with `clamd`, its infected files moved to `quarantine` if named.
+async fn scanning_app(clamd: &Clamd, quarantine: &str) -> TestApp {
+    let mut settings = test_settings();
+    settings.scan.clamd_address = clamd.address.clone();
+    settings.scan.quarantine_prefix = quarantine.to_owned();
+    spawn_app_with(settings).await
+}
+
+/// Asserts a 422 naming the EICAR signature.
+async fn assert_refused_as_infected(response: reqwest::Response) {
+    let problem = expect_problem(response, 422).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains(EICAR_SIGNATURE)),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn the_eicar_file_sent_as_a_form_is_refused_naming_its_signature_and_leaves_nothing() {
+    let clamd = Clamd::start().await;
+    let app = scanning_app(&clamd, "").await;
+    let post = app.create_post().await;
+
+    let refused = app.upload(&post, &[("eicar.txt", EICAR)]).await;
+
+    assert_refused_as_infected(refused).await;
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn a_clean_file_is_stored_while_scanning_is_on() {
+    let clamd = Clamd::start().await;
+    let app = scanning_app(&clamd, "").await;
+    let post = app.create_post().await;
+
+    let stored = app.upload(&post, &[("notes.txt", b"clean notes")]).await;
+
+    assert_eq!(stored.status(), 201);
+}
+
+#[tokio::test]
+async fn the_eicar_file_sent_as_a_raw_body_is_refused() {
+    let clamd = Clamd::start().await;
+    let app = scanning_app(&clamd, "").await;
+    let post = app.create_post().await;
+
+    let refused = app
+        .upload_raw_streamed(&post, "eicar.txt", Bytes::from_static(EICAR))
+        .await;
+
+    assert_refused_as_infected(refused).await;
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn the_eicar_file_sent_by_presigned_put_is_refused_and_its_objects_removed() {
+    let clamd = Clamd::start().await;
+    let app = scanning_app(&clamd, "").await;
+    let post = app.create_post().await;
+
+    let refused = app
+        .upload_direct(
+            &post,
+            "eicar.txt",
+            "text/plain",
+            Bytes::from_static(EICAR),
+            json!({}),
+        )
+        .await;
+
+    assert_refused_as_infected(refused).await;
+    assert_eq!(app.stored.object_keys().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_eicar_file_sent_as_a_resumable_upload_is_refused_and_the_upload_ended() {
+    let clamd = Clamd::start().await;
+    let app = scanning_app(&clamd, "").await;
+    let post = app.create_post().await;
+
+    let refused = app.upload_resumable(&post, Bytes::from_static(EICAR)).await;
+
+    assert_refused_as_infected(refused).await;
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn an_infected_file_is_moved_to_the_quarantine_prefix() {
+    let clamd = Clamd::start().await;
+    let quarantine = format!("quarantine-{}", uuid::Uuid::new_v4().simple());
+    let app = scanning_app(&clamd, &quarantine).await;
+    let post = app.create_post().await;
+
+    let refused = app.upload(&post, &[("eicar.txt", EICAR)]).await;
+
+    assert_refused_as_infected(refused).await;
+    let kept = app
+        .stored
+        .s3
+        .list_objects_v2()
+        .bucket(&app.stored.bucket)
+        .prefix(format!("{quarantine}/{post}/"))
+        .send()
+        .await
+        .expect("S3 answers");
+    assert_eq!(kept.contents().len(), 1, "the infected file is kept aside");
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn with_the_scanner_unreachable_a_file_is_refused_with_503_and_leaves_nothing() {
+    let mut settings = test_settings();
+    settings.scan.clamd_address = format!("127.0.0.1:{}", free_port());
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+
+    let refused = app.upload(&post, &[("notes.txt", b"clean notes")]).await;
+
+    let problem = expect_problem(refused, 503).await;
+    assert_eq!(
+        problem["type"].as_str().map(|t| t.ends_with("unavailable")),
+        Some(true),
+        "{problem}"
+    );
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn with_the_scanner_unreachable_and_fail_open_a_file_is_stored() {
+    let mut settings = test_settings();
+    settings.scan.clamd_address = format!("127.0.0.1:{}", free_port());
+    settings.scan.fail_open = true;
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+
+    let stored = app.upload(&post, &[("notes.txt", b"clean notes")]).await;
+
+    assert_eq!(stored.status(), 201);
+}

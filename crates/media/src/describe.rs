@@ -6,6 +6,7 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
+use crate::render::decode_jpeg_at_least;
 use crate::{Format, Limits, MediaError};
 
 /// An image's displayed size and placeholder.
@@ -39,7 +40,16 @@ pub(crate) fn describe(
         .set_limits(decoding_limits(limits))
         .map_err(unreadable)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let decoded = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    // A JPEG is decoded at the least size that still gives the blurhash its pixels: every
+    // byte of it is still read, so a truncated one fails all the same.
+    let reduced = match format {
+        Format::Jpeg => decode_jpeg_at_least(bytes, (BLURHASH_SOURCE, BLURHASH_SOURCE))?,
+        _ => None,
+    };
+    let decoded = match reduced {
+        Some(decoded) => decoded,
+        None => DynamicImage::from_decoder(decoder).map_err(unreadable)?,
+    };
     let mut small = decoded.thumbnail(BLURHASH_SOURCE, BLURHASH_SOURCE);
     small.apply_orientation(orientation);
     let small = small.to_rgba8();
@@ -64,6 +74,24 @@ pub(crate) fn describe(
         },
         orientation,
     ))
+}
+
+/// The memory that describing the image in `bytes` decodes into, read from its header;
+/// refused, as [`crate::process`] would refuse it, if it is over `limits`. A JPEG is
+/// decoded at 1/8 of its size; other formats whole.
+pub fn decoding_bytes(bytes: &[u8], format: Format, limits: &Limits) -> Result<u64, MediaError> {
+    let unreadable = |error: image::ImageError| MediaError::Unreadable(error.to_string());
+    let decoder = ImageReader::with_format(Cursor::new(bytes), format.decoder_format())
+        .into_decoder()
+        .map_err(unreadable)?;
+    let (width, height) = decoder.dimensions();
+    check(width, height, limits)?;
+    let per_pixel = u64::from(decoder.color_type().bytes_per_pixel());
+    let (width, height) = match format {
+        Format::Jpeg => (width.div_ceil(8), height.div_ceil(8)),
+        _ => (width, height),
+    };
+    Ok(u64::from(width) * u64::from(height) * per_pixel)
 }
 
 /// What the `image` crate's decoders may allocate under `limits`.

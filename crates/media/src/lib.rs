@@ -16,7 +16,7 @@ mod strip;
 
 use bytes::Bytes;
 
-pub use self::describe::ImageInfo;
+pub use self::describe::{ImageInfo, decoding_bytes};
 pub use self::render::{Encoding, Fit, Rendered, VariantSpec, render};
 
 /// The image formats this crate processes.

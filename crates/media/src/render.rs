@@ -151,7 +151,7 @@ pub fn render(
 
 /// Decodes a JPEG at the smallest IDCT scale whose size is at least `needed` (as stored,
 /// before orientation); `None` for CMYK, which the `image` crate's decoder converts.
-fn decode_jpeg_at_least(
+pub(crate) fn decode_jpeg_at_least(
     bytes: &[u8],
     needed: (u32, u32),
 ) -> Result<Option<DynamicImage>, MediaError> {

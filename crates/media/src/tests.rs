@@ -226,3 +226,25 @@ fn an_image_appended_after_the_first_as_a_phone_does_is_removed_with_its_metadat
     assert!(!contains(&processed.bytes, b"xmpmeta"));
     assert!(!contains(&processed.bytes, b"camera serial"));
 }
+
+#[test]
+fn decoding_a_jpeg_needs_an_eighth_of_its_sides_and_a_png_all_of_its_pixels() {
+    let jpeg = test_support::images::photo_jpeg(800, 600);
+    let png = encoded(&picture(), ImageFormat::Png);
+
+    assert_eq!(
+        decoding_bytes(&jpeg, Format::Jpeg, &LIMITS),
+        Ok(100 * 75 * 3)
+    );
+    assert_eq!(decoding_bytes(&png, Format::Png, &LIMITS), Ok(40 * 20 * 3));
+}
+
+#[test]
+fn the_decoding_estimate_refuses_what_the_limits_refuse() {
+    let bomb = png_claiming(100_000, 100_000);
+
+    assert!(matches!(
+        decoding_bytes(&bomb, Format::Png, &LIMITS),
+        Err(MediaError::TooLarge { .. })
+    ));
+}

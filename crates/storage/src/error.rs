@@ -75,9 +75,12 @@ pub enum StorageError {
     /// The attachment is not an image, so it has no variants.
     #[error("the attachment is not an image, so it has no variants")]
     NotAnImage,
-    /// Every render turn stayed taken for `media.render_wait_secs`.
+    /// Every render turn stayed taken for `media.wait_secs`.
     #[error("every render turn is taken; retry shortly")]
     RenderBusy,
+    /// The upload memory an image's decoding needs stayed taken for `media.wait_secs`.
+    #[error("the service is at its upload capacity; retry shortly")]
+    AtCapacity,
     /// clamd found malware in the file (the signature's name).
     #[error("the file is infected: {signature}")]
     Infected {

@@ -52,6 +52,15 @@ impl UploadMemory {
             .map(|permit| MemoryHold { _permit: permit })
     }
 
+    /// Takes `bytes`, waiting up to `within` for them to be free; `None` if they were not.
+    pub async fn take_within(&self, bytes: u64, within: std::time::Duration) -> Option<MemoryHold> {
+        let acquire = self.free.clone().acquire_many_owned(kib(bytes));
+        match tokio::time::timeout(within, acquire).await {
+            Ok(Ok(permit)) => Some(MemoryHold { _permit: permit }),
+            _ => None,
+        }
+    }
+
     /// Takes `bytes` only if half of the budget stays free after: what an upload takes to
     /// go faster never leaves new uploads without room.
     pub fn try_take_spare(&self, bytes: u64) -> Option<MemoryHold> {
@@ -132,5 +141,17 @@ mod tests {
     #[test]
     fn no_budget_gives_nothing() {
         assert!(UploadMemory::none().try_take(1).is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_waited_for_is_taken_once_it_is_given_back_or_not_at_all() {
+        let memory = UploadMemory::new(10 * MIB);
+        let hold = memory.try_take(8 * MIB).expect("free");
+        let wait = std::time::Duration::from_millis(50);
+
+        assert!(memory.take_within(4 * MIB, wait).await.is_none());
+        let waiting = memory.take_within(4 * MIB, std::time::Duration::from_secs(5));
+        drop(hold);
+        assert!(waiting.await.is_some());
     }
 }

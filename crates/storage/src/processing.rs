@@ -1,15 +1,19 @@
 //! The processing stage of the attachment lifecycle: after an attachment's bytes are
 //! stored and verified, before it becomes ready, on every way in. The bytes are scanned
-//! for malware (`scanning`, when configured); then an image (JPEG, PNG,
-//! WebP, GIF) is read back, refused if it is over the `media.*` limits or does not decode,
-//! stored again without its metadata (`media.strip_metadata`), and described (displayed
-//! size and blurhash). Other types pass as they are.
+//! for malware (`scanning`, when configured); then an image (JPEG, PNG, WebP, GIF) is read
+//! back, refused if it is over the `media.*` limits or does not decode, stored again
+//! without its metadata (`media.strip_metadata`), and described (displayed size and
+//! blurhash), the memory its decoding needs taken from the upload memory while it is held.
+//! Other types pass as they are.
+
+use std::time::Duration;
 
 use bytes::BytesMut;
 use media::Format;
 use sha2::{Digest, Sha256};
 
 use crate::error::StorageError;
+use crate::memory::MemoryHold;
 use crate::model::ImageInfo;
 use crate::s3::StoredObject;
 use crate::store::Storage;
@@ -24,6 +28,23 @@ pub(crate) struct Processed {
 }
 
 impl Storage {
+    /// Takes the memory an image's decoding needs from the upload memory, waiting up to
+    /// `media.wait_secs` for it: `AtCapacity` if it stays taken, `ImageRefused` if it is
+    /// more than all of it.
+    async fn take_decoding_memory(&self, bytes: u64) -> Result<MemoryHold, StorageError> {
+        let memory = self.objects.upload_memory();
+        if bytes > memory.total_bytes() {
+            return Err(StorageError::ImageRefused(format!(
+                "decoding the image needs {bytes} bytes, over admission.upload_memory_bytes ({})",
+                memory.total_bytes()
+            )));
+        }
+        memory
+            .take_within(bytes, Duration::from_secs(self.media.wait_secs))
+            .await
+            .ok_or(StorageError::AtCapacity)
+    }
+
     /// Runs the processing stage on the `stored` bytes of type `content_type` at `key`,
     /// which no reader sees yet. `Infected` if the scan finds malware, `ImageRefused` if an
     /// image is over the limits or does not decode; the caller removes what was stored.
@@ -59,6 +80,9 @@ impl Storage {
             .await?;
         let (limits, strip) = (media.limits(), media.strip_metadata);
         let bytes = bytes.freeze();
+        let decoding = media::decoding_bytes(&bytes, format, &limits)
+            .map_err(|error| StorageError::ImageRefused(error.to_string()))?;
+        let _pixels = self.take_decoding_memory(decoding).await?;
         let processed =
             tokio::task::spawn_blocking(move || media::process(bytes, format, &limits, strip))
                 .await

@@ -47,7 +47,7 @@ pub struct MediaSettings {
     /// Variants rendered at once by an instance.
     pub max_concurrent_renders: NonZeroU32,
     /// How long a request waits for a render turn before it is answered 503.
-    pub render_wait_secs: u64,
+    pub wait_secs: u64,
     /// Variants rendered as soon as an image is ready, rather than on first request.
     #[serde(default)]
     pub eager_variants: Vec<String>,

@@ -4,7 +4,7 @@
 //!
 //! One render of a variant runs at a time on an instance (single flight: the others wait
 //! for it, then read what it recorded), at most `media.max_concurrent_renders` renders at
-//! once (a request waits `media.render_wait_secs` for a turn, then `RenderBusy`). A variant
+//! once (a request waits `media.wait_secs` for a turn, then `RenderBusy`). A variant
 //! is recorded only while its attachment is ready, so one rendered while the attachment is
 //! deleted is deleted again; a crash between the object and the record leaves an object
 //! that the reaper removes.
@@ -146,7 +146,7 @@ impl Storage {
         let Some(format) = Format::of(&attachment.content_type) else {
             return Err(StorageError::NotAnImage);
         };
-        let wait = Duration::from_secs(self.media.render_wait_secs);
+        let wait = Duration::from_secs(self.media.wait_secs);
         let _turn = tokio::time::timeout(wait, self.renders.acquire())
             .await
             .map_err(|_| StorageError::RenderBusy)?

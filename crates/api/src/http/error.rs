@@ -210,6 +210,7 @@ impl From<StorageError> for ApiError {
                 Self::Conflict(error.to_string())
             }
             StorageError::RenderBusy => Self::RendersBusy,
+            StorageError::AtCapacity => Self::AtCapacity,
             StorageError::TooLarge { limit } => {
                 Self::TooLarge(format!("a file exceeds the limit of {limit} bytes"))
             }

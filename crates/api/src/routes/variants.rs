@@ -32,7 +32,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// The variant named by the path `(post_id, attachment_id, name)`, rendered if it is not
 /// yet. Rendering may take longer than metadata work, so it is bounded by its own wait
-/// (`media.render_wait_secs`) rather than `server.storage_timeout_secs`.
+/// (`media.wait_secs`) rather than `server.storage_timeout_secs`.
 async fn find_variant(
     state: &AppState,
     path: &(String, String, String),

@@ -176,3 +176,27 @@ async fn a_zero_byte_file_named_as_an_image_is_an_empty_file_not_an_image() {
     assert!(attachment["image"].is_null(), "{attachment}");
     assert_ne!(attachment["content_type"], "image/png");
 }
+
+#[tokio::test]
+async fn an_image_whose_decoding_needs_more_than_the_upload_memory_is_refused_naming_it() {
+    let mut settings = test_settings();
+    settings.admission.upload_memory_bytes = std::num::NonZero::new(24 << 20).expect("non-zero");
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+    // 3,000 × 3,000 RGBA: 36 MB of pixels in a few kilobytes of PNG.
+    let canvas = image::DynamicImage::ImageRgba8(image::RgbaImage::new(3000, 3000));
+    let png = test_support::images::encoded(&canvas, image::ImageFormat::Png);
+
+    let refused = app.upload(&post, &[("canvas.png", &png)]).await;
+
+    let problem = expect_problem(refused, 422).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("admission.upload_memory_bytes")),
+        "{problem}"
+    );
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}

@@ -203,7 +203,7 @@ async fn eager_sizes_are_rendered_as_soon_as_the_image_is_ready() {
 async fn with_every_render_turn_taken_a_request_is_told_to_retry() {
     let mut settings = test_settings();
     settings.media.max_concurrent_renders = std::num::NonZero::<u32>::MIN;
-    settings.media.render_wait_secs = 0;
+    settings.media.wait_secs = 0;
     let app = spawn_app_with(settings).await;
     let post = app.create_post().await;
     let photo = photo_jpeg(2400, 1800);

@@ -312,6 +312,11 @@ impl ObjectStore {
         }
     }
 
+    /// The memory uploads share.
+    pub(crate) fn upload_memory(&self) -> &UploadMemory {
+        &self.memory
+    }
+
     /// The configured bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket

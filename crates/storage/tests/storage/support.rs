@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use storage::{
     MediaSettings, Mongo, MongoSettings, ObjectStore, S3Settings, ScanSettings, Storage,
-    UploadSettings, VariantFit, VariantFormat, VariantSettings,
+    UploadMemory, UploadSettings, VariantFit, VariantFormat, VariantSettings,
 };
 use test_support::{Inspector, MIB, testbed};
 
@@ -123,7 +123,7 @@ pub async fn harness_with(options: Options) -> Harness {
     );
     let storage = Storage::new(
         &mongo,
-        objects,
+        objects.with_upload_memory(UploadMemory::new(256 * MIB)),
         &UploadSettings {
             max_file_bytes: NonZero::new(options.max_file_bytes).expect("non-zero"),
             max_files_per_request: NonZero::new(10).expect("non-zero"),
@@ -155,7 +155,7 @@ pub async fn harness_with(options: Options) -> Harness {
             )]
             .into(),
             max_concurrent_renders: NonZero::new(2).expect("non-zero"),
-            render_wait_secs: 10,
+            wait_secs: 10,
             eager_variants: Vec::new(),
         },
         &ScanSettings {

@@ -208,7 +208,8 @@ fn flattened(image: DynamicImage) -> RgbImage {
 }
 
 /// The size of the variant, and the least size (as displayed) to decode for it: the
-/// target itself for `Inside`, the image scaled to cover the box for `Cover`.
+/// target itself for `Inside`, the image scaled to cover the box for `Cover`. An image
+/// smaller than a `Cover` box is cropped to the box's proportions, not enlarged.
 fn target_size(displayed: (u32, u32), spec: &VariantSpec) -> ((u32, u32), (u32, u32)) {
     let (width, height) = (f64::from(displayed.0), f64::from(displayed.1));
     let box_width = f64::from(spec.width);
@@ -221,12 +222,19 @@ fn target_size(displayed: (u32, u32), spec: &VariantSpec) -> ((u32, u32), (u32, 
     .min(1.0);
     let scaled = |side: f64| ((side * scale).round() as u32).max(1);
     let needed = (scaled(width), scaled(height));
-    let target = match spec.fit {
-        Fit::Inside => needed,
-        Fit::Cover => (
-            spec.width.min(needed.0),
-            spec.height.unwrap_or(needed.1).min(needed.1),
-        ),
+    let target = match (spec.fit, spec.height) {
+        (Fit::Cover, Some(box_height)) => {
+            // The box's proportions, as large as fits in the scaled image.
+            let aspect = box_width / f64::from(box_height);
+            let (across, down) = (f64::from(needed.0), f64::from(needed.1));
+            let side = |value: f64| (value.round() as u32).max(1);
+            if across / down > aspect {
+                (side(down * aspect).min(needed.0), needed.1)
+            } else {
+                (needed.0, side(across / aspect).min(needed.1))
+            }
+        }
+        _ => needed,
     };
     (target, needed)
 }

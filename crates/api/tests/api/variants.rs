@@ -226,3 +226,63 @@ async fn with_every_render_turn_taken_a_request_is_told_to_retry() {
         .unwrap_or_else(|| panic!("no render was turned away: {statuses:?}"));
     assert_eq!(busy.headers()["retry-after"], "1");
 }
+
+#[tokio::test]
+async fn head_of_a_size_answers_its_headers_without_a_body() {
+    let app = spawn_app().await;
+    let (_, attachment) = post_with_photo(&app).await;
+    let thumb = variant_link(&attachment, "thumb");
+    let served = app.get(&thumb).await.bytes().await.expect("thumb");
+
+    let head = app.request(reqwest::Method::HEAD, &thumb).await;
+
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        served.len().to_string().as_str()
+    );
+    assert_eq!(head.headers()["content-type"], "image/jpeg");
+    assert!(head.bytes().await.expect("no body").is_empty());
+}
+
+#[tokio::test]
+async fn deleting_a_post_deletes_the_rendered_sizes_of_its_images() {
+    let app = spawn_app().await;
+    let (post, attachment) = post_with_photo(&app).await;
+    app.get(&variant_link(&attachment, "thumb")).await;
+
+    let deleted = app
+        .request(reqwest::Method::DELETE, &format!("/v1/posts/{post}"))
+        .await;
+
+    assert_eq!(deleted.status(), 204);
+    app.stored
+        .assert_nothing_stored_within(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn a_gif_of_many_frames_is_rendered_from_its_first() {
+    let app = spawn_app().await;
+    let post = app.create_post().await;
+    let mut gif = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut gif);
+        let frames = (0..30u8).map(|n| {
+            image::Frame::new(image::RgbaImage::from_pixel(
+                64,
+                32,
+                image::Rgba([200, n, 0, 255]),
+            ))
+        });
+        encoder.encode_frames(frames).expect("a GIF");
+    }
+    let attachment = app.upload_one(&post, "moving.gif", &gif).await;
+
+    let thumb = app.get(&variant_link(&attachment, "thumb")).await;
+
+    assert_eq!(thumb.status(), 200);
+    let image = image::load_from_memory(&thumb.bytes().await.expect("thumb")).expect("JPEG");
+    assert_eq!((image.width(), image.height()), (32, 32));
+    assert!(image.to_rgb8().get_pixel(16, 16).0[0] > 150);
+}

@@ -192,3 +192,18 @@ fn a_cmyk_jpeg_is_rendered_in_its_colours() {
         image.get_pixel(13, 4)
     );
 }
+
+#[test]
+fn an_image_smaller_than_a_cover_box_is_cropped_to_its_proportions_not_enlarged() {
+    let bytes = encoded(&picture(), ImageFormat::Png);
+
+    let rendered = render(
+        &bytes,
+        Format::Png,
+        &LIMITS,
+        &spec(320, Some(320), Fit::Cover),
+    )
+    .expect("rendered");
+
+    assert_eq!((rendered.width, rendered.height), (20, 20));
+}

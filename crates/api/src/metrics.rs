@@ -131,7 +131,7 @@ impl Metrics {
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
         registry.register_collector(Box::new(MongoCollector { mongo }));
         registry.register_collector(Box::new(UploadMemoryCollector { upload_memory }));
-        registry.register_collector(Box::new(VariantsCollector { storage }));
+        registry.register_collector(Box::new(ProcessingCollector { storage }));
         Self {
             registry,
             requests,
@@ -263,13 +263,14 @@ impl Collector for UploadMemoryCollector {
     }
 }
 
-/// Exposes how many variants were rendered, at scrape time.
+/// Exposes what the processing stage did (variants rendered, files refused as infected),
+/// at scrape time.
 #[derive(Debug)]
-struct VariantsCollector {
+struct ProcessingCollector {
     storage: storage::Storage,
 }
 
-impl Collector for VariantsCollector {
+impl Collector for ProcessingCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rendered = ConstCounter::new(self.storage.variants_rendered());
         rendered.encode(encoder.encode_descriptor(
@@ -277,6 +278,13 @@ impl Collector for VariantsCollector {
             "Image variants rendered and stored in S3 (each is then served from there)",
             None,
             rendered.metric_type(),
+        )?)?;
+        let infected = ConstCounter::new(self.storage.infected_refused());
+        infected.encode(encoder.encode_descriptor(
+            "posts_api_uploads_infected",
+            "Files refused because the malware scanner found a signature in them",
+            None,
+            infected.metric_type(),
         )?)?;
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! what was stored. clamd unreachable or slower than `scan.timeout_secs` refuses the file
 //! (`ScannerUnavailable`, a 503 to retry) unless `scan.fail_open` lets it through.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clamav_client::tokio::Tcp;
@@ -48,6 +49,7 @@ impl Storage {
             Ok(Verdict::Clean) => Ok(()),
             Ok(Verdict::Infected(signature)) => {
                 tracing::warn!(%key, %signature, "malware found in an upload; refused");
+                self.infected_refused.fetch_add(1, Ordering::Relaxed);
                 self.quarantine(key).await?;
                 Err(StorageError::Infected { signature })
             }

@@ -83,6 +83,8 @@ pub struct Storage {
     pub(crate) render_flights: Arc<RenderFlights>,
     /// Variants this instance rendered and stored.
     pub(crate) variants_rendered: Arc<AtomicU64>,
+    /// Files this instance refused because the scanner found malware in them.
+    pub(crate) infected_refused: Arc<AtomicU64>,
 }
 
 impl Storage {
@@ -118,6 +120,7 @@ impl Storage {
             )),
             render_flights: Arc::default(),
             variants_rendered: Arc::default(),
+            infected_refused: Arc::default(),
         }
     }
 
@@ -147,6 +150,11 @@ impl Storage {
     /// How many variants this instance rendered and stored since it started.
     pub fn variants_rendered(&self) -> u64 {
         self.variants_rendered.load(Ordering::Relaxed)
+    }
+
+    /// How many files this instance refused as infected since it started.
+    pub fn infected_refused(&self) -> u64 {
+        self.infected_refused.load(Ordering::Relaxed)
     }
 
     /// The per-file limit in bytes.

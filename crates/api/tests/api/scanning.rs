@@ -41,6 +41,11 @@ async fn the_eicar_file_sent_as_a_form_is_refused_naming_its_signature_and_leave
     app.stored
         .assert_nothing_stored_within(Duration::from_secs(5))
         .await;
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("posts_api_uploads_infected_total 1"),
+        "the refusal is counted"
+    );
 }
 
 #[tokio::test]

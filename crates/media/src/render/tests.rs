@@ -22,6 +22,12 @@ fn spec(width: u32, height: Option<u32>, fit: Fit) -> VariantSpec {
     }
 }
 
+/// [`picture`] (40 × 20, red then blue) as a PNG, rendered to `spec`.
+fn rendered_picture(spec: VariantSpec) -> Rendered {
+    let bytes = encoded(&picture(), ImageFormat::Png);
+    render(&bytes, Format::Png, &LIMITS, &spec).expect("rendered")
+}
+
 fn decoded(rendered: &Rendered) -> DynamicImage {
     image::load_from_memory(&rendered.bytes).expect("decodes")
 }
@@ -32,15 +38,7 @@ fn is_red(pixel: Rgb<u8>) -> bool {
 
 #[test]
 fn cover_fills_the_box_with_the_middle_of_the_image() {
-    let bytes = encoded(&picture(), ImageFormat::Png);
-
-    let rendered = render(
-        &bytes,
-        Format::Png,
-        &LIMITS,
-        &spec(10, Some(10), Fit::Cover),
-    )
-    .expect("rendered");
+    let rendered = rendered_picture(spec(10, Some(10), Fit::Cover));
 
     assert_eq!((rendered.width, rendered.height), (10, 10));
     let image = decoded(&rendered).to_rgb8();
@@ -195,15 +193,7 @@ fn a_cmyk_jpeg_is_rendered_in_its_colours() {
 
 #[test]
 fn an_image_smaller_than_a_cover_box_is_cropped_to_its_proportions_not_enlarged() {
-    let bytes = encoded(&picture(), ImageFormat::Png);
-
-    let rendered = render(
-        &bytes,
-        Format::Png,
-        &LIMITS,
-        &spec(320, Some(320), Fit::Cover),
-    )
-    .expect("rendered");
+    let rendered = rendered_picture(spec(320, Some(320), Fit::Cover));
 
     assert_eq!((rendered.width, rendered.height), (20, 20));
 }

@@ -23,6 +23,22 @@ async fn attach_photo(h: &Harness, post: PostId) -> AttachmentId {
         .id
 }
 
+/// A harness whose pending TTL is a second, with a photo and its rendered thumb.
+async fn photo_with_a_thumb_for_the_reaper() -> (Harness, PostId, AttachmentId) {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let photo = attach_photo(&h, post).await;
+    h.storage
+        .variant(post, photo, "thumb")
+        .await
+        .expect("thumb");
+    (h, post, photo)
+}
+
 #[tokio::test]
 async fn a_variant_is_rendered_on_first_request_then_read_from_its_record() {
     let h = harness().await;
@@ -108,17 +124,7 @@ async fn deleting_an_attachment_deletes_its_variants() {
 
 #[tokio::test]
 async fn the_reaper_removes_a_variant_object_no_record_names() {
-    let h = harness_with(Options {
-        pending_ttl_secs: 1,
-        ..Options::default()
-    })
-    .await;
-    let post = h.post().await;
-    let photo = attach_photo(&h, post).await;
-    h.storage
-        .variant(post, photo, "thumb")
-        .await
-        .expect("thumb");
+    let (h, post, photo) = photo_with_a_thumb_for_the_reaper().await;
     // A render whose process died between storing the object and recording it.
     let stray = h.storage.objects().variant_key_for(post, photo, "retired");
     h.stored
@@ -146,17 +152,7 @@ async fn the_reaper_removes_a_variant_object_no_record_names() {
 
 #[tokio::test]
 async fn the_reaper_forgets_a_recorded_variant_whose_object_is_gone_so_it_renders_again() {
-    let h = harness_with(Options {
-        pending_ttl_secs: 1,
-        ..Options::default()
-    })
-    .await;
-    let post = h.post().await;
-    let photo = attach_photo(&h, post).await;
-    h.storage
-        .variant(post, photo, "thumb")
-        .await
-        .expect("thumb");
+    let (h, post, photo) = photo_with_a_thumb_for_the_reaper().await;
     let key = h.storage.objects().variant_key_for(post, photo, "thumb");
     h.stored
         .s3

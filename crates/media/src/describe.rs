@@ -6,7 +6,7 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
-use crate::render::decode_jpeg_at_least;
+use crate::decode::{check, decode_jpeg_at_least, decoding_limits, swaps_sides};
 use crate::{Format, Limits, MediaError};
 
 /// An image's displayed size and placeholder.
@@ -92,44 +92,4 @@ pub fn decoding_bytes(bytes: &[u8], format: Format, limits: &Limits) -> Result<u
         _ => (width, height),
     };
     Ok(u64::from(width) * u64::from(height) * per_pixel)
-}
-
-/// What the `image` crate's decoders may allocate under `limits`.
-pub(crate) fn decoding_limits(limits: &Limits) -> image::Limits {
-    let mut decoding = image::Limits::default();
-    decoding.max_image_width = Some(limits.max_dimension);
-    decoding.max_image_height = Some(limits.max_dimension);
-    decoding.max_alloc = Some(limits.max_alloc());
-    decoding
-}
-
-/// Refuses a header over the limits, before anything is decoded.
-pub(crate) fn check(width: u32, height: u32, limits: &Limits) -> Result<(), MediaError> {
-    let too_large = |setting, limit| MediaError::TooLarge {
-        width,
-        height,
-        setting,
-        limit,
-    };
-    if width.max(height) > limits.max_dimension {
-        return Err(too_large(
-            "media.max_dimension",
-            u64::from(limits.max_dimension),
-        ));
-    }
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(too_large("media.max_pixels", limits.max_pixels));
-    }
-    Ok(())
-}
-
-/// Whether `orientation` turns the image a quarter, so its sides swap.
-pub(crate) fn swaps_sides(orientation: Orientation) -> bool {
-    matches!(
-        orientation,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
-    )
 }

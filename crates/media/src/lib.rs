@@ -10,6 +10,7 @@
 //! Variants ([`render`]) are sizes of an image named in the configuration, rendered upright
 //! and without metadata.
 
+mod decode;
 mod describe;
 mod render;
 mod strip;

@@ -11,11 +11,9 @@ use fast_image_resize::{PixelType, ResizeOptions, Resizer};
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::metadata::Orientation;
-use image::{
-    DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageEncoder, ImageReader, RgbImage,
-};
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader, RgbImage};
 
-use crate::describe::{check, decoding_limits, swaps_sides};
+use crate::decode::{check, decode_jpeg_at_least, decoding_limits, swaps_sides};
 use crate::{Format, Limits, MediaError};
 
 /// How an image is fitted to a variant's box.
@@ -147,48 +145,6 @@ pub fn render(
         width: target.0,
         height: target.1,
     })
-}
-
-/// Decodes a JPEG at the smallest IDCT scale whose size is at least `needed` (as stored,
-/// before orientation); `None` for CMYK, which the `image` crate's decoder converts.
-pub(crate) fn decode_jpeg_at_least(
-    bytes: &[u8],
-    needed: (u32, u32),
-) -> Result<Option<DynamicImage>, MediaError> {
-    let failed = |error: jpeg_decoder::Error| MediaError::Unreadable(error.to_string());
-    let side = |value: u32| u16::try_from(value).unwrap_or(u16::MAX);
-    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    let (width, height) = decoder
-        .scale(side(needed.0), side(needed.1))
-        .map_err(failed)?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| MediaError::Unreadable("the JPEG has no frame".into()))?;
-    if info.pixel_format == jpeg_decoder::PixelFormat::CMYK32 {
-        return Ok(None);
-    }
-    let pixels = decoder.decode().map_err(failed)?;
-    let (width, height) = (u32::from(width), u32::from(height));
-    let short = || MediaError::Unreadable("the JPEG decoded to fewer pixels than its size".into());
-    let image = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => {
-            DynamicImage::ImageLuma8(GrayImage::from_raw(width, height, pixels).ok_or_else(short)?)
-        }
-        jpeg_decoder::PixelFormat::L16 => {
-            let wide: Vec<u16> = pixels
-                .chunks_exact(2)
-                .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
-                .collect();
-            DynamicImage::ImageLuma16(
-                image::ImageBuffer::from_raw(width, height, wide).ok_or_else(short)?,
-            )
-        }
-        jpeg_decoder::PixelFormat::RGB24 => {
-            DynamicImage::ImageRgb8(RgbImage::from_raw(width, height, pixels).ok_or_else(short)?)
-        }
-        jpeg_decoder::PixelFormat::CMYK32 => return Ok(None),
-    };
-    Ok(Some(image))
 }
 
 /// The image as RGB, any transparency flattened onto white.

@@ -110,6 +110,7 @@ impl Application {
             settings: Arc::new(settings.clone()),
             admission: Arc::new(Admission::new(&settings, upload_memory)),
             metrics,
+            variant_names: settings.media.variants.keys().cloned().collect(),
         };
 
         let (listener, port) = bind(&settings.server.host, settings.server.port)?;

@@ -31,6 +31,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// The service's metrics.
     pub metrics: Arc<Metrics>,
+    /// The names of `media.variants`, which image views link to.
+    pub variant_names: Arc<[String]>,
 }
 
 impl AppState {
@@ -67,19 +69,14 @@ impl AppState {
             })
     }
 
-    /// The names of `media.variants`, which image views link to.
-    pub fn variant_names(&self) -> Vec<String> {
-        self.settings.media.variants.keys().cloned().collect()
-    }
-
     /// The view of `attachment`.
     pub fn attachment_view(&self, attachment: Attachment) -> AttachmentView {
-        AttachmentView::new(attachment, &self.variant_names())
+        AttachmentView::new(attachment, &self.variant_names)
     }
 
     /// The view of `post`.
     pub fn post_view(&self, post: Post) -> PostView {
-        PostView::new(post, &self.variant_names())
+        PostView::new(post, &self.variant_names)
     }
 
     /// Checks that the post exists and the writer is its author.

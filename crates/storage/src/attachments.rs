@@ -168,14 +168,21 @@ impl Storage {
         content_disposition: &str,
     ) -> Result<PresignedUrl, StorageError> {
         let key = self.objects.key_for(attachment.post_id, attachment.id);
+        self.presign_object(&key, content_disposition, &attachment.content_type)
+            .await
+    }
+
+    /// A presigned GET of the object at `key`, for `s3.presign_ttl_secs`, served with
+    /// `content_disposition` and `content_type`.
+    pub(crate) async fn presign_object(
+        &self,
+        key: &str,
+        content_disposition: &str,
+        content_type: &str,
+    ) -> Result<PresignedUrl, StorageError> {
         Ok(self
             .objects
-            .presign_get(
-                &key,
-                self.presign_ttl,
-                content_disposition,
-                &attachment.content_type,
-            )
+            .presign_get(key, self.presign_ttl, content_disposition, content_type)
             .await?)
     }
 }

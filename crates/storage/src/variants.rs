@@ -61,10 +61,10 @@ impl Storage {
         variant: &Variant,
         range: Option<ByteRange>,
     ) -> Result<ObjectBody, StorageError> {
-        let key =
-            self.objects
-                .variant_key_for(variant.post_id, variant.attachment_id, &variant.name);
-        Ok(self.objects.get_stream(&key, range).await?)
+        Ok(self
+            .objects
+            .get_stream(&self.key_of(variant), range)
+            .await?)
     }
 
     /// A presigned GET of a variant, served with `content_disposition` and its type.
@@ -73,18 +73,18 @@ impl Storage {
         variant: &Variant,
         content_disposition: &str,
     ) -> Result<PresignedUrl, StorageError> {
-        let key =
-            self.objects
-                .variant_key_for(variant.post_id, variant.attachment_id, &variant.name);
-        Ok(self
-            .objects
-            .presign_get(
-                &key,
-                self.presign_ttl,
-                content_disposition,
-                &variant.content_type,
-            )
-            .await?)
+        self.presign_object(
+            &self.key_of(variant),
+            content_disposition,
+            &variant.content_type,
+        )
+        .await
+    }
+
+    /// Where `variant` is stored.
+    fn key_of(&self, variant: &Variant) -> String {
+        self.objects
+            .variant_key_for(variant.post_id, variant.attachment_id, &variant.name)
     }
 
     /// Renders `media.eager_variants` of the images among `attachments` in the background.

@@ -136,10 +136,8 @@ impl Storage {
                 doc! {
                     "_id": document.id,
                     "status": AttachmentStatus::Pending.as_str(),
-                    "$or": [
-                        { COMPLETION_CLAIMED_UNTIL: { "$exists": false } },
-                        { COMPLETION_CLAIMED_UNTIL: { "$lt": DateTime::from_system_time(now) } },
-                    ],
+                    // Unclaimed, or claimed until before now.
+                    COMPLETION_CLAIMED_UNTIL: { "$not": { "$gte": DateTime::from_system_time(now) } },
                 },
                 doc! { "$set": {
                     COMPLETION_CLAIM: claim,

@@ -143,28 +143,34 @@ impl Storage {
         let id = ObjectId::new();
         let created_at = now();
         let expires_at = DateTime::from_system_time(SystemTime::now() + ttl);
-        let mut filter = doc! {
-            "_id": post_id.0,
-            "status": PostStatus::Active.as_str(),
-            "$expr": { "$lt": [
-                { "$add": [
-                    { "$size": { "$ifNull": ["$attachments", []] } },
-                    { "$size": { "$ifNull": ["$pending", []] } },
-                ] },
-                i64::try_from(self.max_attachments_per_post).unwrap_or(i64::MAX),
-            ] },
-        };
+        let mut filter = doc! { "_id": post_id.0, "status": PostStatus::Active.as_str() };
         if let Some(author) = author {
             filter.insert("author", author);
         }
+        // The room is checked inside the update, on the one document the filter found
+        // by `_id` (a top-level `$expr` would make some planners scan the collection): a
+        // post without room is matched and left unchanged.
+        let listed_and_reserved = doc! { "$add": [
+            { "$size": { "$ifNull": ["$attachments", []] } },
+            { "$size": { "$ifNull": ["$pending", []] } },
+        ] };
+        let limit = i64::try_from(self.max_attachments_per_post).unwrap_or(i64::MAX);
+        let reservation = doc! { "_id": id, "expires_at": expires_at };
         let reserved = self
             .posts()
             .update_one(
                 filter,
-                doc! { "$push": { "pending": { "_id": id, "expires_at": expires_at } } },
+                vec![doc! { "$set": { "pending": { "$cond": [
+                    { "$lt": [listed_and_reserved, limit] },
+                    { "$concatArrays": [
+                        { "$ifNull": ["$pending", []] },
+                        [{ "$literal": reservation }],
+                    ] },
+                    "$pending",
+                ] } } }],
             )
             .await?;
-        if reserved.matched_count == 1 {
+        if reserved.modified_count == 1 {
             return Ok(Reservation {
                 storage: Some(self.clone()),
                 post_id,
@@ -343,9 +349,11 @@ impl Storage {
             "attachments._id": { "$nin": &ids },
         };
         if reserved {
-            // Each reservation by equality (what `$all` means, spelt as every server reads it).
-            let each: Vec<Document> = ids.iter().map(|id| doc! { "pending._id": id }).collect();
-            filter.insert("$and", each);
+            let each: Vec<Document> = ids
+                .iter()
+                .map(|id| doc! { "$elemMatch": { "_id": id } })
+                .collect();
+            filter.insert("pending", doc! { "$all": each });
         }
         let listed = self
             .posts()

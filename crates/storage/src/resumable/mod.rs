@@ -313,10 +313,8 @@ impl Storage {
                     "status": AttachmentStatus::Pending.as_str(),
                     "resumable.offset": i64::try_from(offset).unwrap_or(i64::MAX),
                     "resumable.expires_at": { "$gt": at },
-                    "$or": [
-                        { "resumable.lease_until": { "$exists": false } },
-                        { "resumable.lease_until": { "$lt": at } },
-                    ],
+                    // No lease, or one that ran out.
+                    "resumable.lease_until": { "$not": { "$gte": at } },
                 },
                 doc! { "$set": {
                     "resumable.lease": &lease,

@@ -19,6 +19,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod uploads;
+pub mod webhooks;
 
 pub use crate::config::{Environment, Settings};
 pub use crate::startup::{Application, StartupError};

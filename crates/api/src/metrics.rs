@@ -66,6 +66,35 @@ pub struct Metrics {
     orphan_objects_removed: Counter,
     records_missing_objects: Counter,
     attachments_restored: Counter,
+    events: EventMetrics,
+}
+
+/// What the event dispatcher counts.
+#[derive(Clone, Debug, Default)]
+pub struct EventMetrics {
+    delivered: Counter,
+    retried: Counter,
+    failed: Counter,
+    lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl EventMetrics {
+    /// An event the receiver took, `recorded_at` being when its change happened.
+    pub fn delivered(&self, recorded_at: std::time::SystemTime) {
+        self.delivered.inc();
+        self.lag
+            .set(recorded_at.elapsed().map_or(0.0, |lag| lag.as_secs_f64()));
+    }
+
+    /// An attempt that failed and will be made again.
+    pub fn retried(&self) {
+        self.retried.inc();
+    }
+
+    /// An event out of attempts.
+    pub fn failed(&self) {
+        self.failed.inc();
+    }
 }
 
 impl Metrics {
@@ -128,6 +157,27 @@ impl Metrics {
             "Ready attachments their post did not list, listed again by the reaper",
             attachments_restored.clone(),
         );
+        let events = EventMetrics::default();
+        registry.register(
+            "posts_api_events_delivered",
+            "Webhook events a receiver took",
+            events.delivered.clone(),
+        );
+        registry.register(
+            "posts_api_events_retried",
+            "Webhook attempts that failed and will be made again",
+            events.retried.clone(),
+        );
+        registry.register(
+            "posts_api_events_failed",
+            "Webhook events out of attempts, kept in failed_events",
+            events.failed.clone(),
+        );
+        registry.register(
+            "posts_api_events_lag_seconds",
+            "Time from a change to the delivery of its event, for the last event delivered",
+            events.lag.clone(),
+        );
         registry.register_collector(Box::new(CredentialsCollector { credentials }));
         registry.register_collector(Box::new(MongoCollector { mongo }));
         registry.register_collector(Box::new(UploadMemoryCollector { upload_memory }));
@@ -142,7 +192,13 @@ impl Metrics {
             orphan_objects_removed,
             records_missing_objects,
             attachments_restored,
+            events,
         }
+    }
+
+    /// The dispatcher's counters.
+    pub fn events(&self) -> EventMetrics {
+        self.events.clone()
     }
 
     /// Counts what a reaper pass found out of place.

@@ -27,6 +27,7 @@ use crate::routes::ops::ReadinessCache;
 use crate::routes::page::{WebPage, mints_dev_tokens};
 use crate::state::AppState;
 use crate::telemetry::AwsCallSpans;
+use crate::webhooks::Dispatcher;
 
 /// Why the service could not start. Each message names the dependency and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,7 @@ pub struct Application {
     management: Option<(Server, u16)>,
     mongo: Mongo,
     reaper: Reaper,
+    dispatcher: Option<Dispatcher>,
     jwks_refresher: JoinHandle<()>,
 }
 
@@ -102,6 +104,8 @@ impl Application {
             Duration::from_secs(settings.uploads.reaper_interval_secs.get()),
             metrics.clone(),
         );
+        let dispatcher =
+            Dispatcher::start(backends.storage.clone(), &settings.events, metrics.events());
         let state = AppState {
             mongo: backends.mongo,
             storage: backends.storage,
@@ -203,6 +207,7 @@ impl Application {
             management,
             mongo,
             reaper,
+            dispatcher,
             jwks_refresher,
         })
     }
@@ -247,6 +252,9 @@ impl Application {
         }
         self.jwks_refresher.abort();
         self.reaper.stop().await;
+        if let Some(dispatcher) = self.dispatcher {
+            dispatcher.stop().await;
+        }
         self.mongo.shutdown().await;
         tracing::info!("stopped");
         result.map_err(io::Error::other)?
@@ -342,14 +350,21 @@ async fn connect(
     };
     match tokio::join!(mongo, aws) {
         (Ok(mongo), Ok((credentials, objects))) => Ok(Backends {
-            storage: Storage::new(
-                &mongo,
-                objects.with_upload_memory(upload_memory.clone()),
-                &settings.uploads,
-                &settings.media,
-                &settings.scan,
-                Duration::from_secs(settings.s3.presign_ttl_secs.get()),
-            ),
+            storage: {
+                let storage = Storage::new(
+                    &mongo,
+                    objects.with_upload_memory(upload_memory.clone()),
+                    &settings.uploads,
+                    &settings.media,
+                    &settings.scan,
+                    Duration::from_secs(settings.s3.presign_ttl_secs.get()),
+                );
+                if settings.events.is_on() {
+                    storage.recording_events()
+                } else {
+                    storage
+                }
+            },
             mongo,
             credentials,
         }),

@@ -10,6 +10,7 @@ use crate::content::{SNIFF_BYTES, sniff};
 use crate::error::{Entity, StorageError};
 use crate::lifecycle::StagedAttachment;
 use crate::model::{Attachment, AttachmentId, PostId};
+use crate::processing::Upload;
 use crate::s3::{ByteRange, MAX_SINGLE_PUT_BYTES, ObjectBody, PresignedUrl};
 use crate::store::Storage;
 
@@ -122,7 +123,14 @@ impl Storage {
             }
         };
         let processed = match put {
-            Ok(stored) => self.process(&key, &content_type, stored).await,
+            Ok(stored) => {
+                let upload = Upload {
+                    post_id: post_id.0,
+                    id: reservation.id,
+                    filename,
+                };
+                self.process(&key, upload, &content_type, stored).await
+            }
             Err(error) => Err(error.into()),
         };
         match processed {

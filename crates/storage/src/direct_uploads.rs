@@ -11,6 +11,7 @@ use crate::content::{ContentDigest, essence};
 use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, DirectUpload};
+use crate::processing::Upload;
 use crate::s3::{PresignedUrl, StoredObject};
 use crate::store::Storage;
 
@@ -212,7 +213,14 @@ impl Storage {
         // Checked as sent, then processed: an image is stored again without its metadata.
         let processed = match refused {
             Some(refusal) => Err(refusal),
-            None => self.process(&key, &content_type, stored).await,
+            None => {
+                let upload = Upload {
+                    post_id: document.post_id,
+                    id: document.id,
+                    filename: &document.filename,
+                };
+                self.process(&key, upload, &content_type, stored).await
+            }
         };
         let processed = match processed {
             Ok(processed) => processed,

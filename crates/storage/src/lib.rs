@@ -51,6 +51,7 @@ mod attachments;
 mod content;
 mod direct_uploads;
 mod error;
+mod events;
 mod lifecycle;
 mod memory;
 mod model;
@@ -70,6 +71,7 @@ mod variants;
 pub use crate::content::{ContentPolicy, SNIFF_BYTES, essence, sniff};
 pub use crate::direct_uploads::DirectUploadTicket;
 pub use crate::error::{Entity, StorageError};
+pub use crate::events::{DueEvent, FailedEvent, failed_events};
 pub use crate::lifecycle::StagedAttachment;
 pub use crate::memory::{MemoryHold, UploadMemory};
 pub use crate::model::{

@@ -6,6 +6,7 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::options::ReturnDocument;
 
 use crate::error::{Entity, StorageError};
+use crate::events::{EventKind, post_data};
 use crate::model::{NewPost, Page, Post, PostChanges, PostId};
 use crate::mongo::cursor::Cursor;
 use crate::mongo::documents::{PostDocument, PostStatus, now};
@@ -15,7 +16,7 @@ impl Storage {
     /// Stores a new post.
     pub async fn create_post(&self, new: NewPost) -> Result<Post, StorageError> {
         let now = now();
-        let document = PostDocument {
+        let mut document = PostDocument {
             id: ObjectId::new(),
             title: new.title,
             body: new.body,
@@ -25,8 +26,16 @@ impl Storage {
             updated_at: now,
             version: 1,
             attachments: Vec::new(),
+            outbox: Vec::new(),
+            outbox_due_at: None,
         };
+        let created = post_data(&document);
+        document.outbox = self.outbox_entries(now, [(EventKind::PostCreated, created)]);
+        if !document.outbox.is_empty() {
+            document.outbox_due_at = Some(now);
+        }
         self.posts().insert_one(&document).await?;
+        self.events_written();
         Ok(document.into_post())
     }
 
@@ -84,12 +93,28 @@ impl Storage {
         changes: PostChanges,
         expected_versions: Option<&[i64]>,
     ) -> Result<Post, StorageError> {
-        let mut set = doc! { "updated_at": now() };
+        // A pipeline, so that the event records the post as this write leaves it.
+        let at = now();
+        let mut set = doc! { "updated_at": at, "version": { "$add": ["$version", 1] } };
         if let Some(title) = changes.title {
-            set.insert("title", title);
+            set.insert("title", doc! { "$literal": title });
         }
         if let Some(body) = changes.body {
-            set.insert("body", body);
+            set.insert("body", doc! { "$literal": body });
+        }
+        let mut pipeline = vec![doc! { "$set": set }];
+        let as_left = doc! {
+            "id": "$_id", "title": "$title", "body": "$body", "author": "$author",
+            "created_at": "$created_at", "updated_at": "$updated_at", "version": "$version",
+        };
+        if let Some(updated) = self
+            .outbox_entries(at, [(EventKind::PostUpdated, as_left)])
+            .pop()
+        {
+            pipeline.push(doc! { "$set": {
+                "outbox": { "$concatArrays": [{ "$ifNull": ["$outbox", []] }, [updated]] },
+                "outbox_due_at": { "$max": ["$outbox_due_at", at] },
+            } });
         }
         let mut filter = doc! { "_id": id.0, "status": PostStatus::Active.as_str() };
         if let Some(versions) = expected_versions {
@@ -97,9 +122,10 @@ impl Storage {
         }
         let updated = self
             .posts()
-            .find_one_and_update(filter, doc! { "$set": set, "$inc": { "version": 1 } })
+            .find_one_and_update(filter, pipeline)
             .return_document(ReturnDocument::After)
             .await?;
+        self.events_written();
         match updated {
             Some(document) => Ok(document.into_post()),
             None => {
@@ -116,16 +142,22 @@ impl Storage {
     /// too; then objects and records are removed. If that stops half-way, the reaper
     /// finishes it, so the delete has taken effect once this returns `Ok`.
     pub async fn delete_post(&self, id: PostId) -> Result<(), StorageError> {
+        let at = now();
+        let mut update =
+            doc! { "$set": { "status": PostStatus::Deleting.as_str(), "updated_at": at } };
+        let deleted = self.outbox_entries(at, [(EventKind::PostDeleted, doc! { "id": id.0 })]);
+        Self::push_to_outbox(&mut update, deleted, at);
         let marked = self
             .posts()
-            .find_one_and_update(
+            .update_one(
                 doc! { "_id": id.0, "status": PostStatus::Active.as_str() },
-                doc! { "$set": { "status": PostStatus::Deleting.as_str(), "updated_at": now() } },
+                update,
             )
             .await?;
-        if marked.is_none() {
+        if marked.matched_count == 0 {
             return Err(StorageError::NotFound(Entity::Post));
         }
+        self.events_written();
         if let Err(error) = self.finish_post_deletion(id.0).await {
             tracing::warn!(post_id = %id, %error, "post deletion interrupted; the reaper will finish it");
         }

@@ -12,11 +12,23 @@ use bytes::BytesMut;
 use media::Format;
 use sha2::{Digest, Sha256};
 
+use mongodb::bson::doc;
+use mongodb::bson::oid::ObjectId;
+
 use crate::error::StorageError;
+use crate::events::EventKind;
 use crate::memory::MemoryHold;
 use crate::model::ImageInfo;
 use crate::s3::StoredObject;
 use crate::store::Storage;
+
+/// The upload whose bytes are processed, as a refusal's event names it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Upload<'a> {
+    pub(crate) post_id: ObjectId,
+    pub(crate) id: ObjectId,
+    pub(crate) filename: &'a str,
+}
 
 /// What the processing stage made of stored bytes.
 #[derive(Debug)]
@@ -28,6 +40,33 @@ pub(crate) struct Processed {
 }
 
 impl Storage {
+    /// Records `attachment.rejected` for an upload the scanner refused. The upload is
+    /// removed whatever happens here, so a failure to record is only logged.
+    async fn record_rejection(
+        &self,
+        upload: Upload<'_>,
+        content_type: &str,
+        stored: &StoredObject,
+        signature: &str,
+    ) {
+        let data = doc! {
+            "id": upload.id,
+            "post_id": upload.post_id,
+            "filename": upload.filename,
+            "content_type": content_type,
+            "size": i64::try_from(stored.size).unwrap_or(i64::MAX),
+            "sha256": hex::encode(stored.sha256),
+            "reason": "malware",
+            "signature": signature,
+        };
+        if let Err(error) = self
+            .record_event(upload.post_id, EventKind::AttachmentRejected, data)
+            .await
+        {
+            tracing::warn!(attachment_id = %upload.id, %error, "could not record attachment.rejected");
+        }
+    }
+
     /// Takes the memory an image's decoding needs from the upload memory, waiting up to
     /// `media.wait_secs` for it: `AtCapacity` if it stays taken, `ImageRefused` if it is
     /// more than all of it.
@@ -51,10 +90,17 @@ impl Storage {
     pub(crate) async fn process(
         &self,
         key: &str,
+        upload: Upload<'_>,
         content_type: &str,
         stored: StoredObject,
     ) -> Result<Processed, StorageError> {
-        self.scan(key).await?;
+        if let Err(refusal) = self.scan(key).await {
+            if let StorageError::Infected { signature } = &refusal {
+                self.record_rejection(upload, content_type, &stored, signature)
+                    .await;
+            }
+            return Err(refusal);
+        }
         let Some(format) = Format::of(content_type) else {
             return Ok(Processed {
                 stored,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::content::ContentPolicy;
 use crate::mongo::Mongo;
@@ -85,6 +85,8 @@ pub struct Storage {
     pub(crate) variants_rendered: Arc<AtomicU64>,
     /// Files this instance refused because the scanner found malware in them.
     pub(crate) infected_refused: Arc<AtomicU64>,
+    /// With events on (see `events`), wakes this instance's dispatcher.
+    pub(crate) events: Option<Arc<Notify>>,
 }
 
 impl Storage {
@@ -121,6 +123,7 @@ impl Storage {
             render_flights: Arc::default(),
             variants_rendered: Arc::default(),
             infected_refused: Arc::default(),
+            events: None,
         }
     }
 

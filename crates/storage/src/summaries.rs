@@ -17,7 +17,7 @@ use mongodb::bson::{DateTime, Document, doc};
 
 use crate::error::StorageError;
 use crate::model::{Attachment, PostId};
-use crate::mongo::documents::{AttachmentStatus, PostStatus};
+use crate::mongo::documents::{AttachmentStatus, PostStatus, now};
 use crate::s3::ObjectStoreError;
 use crate::store::Storage;
 
@@ -32,21 +32,26 @@ const RESTORE_BATCH: usize = 500;
 const RESTORE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl Storage {
-    /// Hides attachments of a post from readers; done before their objects are deleted.
+    /// Hides attachments of a post from readers, recording `events` in the same write;
+    /// done before their objects are deleted.
     pub(crate) async fn hide_attachments(
         &self,
         post_id: ObjectId,
         ids: &[ObjectId],
+        events: Vec<Document>,
     ) -> Result<(), StorageError> {
+        let mut update = doc! {
+            "$pull": { "attachments": { "_id": { "$in": ids } } },
+            "$inc": { "version": 1 },
+        };
+        Self::push_to_outbox(&mut update, events, now());
         self.posts()
             .update_one(
                 doc! { "_id": post_id, "attachments._id": { "$in": ids } },
-                doc! {
-                    "$pull": { "attachments": { "_id": { "$in": ids } } },
-                    "$inc": { "version": 1 },
-                },
+                update,
             )
             .await?;
+        self.events_written();
         Ok(())
     }
 
@@ -139,7 +144,7 @@ impl Storage {
                 .filter(|id| !still_ready.contains(id))
                 .collect();
             if !gone.is_empty() {
-                self.hide_attachments(post_id.0, &gone).await?;
+                self.hide_attachments(post_id.0, &gone, Vec::new()).await?;
             }
             let listed = ids.len() - gone.len();
             tracing::warn!(%post_id, count = listed, "restored attachments missing from their post");

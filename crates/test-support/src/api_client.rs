@@ -78,6 +78,16 @@ impl ApiClient {
             .expect("request reaches the service")
     }
 
+    /// `PATCH {address}{path}` with a JSON body.
+    pub async fn patch_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
     /// `{METHOD} {address}{path}` without a body.
     pub async fn request(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
         self.client

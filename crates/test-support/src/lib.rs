@@ -14,6 +14,7 @@ pub mod images;
 mod inspect;
 mod multipart;
 mod proxy;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub use crate::content::pseudo_random;
 pub use crate::inspect::{Inspector, s3_client};
 pub use crate::multipart::{BOUNDARY, closing_boundary, form_content_type, multipart, part_header};
 pub use crate::proxy::ChaosProxy;
+pub use crate::webhooks::{Received, WEBHOOK_SECRET, WebhookReceiver};
 
 /// One mebibyte.
 pub const MIB: u64 = 1024 * 1024;

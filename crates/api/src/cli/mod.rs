@@ -37,6 +37,12 @@ enum Command {
     Migrate,
     /// Probe `/healthz` of the running instance (for container health checks).
     Healthcheck,
+    /// Print the webhook events that ran out of attempts, newest first, one JSON per line.
+    FailedEvents {
+        /// How many to print at most.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Mint an HS256 bearer token from the configured secret, for local use.
     Token {
         /// The token's subject (the author it stands for).
@@ -92,6 +98,10 @@ pub fn main() -> ExitCode {
             Ok(settings) => run(&settings.clone(), migrate(settings)),
             Err(error) => config_error(&error),
         },
+        Command::FailedEvents { limit } => match Settings::load() {
+            Ok(settings) => run(&settings.clone(), print_failed_events(settings, limit)),
+            Err(error) => config_error(&error),
+        },
         Command::Serve => match Settings::load() {
             Ok(settings) => run(&settings.clone(), serve(settings)),
             Err(error) => config_error(&error),
@@ -142,5 +152,24 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let applied = storage::run_migrations(mongo.database()).await?;
     tracing::info!(applied, "migrations up to date");
     mongo.shutdown().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn print_failed_events(settings: Settings, limit: u32) -> anyhow::Result<()> {
+    let mongo = storage::Mongo::connect(&settings.mongo).await?;
+    let failed = storage::failed_events(&mongo, i64::from(limit)).await;
+    mongo.shutdown().await;
+    for event in failed? {
+        let line = serde_json::json!({
+            "id": event.id,
+            "post_id": event.post_id.to_string(),
+            "attempts": event.attempts,
+            "last_error": event.last_error,
+            "failed_at": crate::http::views::timestamp(event.failed_at),
+            "event": event.body,
+        });
+        println!("{line}");
+    }
     Ok(())
 }

@@ -16,7 +16,7 @@ use storage::{MediaSettings, MongoSettings, S3Settings, ScanSettings, UploadSett
 mod sections;
 
 pub use self::sections::{
-    AdmissionSettings, AuthSettings, LogFormat, LogSettings, MIN_HS256_SECRET_BYTES,
+    AdmissionSettings, AuthSettings, EventSettings, LogFormat, LogSettings, MIN_HS256_SECRET_BYTES,
     ServerSettings, TraceSettings,
 };
 
@@ -57,6 +57,8 @@ pub struct Settings {
     pub admission: AdmissionSettings,
     /// `auth.*`
     pub auth: AuthSettings,
+    /// `events.*`
+    pub events: EventSettings,
     /// `log.*`
     pub log: LogSettings,
     /// `traces.*`
@@ -186,6 +188,7 @@ impl Settings {
         self.media.validate()?;
         self.scan.validate()?;
         self.auth.validate(&self.environment)?;
+        self.events.validate()?;
         self.log.validate()?;
         self.traces.validate()?;
         if self.aws.refresh_lead_secs < self.s3.presign_ttl_secs.get() {

@@ -1,4 +1,5 @@
-//! The sections the `api` crate owns (`server`, `auth`, `log`), each validating itself.
+//! The sections the `api` crate owns (`server`, `auth`, `events`, `log`, `traces`), each
+//! validating itself.
 
 use std::num::{NonZeroU32, NonZeroU64};
 
@@ -252,6 +253,68 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line (production).
     Json,
+}
+
+/// `events.*`: webhooks of a post's life, off unless a URL is set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Where events are POSTed; empty: none are recorded or sent.
+    pub webhook_url: String,
+    /// The signing secret in its Standard Webhooks form, `whsec_` + base64 of 24 to 64
+    /// bytes.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub webhook_secret: SecretString,
+    /// Attempts per event before it is kept as failed.
+    pub max_attempts: NonZeroU32,
+    /// Longest a receiver may take to answer one attempt.
+    pub timeout_secs: NonZeroU64,
+    /// Wait before the second attempt; each later one doubles it, with jitter...
+    pub first_retry_ms: NonZeroU64,
+    /// ...up to this.
+    pub max_retry_secs: NonZeroU64,
+    /// Events this instance delivers at once (one per post at a time).
+    pub max_concurrent_deliveries: NonZeroU32,
+}
+
+impl EventSettings {
+    /// Whether events are recorded and sent.
+    pub fn is_on(&self) -> bool {
+        !self.webhook_url.trim().is_empty()
+    }
+
+    /// The signing key: the secret's bytes without its `whsec_` prefix.
+    pub fn signing_key(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let secret = self.webhook_secret.expose_secret();
+        let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .filter(|key| (24..=64).contains(&key.len()))
+    }
+
+    /// Checks the `events.*` values on their own.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !self.is_on() {
+            return Ok(());
+        }
+        let url = self.webhook_url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SettingsError::new(
+                "events.webhook_url",
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+        if self.signing_key().is_none() {
+            return Err(SettingsError::new(
+                "events.webhook_secret",
+                "must be whsec_ followed by the base64 of 24 to 64 random bytes (e.g. \
+                 `echo whsec_$(head -c 32 /dev/urandom | base64)`)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn serialize_redacted<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

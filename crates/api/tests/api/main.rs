@@ -7,6 +7,7 @@ mod conditional;
 mod cors;
 mod distant;
 mod docs_examples;
+mod events;
 mod faults;
 mod helpers;
 mod images;

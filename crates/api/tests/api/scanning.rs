@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use test_support::{Clamd, EICAR, EICAR_SIGNATURE, expect_problem, free_port};
+use test_support::{
+    Clamd, EICAR, EICAR_SIGNATURE, WEBHOOK_SECRET, WebhookReceiver, expect_problem, free_port,
+};
 
 use crate::helpers::{TestApp, spawn_app_with, test_settings};
 
@@ -46,6 +48,28 @@ async fn the_eicar_file_sent_as_a_form_is_refused_naming_its_signature_and_leave
         metrics.contains("posts_api_uploads_infected_total 1"),
         "the refusal is counted"
     );
+}
+
+#[tokio::test]
+async fn a_refused_file_sends_attachment_rejected_with_its_signature() {
+    let clamd = Clamd::start().await;
+    let receiver = WebhookReceiver::start().await;
+    let mut settings = test_settings();
+    settings.scan.clamd_address = clamd.address.clone();
+    settings.events.webhook_url = receiver.url();
+    settings.events.webhook_secret = WEBHOOK_SECRET.to_owned().into();
+    let app = spawn_app_with(settings).await;
+    let post = app.create_post().await;
+
+    let refused = app.upload(&post, &[("eicar.txt", EICAR)]).await;
+
+    assert_eq!(refused.status(), 422);
+    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let rejected = &received[1].event;
+    assert_eq!(rejected["type"], "attachment.rejected");
+    assert_eq!(rejected["data"]["post_id"], post.as_str());
+    assert_eq!(rejected["data"]["filename"], "eicar.txt");
+    assert_eq!(rejected["data"]["signature"], EICAR_SIGNATURE);
 }
 
 #[tokio::test]

@@ -32,6 +32,7 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, DateTime, Document, doc};
 
 use crate::error::{Entity, StorageError};
+use crate::events::{EventKind, attachment_data};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{
     AttachmentDocument, AttachmentStatus, AttachmentSummary, PostStatus, now,
@@ -355,23 +356,27 @@ impl Storage {
                 .collect();
             filter.insert("pending", doc! { "$all": each });
         }
-        let listed = self
-            .posts()
-            .update_one(
-                filter,
-                doc! {
-                    "$push": { "attachments": {
-                        "$each": summaries,
-                        "$sort": { "created_at": 1, "_id": 1 },
-                    } },
-                    "$pull": { "pending": { "_id": { "$in": &ids } } },
-                    "$inc": { "version": 1 },
-                },
-            )
-            .await?;
+        let mut update = doc! {
+            "$push": { "attachments": {
+                "$each": summaries,
+                "$sort": { "created_at": 1, "_id": 1 },
+            } },
+            "$pull": { "pending": { "_id": { "$in": &ids } } },
+            "$inc": { "version": 1 },
+        };
+        let at = now();
+        let ready = self.outbox_entries(
+            at,
+            attachments
+                .iter()
+                .map(|attachment| (EventKind::AttachmentReady, attachment_data(attachment))),
+        );
+        Self::push_to_outbox(&mut update, ready, at);
+        let listed = self.posts().update_one(filter, update).await?;
         if listed.matched_count == 0 {
             return Err(StorageError::NotFound(Entity::Post));
         }
+        self.events_written();
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use mongodb::bson::{DateTime, Document, doc};
 
 use crate::IncompleteUpload;
 use crate::error::{Entity, StorageError};
+use crate::events::{EventKind, attachment_data};
 use crate::model::{AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, PostStatus, now};
 use crate::store::Storage;
@@ -35,14 +36,9 @@ impl Storage {
         post_id: PostId,
         attachment_id: AttachmentId,
     ) -> Result<(), StorageError> {
-        if self
-            .active_post(post_id)
-            .await?
-            .attachment(attachment_id.0)
-            .is_none()
-        {
+        let Some(attachment) = self.active_post(post_id).await?.attachment(attachment_id.0) else {
             return Err(StorageError::NotFound(Entity::Attachment));
-        }
+        };
         let marked = self
             .attachments()
             .update_one(
@@ -56,7 +52,12 @@ impl Storage {
             .await?;
         // Listed without a record of its own (lost to a crash or an operator): unlisted,
         // it is gone as asked.
-        self.hide_attachments(post_id.0, &[attachment_id.0]).await?;
+        let deleted = self.outbox_entries(
+            now(),
+            [(EventKind::AttachmentDeleted, attachment_data(&attachment))],
+        );
+        self.hide_attachments(post_id.0, &[attachment_id.0], deleted)
+            .await?;
         if marked.matched_count == 0 {
             return Ok(());
         }
@@ -106,7 +107,8 @@ impl Storage {
 
     /// Marks every attachment of a `deleting` post `deleting`, removes them, and then
     /// the post, unless an upload still holds a reservation on it (its own failure, or
-    /// the reaper at its expiry, releases it; a later pass removes the post).
+    /// the reaper at its expiry, releases it; a later pass removes the post) or its events
+    /// are not all delivered (the dispatcher removes it after the last one).
     pub(crate) async fn finish_post_deletion(&self, post_id: ObjectId) -> Result<(), StorageError> {
         self.attachments()
             .update_many(
@@ -123,6 +125,7 @@ impl Storage {
                 "_id": post_id,
                 "status": PostStatus::Deleting.as_str(),
                 "pending.0": { "$exists": false },
+                "outbox.0": { "$exists": false },
             })
             .await?;
         Ok(())
@@ -138,7 +141,7 @@ impl Storage {
         let mut removed = Vec::new();
         let mut cursor = self.attachments().find(filter).await?;
         while let Some(document) = cursor.try_next().await? {
-            self.hide_attachments(document.post_id, &[document.id])
+            self.hide_attachments(document.post_id, &[document.id], Vec::new())
                 .await?;
             self.remove_leftovers(&document).await?;
             for name in document.variants.keys() {
@@ -227,7 +230,7 @@ impl Storage {
         post_id: ObjectId,
         id: ObjectId,
     ) -> Result<(), StorageError> {
-        self.hide_attachments(post_id, &[id]).await?;
+        self.hide_attachments(post_id, &[id], Vec::new()).await?;
         let marked = self
             .attachments()
             .update_one(

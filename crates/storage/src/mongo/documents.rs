@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, Document};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Attachment, AttachmentId, ImageInfo, Post, PostId};
@@ -65,6 +65,12 @@ pub(crate) struct PostDocument {
     /// holds the reservations of uploads in flight; see `lifecycle`.)
     #[serde(default)]
     pub(crate) attachments: Vec<AttachmentSummary>,
+    /// Events of this post not yet delivered, oldest first (see `events`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) outbox: Vec<Document>,
+    /// When the first event of `outbox` may be tried next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) outbox_due_at: Option<DateTime>,
 }
 
 /// What a post document keeps of each of its ready attachments: all a reader is shown.

@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_upload_reservations",
         include_str!("../../../../migrations/0005_upload_reservations.json"),
     ),
+    (
+        "0006_event_outbox",
+        include_str!("../../../../migrations/0006_event_outbox.json"),
+    ),
 ];
 
 const RECORDS: &str = "_migrations";

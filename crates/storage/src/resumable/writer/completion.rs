@@ -7,6 +7,7 @@ use mongodb::bson::doc;
 use crate::error::{Entity, StorageError};
 use crate::model::Attachment;
 use crate::mongo::documents::AttachmentDocument;
+use crate::processing::Upload;
 use crate::resumable::OCTET_STREAM;
 use crate::s3::{ObjectStoreError, UploadedPart};
 
@@ -114,7 +115,14 @@ impl PartWriter {
         if !storage.policy.allows(&content_type) {
             return Err(StorageError::UnsupportedType { content_type });
         }
-        let processed = storage.process(&self.key, &content_type, stored).await?;
+        let upload = Upload {
+            post_id: document.post_id,
+            id: document.id,
+            filename: &document.filename,
+        };
+        let processed = storage
+            .process(&self.key, upload, &content_type, stored)
+            .await?;
         storage
             .mark_ready(document, processed, &content_type, Entity::Upload, doc! {})
             .await

@@ -11,6 +11,7 @@ use crate::error::{Entity, StorageError};
 use crate::lifecycle::StagedAttachment;
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::processing::Upload;
+use crate::quota::QuotaMeter;
 use crate::s3::{ByteRange, MAX_SINGLE_PUT_BYTES, ObjectBody, PresignedUrl};
 use crate::store::Storage;
 
@@ -107,14 +108,32 @@ impl Storage {
         if !self.policy.allows(&content_type) {
             return Err(StorageError::UnsupportedType { content_type });
         }
-        let reservation = self.reserve(post_id, author, self.pending_ttl).await?;
+        let reservation = self
+            .reserve(post_id, author, self.pending_ttl, size)
+            .await?;
         let key = self.objects.key_for(post_id, reservation.id);
         let bytes = futures::stream::iter([Ok(head.freeze())]).chain(stream);
-        let put = match size {
-            Some(size) if size <= MAX_SINGLE_PUT_BYTES => {
+        let meter = QuotaMeter::new(self, reservation.quota.as_ref()).filter(|_| size.is_none());
+        let put = match (size, meter) {
+            (Some(size), _) if size <= MAX_SINGLE_PUT_BYTES => {
                 self.objects
                     .put_sized_stream(&key, &content_type, bytes, size)
                     .await
+            }
+            // Of unknown length: its quota is reserved as its bytes arrive.
+            (_, Some(meter)) => {
+                let refusal = meter.refusal();
+                let put = self
+                    .objects
+                    .put_stream(&key, &content_type, meter.meter(bytes), self.max_file_bytes)
+                    .await;
+                match refusal.lock().ok().and_then(|mut refusal| refusal.take()) {
+                    Some(refusal) => {
+                        reservation.discard().await;
+                        return Err(refusal);
+                    }
+                    None => put,
+                }
             }
             _ => {
                 self.objects

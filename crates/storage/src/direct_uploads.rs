@@ -56,7 +56,9 @@ impl Storage {
         if !self.policy.allows(&content_type) {
             return Err(StorageError::UnsupportedType { content_type });
         }
-        let reservation = self.reserve(post_id, author, self.pending_ttl).await?;
+        let reservation = self
+            .reserve(post_id, author, self.pending_ttl, Some(size))
+            .await?;
         let key = self.objects.staging_key_for(post_id, reservation.id);
         let url = match self
             .objects

@@ -120,6 +120,18 @@ pub enum StorageError {
         /// The limit.
         limit: u64,
     },
+    /// The upload would take its user past their quota.
+    #[error(
+        "this upload needs {needed} bytes more than you have: you use {used} of your {quota}-byte quota"
+    )]
+    QuotaExceeded {
+        /// Bytes the upload asked for.
+        needed: u64,
+        /// The quota.
+        quota: u64,
+        /// Bytes used and reserved already.
+        used: u64,
+    },
     /// The client's byte stream failed (for example it disconnected).
     #[error("the upload stream failed: {0}")]
     Client(String),

@@ -58,6 +58,7 @@ mod model;
 mod mongo;
 mod posts;
 mod processing;
+mod quota;
 mod reaper;
 mod render_flights;
 mod resumable;
@@ -80,6 +81,7 @@ pub use crate::model::{
 };
 pub use crate::mongo::migrations::{MigrationError, run_migrations};
 pub use crate::mongo::{Mongo, MongoError, MongoSettings};
+pub use crate::quota::Usage;
 pub use crate::reaper::ReapReport;
 pub use crate::resumable::{NewResumableUpload, ResumableUpload};
 pub use crate::s3::{

@@ -149,15 +149,30 @@ impl Storage {
         Self::push_to_outbox(&mut update, deleted, at);
         let marked = self
             .posts()
-            .update_one(
+            .find_one_and_update(
                 doc! { "_id": id.0, "status": PostStatus::Active.as_str() },
                 update,
             )
             .await?;
-        if marked.matched_count == 0 {
+        let Some(post) = marked else {
             return Err(StorageError::NotFound(Entity::Post));
-        }
+        };
         self.events_written();
+        let bytes = post
+            .attachments
+            .iter()
+            .map(|summary| summary.size)
+            .sum::<i64>();
+        if let Err(error) = self
+            .uncount_quota(
+                post.author.as_deref(),
+                post.attachments.len() as u64,
+                u64::try_from(bytes).unwrap_or(0),
+            )
+            .await
+        {
+            tracing::warn!(post_id = %id, %error, "could not give a deleted post's bytes back to the quota; the reaper will");
+        }
         if let Err(error) = self.finish_post_deletion(id.0).await {
             tracing::warn!(post_id = %id, %error, "post deletion interrupted; the reaper will finish it");
         }

@@ -38,6 +38,9 @@ pub struct ReapReport {
     /// Ready attachments their post did not list (a crash between the two writes that
     /// publish one, or an older instance during a rolling deploy), listed again.
     pub restored_attachments: usize,
+    /// Users whose quota usage differed from their ready attachments (a crash between a
+    /// change and its count), set right.
+    pub corrected_usage: u64,
 }
 
 /// The collection that keeps where the reconciliation goes on from, across passes.
@@ -79,13 +82,16 @@ impl Storage {
     ///    missing among those keys are marked and reported, and recorded variants whose
     ///    object is missing are forgotten, to render again;
     /// 7. ready attachments published in about the last day, older than the pending TTL,
-    ///    that their active post does not list are listed again.
+    ///    that their active post does not list are listed again;
+    /// 8. with a quota, expired quota reservations are dropped (step 1) and the usage of
+    ///    each user without uploads in flight is set to what their ready attachments hold.
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.pending_ttl)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let expired_uploads =
             self.expire_unreserved_records(cutoff).await? + self.expire_reservations().await?;
+        self.expire_quota_reservations().await?;
         let mut report = ReapReport {
             expired_uploads,
             ..ReapReport::default()
@@ -129,6 +135,7 @@ impl Storage {
 
         self.reconcile(cutoff, &mut report).await?;
         report.restored_attachments = self.restore_missing_summaries(cutoff).await?;
+        report.corrected_usage = self.reconcile_usage().await?;
         Ok(report)
     }
 

@@ -42,6 +42,8 @@ pub struct UploadSettings {
     /// Object keys one reaper pass reconciles with the records; the next pass goes on
     /// from there, and after the last key starts again.
     pub reconcile_keys_per_pass: NonZeroU32,
+    /// Bytes of attachments one user may store; 0: no quota.
+    pub quota_bytes_per_user: u64,
 }
 
 impl UploadSettings {
@@ -73,6 +75,7 @@ pub struct Storage {
     pub(crate) resumable_ttl: Duration,
     pub(crate) resumable_uploads_per_user: u64,
     pub(crate) reconcile_keys_per_pass: usize,
+    pub(crate) quota_bytes_per_user: Option<u64>,
     pub(crate) media: MediaSettings,
     pub(crate) scan: ScanSettings,
     /// Turns to process an image: each holds a file and its decoded pixels in memory.
@@ -112,6 +115,7 @@ impl Storage {
             resumable_uploads_per_user: u64::from(uploads.resumable_uploads_per_user.get()),
             reconcile_keys_per_pass: usize::try_from(uploads.reconcile_keys_per_pass.get())
                 .unwrap_or(usize::MAX),
+            quota_bytes_per_user: Some(uploads.quota_bytes_per_user).filter(|quota| *quota > 0),
             media: media.clone(),
             scan: scan.clone(),
             processing: Arc::new(Semaphore::new(

@@ -33,26 +33,27 @@ const RESTORE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl Storage {
     /// Hides attachments of a post from readers, recording `events` in the same write;
-    /// done before their objects are deleted.
+    /// done before their objects are deleted. Whether this call hid any.
     pub(crate) async fn hide_attachments(
         &self,
         post_id: ObjectId,
         ids: &[ObjectId],
         events: Vec<Document>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let mut update = doc! {
             "$pull": { "attachments": { "_id": { "$in": ids } } },
             "$inc": { "version": 1 },
         };
         Self::push_to_outbox(&mut update, events, now());
-        self.posts()
+        let hidden = self
+            .posts()
             .update_one(
                 doc! { "_id": post_id, "attachments._id": { "$in": ids } },
                 update,
             )
             .await?;
         self.events_written();
-        Ok(())
+        Ok(hidden.modified_count > 0)
     }
 
     /// Shows again the ready attachments created in the [`RESTORE_WINDOW`] before `cutoff`

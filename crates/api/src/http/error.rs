@@ -68,6 +68,16 @@ pub enum ApiError {
     /// 429: this caller has as many unfinished resumable uploads as one may.
     #[error("{0}")]
     UploadQuota(String),
+    /// 507: the upload would take the caller past their quota.
+    #[error("{detail}")]
+    QuotaExceeded {
+        /// What the upload needed and what the caller has.
+        detail: String,
+        /// The quota in bytes.
+        quota: u64,
+        /// What the caller uses of it, uploads in flight included.
+        used: u64,
+    },
     /// 429: this caller already has as many uploads in flight as one may.
     #[error("you have as many uploads in flight as one may; retry when one is done")]
     TooManyUploads,
@@ -110,6 +120,7 @@ impl ApiError {
             Self::Validation(_) => "validation",
             Self::Unprocessable(_) => "unprocessable",
             Self::TooManyUploads => "too-many-uploads",
+            Self::QuotaExceeded { .. } => "quota-exceeded",
             Self::AtCapacity => "at-capacity",
             Self::RendersBusy => "renders-busy",
             Self::Unavailable(_) => "unavailable",
@@ -146,6 +157,7 @@ impl ResponseError for ApiError {
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::AtCapacity | Self::RendersBusy | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -164,6 +176,9 @@ impl ResponseError for ApiError {
         let mut problem = Problem::new(self.status_code(), self.slug(), self.detail());
         if let Self::Validation(errors) = self {
             problem = problem.with_errors(errors.clone());
+        }
+        if let Self::QuotaExceeded { quota, used, .. } = self {
+            problem = problem.with_quota(*quota, *used);
         }
         let mut response = problem.builder();
         match self {
@@ -221,6 +236,11 @@ impl From<StorageError> for ApiError {
                 Self::Unprocessable(detail)
             }
             error @ StorageError::Infected { .. } => Self::Unprocessable(error.to_string()),
+            error @ StorageError::QuotaExceeded { quota, used, .. } => Self::QuotaExceeded {
+                detail: error.to_string(),
+                quota,
+                used,
+            },
             StorageError::Client(detail) => {
                 Self::BadRequest(format!("the request body could not be read: {detail}"))
             }

@@ -43,6 +43,14 @@ pub struct Problem {
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// The caller's quota in bytes, for 507 `quota-exceeded`.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// What the caller uses of it, uploads in flight included, for 507 `quota-exceeded`.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
 }
 
 impl Problem {
@@ -54,7 +62,16 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: None,
+            quota_bytes: None,
+            used_bytes: None,
         }
+    }
+
+    /// The same problem with the caller's quota and usage.
+    pub fn with_quota(mut self, quota: u64, used: u64) -> Self {
+        self.quota_bytes = Some(quota);
+        self.used_bytes = Some(used);
+        self
     }
 
     /// The same problem with field errors.

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod page;
 pub mod posts;
 pub mod tus;
+pub mod usage;
 pub mod variants;
 
 /// Largest JSON request body: a post body of 100,000 characters each written as a
@@ -47,6 +48,7 @@ pub fn public(config: &mut web::ServiceConfig) {
         .configure(attachments::routes)
         .configure(content::routes)
         .configure(variants::routes)
+        .configure(usage::routes)
         .configure(page::routes)
         .default_service(web::to(problem::not_found));
 }

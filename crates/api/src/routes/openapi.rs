@@ -15,7 +15,9 @@ use crate::http::error::method_not_allowed;
 use crate::http::problem::PROBLEM_JSON;
 use crate::state::AppState;
 
-use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts, tus, variants};
+use crate::routes::{
+    attachments, content, direct_uploads, multipart, ops, posts, tus, usage, variants,
+};
 
 /// The service's API description.
 #[derive(Debug, OpenApi)]
@@ -43,6 +45,7 @@ use crate::routes::{attachments, content, direct_uploads, multipart, ops, posts,
         tus::upload_offset,
         tus::append_bytes,
         tus::terminate_upload,
+        usage::get_usage,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -157,6 +160,10 @@ impl Modify for CommonResponses {
                     common.extend([
                         ("404", "No such post"),
                         ("409", "The post has as many attachments as one may"),
+                        (
+                            "507",
+                            "The upload would take you past your quota (`uploads.quota_bytes_per_user`); `quota_bytes` and `used_bytes` say where you stand",
+                        ),
                     ]);
                 }
                 if path.contains("/attachments/tus") && method != "options" {

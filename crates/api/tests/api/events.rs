@@ -26,6 +26,29 @@ async fn app_sending_to(receiver: &WebhookReceiver, max_attempts: u32) -> TestAp
     spawn_app_with(settings).await
 }
 
+/// Waits until the number of documents in `collection` is `done`, failing with `what`.
+async fn wait_for_documents(
+    app: &TestApp,
+    collection: &str,
+    done: impl Fn(u64) -> bool,
+    what: &str,
+) {
+    let collection = app
+        .stored
+        .database
+        .collection::<mongodb::bson::Document>(collection);
+    let started = std::time::Instant::now();
+    while !done(
+        collection
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count"),
+    ) {
+        assert!(started.elapsed() < PATIENCE, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn kinds(received: &[Received]) -> Vec<&str> {
     received.iter().map(Received::kind).collect()
 }
@@ -76,20 +99,7 @@ async fn a_deleted_post_is_removed_once_its_last_event_is_delivered() {
         .await;
 
     receiver.wait_for(2, PATIENCE).await;
-    let posts = app
-        .stored
-        .database
-        .collection::<mongodb::bson::Document>("posts");
-    let started = std::time::Instant::now();
-    while posts
-        .count_documents(mongodb::bson::doc! {})
-        .await
-        .expect("count")
-        > 0
-    {
-        assert!(started.elapsed() < PATIENCE, "the post document stays");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_documents(&app, "posts", |count| count == 0, "the post document stays").await;
 }
 
 #[tokio::test]
@@ -166,20 +176,13 @@ async fn an_event_out_of_attempts_is_kept_as_failed_and_listed_for_operators() {
     let app = app_sending_to(&receiver, 2).await;
     let post = app.create_post().await;
 
-    let failed = app
-        .stored
-        .database
-        .collection::<mongodb::bson::Document>("failed_events");
-    let started = std::time::Instant::now();
-    while failed
-        .count_documents(mongodb::bson::doc! {})
-        .await
-        .expect("count")
-        == 0
-    {
-        assert!(started.elapsed() < PATIENCE, "the event is never given up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_documents(
+        &app,
+        "failed_events",
+        |count| count > 0,
+        "the event is never given up",
+    )
+    .await;
 
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_posts-api"))
         .arg("failed-events")

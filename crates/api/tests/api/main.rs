@@ -16,6 +16,7 @@ mod openapi;
 mod ops;
 mod page;
 mod posts;
+mod quotas;
 mod raw_uploads;
 mod scanning;
 mod security;

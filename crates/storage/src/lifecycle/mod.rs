@@ -35,19 +35,23 @@ use crate::error::{Entity, StorageError};
 use crate::events::{EventKind, attachment_data};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{
-    AttachmentDocument, AttachmentStatus, AttachmentSummary, PostStatus, now,
+    AttachmentDocument, AttachmentStatus, AttachmentSummary, POSTS, PostStatus, now,
 };
 use crate::processing::Processed;
+use crate::quota::QuotaHold;
 use crate::store::Storage;
 
-/// A place for one more attachment on a post, held while its bytes move. Dropped without
-/// [`Reservation::keep`] or a publish, its record, its object and itself are removed.
+/// A place for one more attachment on a post (and its bytes against its user's quota),
+/// held while its bytes move. Dropped without [`Reservation::keep`] or a publish, its
+/// record, its object and itself are removed.
 #[derive(Debug)]
 pub(crate) struct Reservation {
     storage: Option<Storage>,
     pub(crate) post_id: PostId,
     pub(crate) id: ObjectId,
     pub(crate) created_at: DateTime,
+    /// The bytes reserved against the user's quota, when there is one.
+    pub(crate) quota: Option<QuotaHold>,
 }
 
 impl Reservation {
@@ -140,10 +144,15 @@ impl Storage {
         post_id: PostId,
         author: Option<&str>,
         ttl: Duration,
+        bytes: Option<u64>,
     ) -> Result<Reservation, StorageError> {
         let id = ObjectId::new();
         let created_at = now();
         let expires_at = DateTime::from_system_time(SystemTime::now() + ttl);
+        // The quota first: a refusal there leaves nothing to undo.
+        let quota = self
+            .reserve_quota(author, id, bytes.unwrap_or(0), expires_at)
+            .await?;
         let mut filter = doc! { "_id": post_id.0, "status": PostStatus::Active.as_str() };
         if let Some(author) = author {
             filter.insert("author", author);
@@ -177,7 +186,13 @@ impl Storage {
                 post_id,
                 id,
                 created_at,
+                quota,
             });
+        }
+        if quota.is_some()
+            && let Err(error) = self.release_quota(id).await
+        {
+            tracing::warn!(%error, "could not release a refused upload's quota; the reaper will");
         }
         // Refused: one read to say why.
         let post = self.active_post(post_id).await?;
@@ -372,11 +387,26 @@ impl Storage {
                 .map(|attachment| (EventKind::AttachmentReady, attachment_data(attachment))),
         );
         Self::push_to_outbox(&mut update, ready, at);
-        let listed = self.posts().update_one(filter, update).await?;
-        if listed.matched_count == 0 {
+        let listed = self
+            .database
+            .collection::<Document>(POSTS)
+            .find_one_and_update(filter, update)
+            .projection(doc! { "author": 1 })
+            .await?;
+        let Some(post) = listed else {
             return Err(StorageError::NotFound(Entity::Post));
-        }
+        };
         self.events_written();
+        let stored: Vec<(ObjectId, u64)> = attachments
+            .iter()
+            .map(|attachment| (attachment.id.0, attachment.size))
+            .collect();
+        if let Err(error) = self
+            .commit_quota(post.get_str("author").ok(), &stored)
+            .await
+        {
+            tracing::warn!(%error, "could not count published attachments against the quota; the reaper will");
+        }
         Ok(())
     }
 }

@@ -36,7 +36,8 @@ impl Storage {
         post_id: PostId,
         attachment_id: AttachmentId,
     ) -> Result<(), StorageError> {
-        let Some(attachment) = self.active_post(post_id).await?.attachment(attachment_id.0) else {
+        let post = self.active_post(post_id).await?;
+        let Some(attachment) = post.attachment(attachment_id.0) else {
             return Err(StorageError::NotFound(Entity::Attachment));
         };
         let marked = self
@@ -56,8 +57,16 @@ impl Storage {
             now(),
             [(EventKind::AttachmentDeleted, attachment_data(&attachment))],
         );
-        self.hide_attachments(post_id.0, &[attachment_id.0], deleted)
+        let hidden = self
+            .hide_attachments(post_id.0, &[attachment_id.0], deleted)
             .await?;
+        if hidden
+            && let Err(error) = self
+                .uncount_quota(post.author.as_deref(), 1, attachment.size)
+                .await
+        {
+            tracing::warn!(%attachment_id, %error, "could not give a deleted attachment's bytes back to the quota; the reaper will");
+        }
         if marked.matched_count == 0 {
             return Ok(());
         }
@@ -102,7 +111,8 @@ impl Storage {
         {
             tracing::warn!(%upload_id, %error, "upload removal interrupted; the reaper will finish it");
         }
-        self.release(post_id.0, &[upload_id.0]).await
+        self.release(post_id.0, &[upload_id.0]).await?;
+        self.release_quota(upload_id.0).await
     }
 
     /// Marks every attachment of a `deleting` post `deleting`, removes them, and then
@@ -220,7 +230,8 @@ impl Storage {
 
     async fn try_discard(&self, post_id: ObjectId, id: ObjectId) -> Result<(), StorageError> {
         self.remove_unpublished(post_id, id).await?;
-        self.release(post_id, &[id]).await
+        self.release(post_id, &[id]).await?;
+        self.release_quota(id).await
     }
 
     /// Hides an attachment, marks its record (if any) `deleting` and removes it with its

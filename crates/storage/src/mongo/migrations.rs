@@ -36,6 +36,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_event_outbox",
         include_str!("../../../../migrations/0006_event_outbox.json"),
     ),
+    (
+        "0007_usage",
+        include_str!("../../../../migrations/0007_usage.json"),
+    ),
 ];
 
 const RECORDS: &str = "_migrations";

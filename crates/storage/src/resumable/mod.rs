@@ -111,7 +111,9 @@ impl Storage {
                 });
             }
         }
-        let reservation = self.reserve(post_id, new.owner, self.resumable_ttl).await?;
+        let reservation = self
+            .reserve(post_id, new.owner, self.resumable_ttl, Some(new.length))
+            .await?;
         let content_type = declared_type.clone().unwrap_or_else(|| OCTET_STREAM.into());
         let document = AttachmentDocument {
             resumable: Some(ResumableState {

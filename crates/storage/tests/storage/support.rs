@@ -136,6 +136,7 @@ pub async fn harness_with(options: Options) -> Harness {
             resumable_uploads_per_user: NonZero::new(10).expect("non-zero"),
             reconcile_keys_per_pass: NonZero::new(options.reconcile_keys_per_pass)
                 .expect("non-zero"),
+            quota_bytes_per_user: 0,
         },
         &MediaSettings {
             strip_metadata: true,

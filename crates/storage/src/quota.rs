@@ -1,0 +1,463 @@
+//! Quotas per user (`uploads.quota_bytes_per_user`): the bytes of a user's attachments,
+//! counted in one `usage` document per user (the author's subject):
+//!
+//! ```text
+//! { _id: subject, used_bytes, attachments, reservations: [{ _id, upload, bytes, expires_at }] }
+//! ```
+//! - An upload **reserves** its bytes before they move, in one conditional write that adds
+//!   a reservation only while `used_bytes` plus every reservation plus these bytes stay
+//!   within the quota: the declared length where there is one, else a step at a time as the
+//!   bytes arrive (`QuotaMeter`). Concurrent uploads that together cross the quota are
+//!   decided by that write: exactly those that fit get in.
+//! - A published upload **commits**: its reservations go and its stored size is counted,
+//!   in one write. A failed or abandoned one releases them; the reaper drops those that
+//!   expired (a killed process).
+//! - A deleted attachment is **uncounted**.
+//! - The reaper **reconciles** each user without uploads in flight with the ready records
+//!   of their posts, so a crash between a change and its count costs nothing for long.
+
+use std::fmt::{self, Display};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, Document, doc};
+use serde::Deserialize;
+
+use crate::error::StorageError;
+use crate::mongo::documents::{ATTACHMENTS, AttachmentStatus, POSTS};
+use crate::store::Storage;
+
+/// The collection of usage documents.
+pub(crate) const USAGE: &str = "usage";
+
+/// How much an upload of unknown length reserves at a time as its bytes arrive.
+pub(crate) const QUOTA_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What a user stores, against their quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of the user's attachments.
+    pub bytes_used: u64,
+    /// Bytes reserved by the user's uploads in flight.
+    pub bytes_reserved: u64,
+    /// The quota; `None`: none.
+    pub bytes_quota: Option<u64>,
+    /// How many attachments the user has.
+    pub attachments: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UsageDocument {
+    #[serde(default)]
+    used_bytes: i64,
+    #[serde(default)]
+    attachments: i64,
+    #[serde(default)]
+    reservations: Vec<QuotaReservation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct QuotaReservation {
+    bytes: i64,
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The bytes of an upload, reserved against its user's quota while they move.
+#[derive(Clone, Debug)]
+pub(crate) struct QuotaHold {
+    pub(crate) user: String,
+    pub(crate) upload: ObjectId,
+    pub(crate) expires_at: DateTime,
+    /// Bytes reserved so far.
+    pub(crate) reserved: u64,
+}
+
+impl Storage {
+    /// The quota, if there is one.
+    pub(crate) fn quota(&self) -> Option<u64> {
+        self.quota_bytes_per_user
+    }
+
+    /// What `user` stores against the quota.
+    pub async fn usage(&self, user: &str) -> Result<Usage, StorageError> {
+        let document = self
+            .database
+            .collection::<UsageDocument>(USAGE)
+            .find_one(doc! { "_id": user })
+            .await?
+            .unwrap_or_default();
+        Ok(Usage {
+            bytes_used: to_u64(document.used_bytes),
+            bytes_reserved: document
+                .reservations
+                .iter()
+                .map(|reservation| to_u64(reservation.bytes))
+                .sum(),
+            bytes_quota: self.quota(),
+            attachments: to_u64(document.attachments),
+        })
+    }
+
+    /// Reserves `bytes` more for `upload` of `user` until `expires_at`, if they fit the
+    /// quota; `QuotaExceeded` otherwise. Without a quota, or a user, nothing is reserved.
+    pub(crate) async fn reserve_quota(
+        &self,
+        user: Option<&str>,
+        upload: ObjectId,
+        bytes: u64,
+        expires_at: DateTime,
+    ) -> Result<Option<QuotaHold>, StorageError> {
+        let (Some(quota), Some(user)) = (self.quota(), user) else {
+            return Ok(None);
+        };
+        let mut hold = QuotaHold {
+            user: user.to_owned(),
+            upload,
+            expires_at,
+            reserved: 0,
+        };
+        self.grow_quota(&mut hold, bytes, quota).await?;
+        Ok(Some(hold))
+    }
+
+    /// Reserves `bytes` more for `hold`.
+    pub(crate) async fn grow_quota(
+        &self,
+        hold: &mut QuotaHold,
+        bytes: u64,
+        quota: u64,
+    ) -> Result<(), StorageError> {
+        if bytes > quota {
+            return Err(self.quota_exceeded(&hold.user, bytes).await);
+        }
+        let reservation = doc! {
+            "_id": ObjectId::new(),
+            "upload": hold.upload,
+            "bytes": to_i64(bytes),
+            "expires_at": hold.expires_at,
+        };
+        let reserved = doc! { "$reduce": {
+            "input": { "$ifNull": ["$reservations", []] },
+            "initialValue": 0,
+            "in": { "$add": ["$$value", "$$this.bytes"] },
+        } };
+        let written = self
+            .database
+            .collection::<Document>(USAGE)
+            .update_one(
+                doc! { "_id": &hold.user },
+                vec![doc! { "$set": {
+                    "used_bytes": { "$ifNull": ["$used_bytes", 0_i64] },
+                    "attachments": { "$ifNull": ["$attachments", 0_i64] },
+                    "reservations": { "$cond": [
+                        { "$lte": [
+                            { "$add": [{ "$ifNull": ["$used_bytes", 0] }, reserved, to_i64(bytes)] },
+                            to_i64(quota),
+                        ] },
+                        { "$concatArrays": [
+                            { "$ifNull": ["$reservations", []] },
+                            [{ "$literal": reservation }],
+                        ] },
+                        { "$ifNull": ["$reservations", []] },
+                    ] },
+                } }],
+            )
+            .upsert(true)
+            .await?;
+        if written.modified_count == 1 || written.upserted_id.is_some() {
+            hold.reserved += bytes;
+            Ok(())
+        } else {
+            Err(self.quota_exceeded(&hold.user, bytes).await)
+        }
+    }
+
+    /// The refusal of `bytes` more for `user`, saying the quota and the usage.
+    async fn quota_exceeded(&self, user: &str, bytes: u64) -> StorageError {
+        let usage = self.usage(user).await.ok();
+        StorageError::QuotaExceeded {
+            needed: bytes,
+            quota: self.quota().unwrap_or(0),
+            used: usage.map_or(0, |usage| usage.bytes_used + usage.bytes_reserved),
+        }
+    }
+
+    /// Drops what `upload` reserved (it failed or was abandoned).
+    pub(crate) async fn release_quota(&self, upload: ObjectId) -> Result<(), StorageError> {
+        if self.quota().is_none() {
+            return Ok(());
+        }
+        self.database
+            .collection::<Document>(USAGE)
+            .update_one(
+                doc! { "reservations.upload": upload },
+                doc! { "$pull": { "reservations": { "upload": upload } } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Counts the published `uploads` (id and stored size) of `user`, dropping their
+    /// reservations, in one write.
+    pub(crate) async fn commit_quota(
+        &self,
+        user: Option<&str>,
+        uploads: &[(ObjectId, u64)],
+    ) -> Result<(), StorageError> {
+        let (Some(_), Some(user)) = (self.quota(), user) else {
+            return Ok(());
+        };
+        let ids: Vec<ObjectId> = uploads.iter().map(|(id, _)| *id).collect();
+        let bytes: u64 = uploads.iter().map(|(_, size)| size).sum();
+        self.database
+            .collection::<Document>(USAGE)
+            .update_one(
+                doc! { "_id": user },
+                doc! {
+                    "$pull": { "reservations": { "upload": { "$in": ids } } },
+                    "$inc": { "used_bytes": to_i64(bytes), "attachments": to_i64(uploads.len() as u64) },
+                },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Uncounts deleted attachments of `user` (`bytes` in all).
+    pub(crate) async fn uncount_quota(
+        &self,
+        user: Option<&str>,
+        attachments: u64,
+        bytes: u64,
+    ) -> Result<(), StorageError> {
+        let (Some(_), Some(user)) = (self.quota(), user) else {
+            return Ok(());
+        };
+        self.database
+            .collection::<Document>(USAGE)
+            .update_one(
+                doc! { "_id": user },
+                doc! { "$inc": { "used_bytes": -to_i64(bytes), "attachments": -to_i64(attachments) } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the quota reservations that expired (their uploads died with their process);
+    /// returns how many users had some.
+    pub(crate) async fn expire_quota_reservations(&self) -> Result<u64, StorageError> {
+        let now = DateTime::from_system_time(SystemTime::now());
+        Ok(self
+            .database
+            .collection::<Document>(USAGE)
+            .update_many(
+                doc! { "reservations.expires_at": { "$lt": now } },
+                doc! { "$pull": { "reservations": { "expires_at": { "$lt": now } } } },
+            )
+            .await?
+            .modified_count)
+    }
+
+    /// Sets the usage of each user without uploads in flight to what the ready records of
+    /// their posts say, where it differs; returns how many were corrected.
+    pub(crate) async fn reconcile_usage(&self) -> Result<u64, StorageError> {
+        if self.quota().is_none() {
+            return Ok(0);
+        }
+        let usage = self.database.collection::<Document>(USAGE);
+        let idle: Vec<Document> = usage
+            .find(doc! { "reservations.0": { "$exists": false } })
+            .await?
+            .try_collect()
+            .await?;
+        let mut corrected = 0;
+        for document in idle {
+            let Ok(user) = document.get_str("_id") else {
+                continue;
+            };
+            let (bytes, attachments) = self.stored_by(user).await?;
+            let counted = (
+                number(document.get("used_bytes")),
+                number(document.get("attachments")),
+            );
+            if counted == (bytes, attachments) {
+                continue;
+            }
+            // Only if nothing changed meanwhile: an upload in flight reserves first.
+            let fixed = usage
+                .update_one(
+                    doc! {
+                        "_id": user,
+                        "used_bytes": counted.0,
+                        "attachments": counted.1,
+                        "reservations.0": { "$exists": false },
+                    },
+                    doc! { "$set": { "used_bytes": bytes, "attachments": attachments } },
+                )
+                .await?;
+            corrected += fixed.modified_count;
+        }
+        Ok(corrected)
+    }
+
+    /// The bytes and count of the ready attachments of `user`'s posts.
+    async fn stored_by(&self, user: &str) -> Result<(i64, i64), StorageError> {
+        let posts: Vec<Document> = self
+            .database
+            .collection::<Document>(POSTS)
+            .find(doc! { "author": user })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let ids: Vec<ObjectId> = posts
+            .iter()
+            .filter_map(|post| post.get_object_id("_id").ok())
+            .collect();
+        let totals: Vec<Document> = self
+            .database
+            .collection::<Document>(ATTACHMENTS)
+            .aggregate(vec![
+                doc! { "$match": {
+                    "post_id": { "$in": ids },
+                    "status": AttachmentStatus::Ready.as_str(),
+                } },
+                doc! { "$group": {
+                    "_id": null,
+                    "bytes": { "$sum": "$size" },
+                    "attachments": { "$sum": 1 },
+                } },
+            ])
+            .await?
+            .try_collect()
+            .await?;
+        Ok(totals.first().map_or((0, 0), |total| {
+            (number(total.get("bytes")), number(total.get("attachments")))
+        }))
+    }
+}
+
+/// An integer however the server summed it.
+fn number(value: Option<&mongodb::bson::Bson>) -> i64 {
+    match value {
+        Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+        Some(mongodb::bson::Bson::Int64(n)) => *n,
+        Some(mongodb::bson::Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+/// Reserves quota ahead of the bytes of an upload of unknown length, a step at a time.
+#[derive(Debug)]
+pub(crate) struct QuotaMeter {
+    storage: Storage,
+    hold: QuotaHold,
+    quota: u64,
+    seen: u64,
+    /// The refusal that stopped the stream, for the caller to answer with.
+    refusal: Arc<Mutex<Option<StorageError>>>,
+}
+
+/// A stream's error, or the quota's refusal of its next bytes.
+#[derive(Debug)]
+pub(crate) enum Metered<E> {
+    Source(E),
+    OverQuota,
+}
+
+impl<E: Display> Display for Metered<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Source(error) => error.fmt(f),
+            Self::OverQuota => f.write_str("the upload went over its user's quota"),
+        }
+    }
+}
+
+impl QuotaMeter {
+    /// A meter for `hold`, when there is a quota.
+    pub(crate) fn new(storage: &Storage, hold: Option<&QuotaHold>) -> Option<Self> {
+        Some(Self {
+            storage: storage.clone(),
+            hold: hold?.clone(),
+            quota: storage.quota()?,
+            seen: 0,
+            refusal: Arc::default(),
+        })
+    }
+
+    /// Where the refusal that stopped the stream (if any) will be.
+    pub(crate) fn refusal(&self) -> Arc<Mutex<Option<StorageError>>> {
+        self.refusal.clone()
+    }
+
+    /// Reserves what `bytes` more need, a [`QUOTA_STEP_BYTES`] step at a time (or
+    /// exactly what they need, near the quota).
+    async fn admit(&mut self, bytes: u64) -> Result<(), StorageError> {
+        self.seen += bytes;
+        if self.seen <= self.hold.reserved {
+            return Ok(());
+        }
+        let needed = self.seen - self.hold.reserved;
+        match self.grow(needed.max(QUOTA_STEP_BYTES)).await {
+            Err(StorageError::QuotaExceeded { .. }) if needed < QUOTA_STEP_BYTES => {
+                self.grow(needed).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Reserves `step` bytes more. Spawned: a MongoDB call must not be dropped half-way
+    /// if the upload is.
+    async fn grow(&mut self, step: u64) -> Result<(), StorageError> {
+        let (storage, mut hold, quota) = (self.storage.clone(), self.hold.clone(), self.quota);
+        let (hold, outcome) = tokio::spawn(async move {
+            let outcome = storage.grow_quota(&mut hold, step, quota).await;
+            (hold, outcome)
+        })
+        .await
+        .map_err(|_| StorageError::Client("the quota reservation was interrupted".into()))?;
+        self.hold = hold;
+        outcome
+    }
+
+    /// `stream`, each chunk admitted before it passes.
+    pub(crate) fn meter<S, E>(
+        self,
+        stream: S,
+    ) -> impl Stream<Item = Result<Bytes, Metered<E>>> + Unpin
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        Box::pin(futures::stream::unfold(
+            (stream, self, false),
+            |(mut stream, mut meter, stopped)| async move {
+                if stopped {
+                    return None;
+                }
+                match stream.next().await? {
+                    Ok(bytes) => match meter.admit(bytes.len() as u64).await {
+                        Ok(()) => Some((Ok(bytes), (stream, meter, false))),
+                        Err(refusal) => {
+                            if let Ok(mut slot) = meter.refusal.lock() {
+                                *slot = Some(refusal);
+                            }
+                            Some((Err(Metered::OverQuota), (stream, meter, true)))
+                        }
+                    },
+                    Err(error) => Some((Err(Metered::Source(error)), (stream, meter, false))),
+                }
+            },
+        ))
+    }
+}

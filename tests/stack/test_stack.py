@@ -196,6 +196,12 @@ class TheDefaultStack(StackTest):
         }
         self.assertGreaterEqual(int(attributes["deregistration_delay.timeout_seconds"]), grace)
 
+    def test_without_a_clamd_image_the_task_runs_the_service_alone_and_scans_nothing(self):
+        containers = self.stack.task_definition()["containerDefinitions"]
+        self.assertEqual([c["name"] for c in containers], [CONTAINER])
+        self.assertFalse(self.stack.container().get("dependsOn"))
+        self.assertEqual(self.configuration["scan"]["clamd_address"], "")
+
     def test_the_container_health_check_probes_liveness(self):
         self.assertEqual(self.stack.container()["healthCheck"]["command"], ["CMD", "posts-api", "healthcheck"])
 
@@ -379,6 +385,40 @@ class TheOptions(StackTest):
             if "kms:Decrypt" in actions(statement)
         ]
         self.assertEqual([s["Resource"] for s in decrypt], [f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/secret-key"])
+
+
+class TheScanner(StackTest):
+    """A clamd image: the sidecar every file is scanned by."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.stack = Stack.deploy(
+            cls.moto.endpoint,
+            "posts-api-scanner",
+            {
+                **cls.account.required_parameters(),
+                "ClamdImageUri": f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/clamav:stable",
+                "Memory": "3072",
+            },
+        )
+
+    def test_clamd_runs_beside_the_service_and_the_service_scans_with_it(self):
+        containers = {c["name"]: c for c in self.stack.task_definition()["containerDefinitions"]}
+        self.assertEqual(sorted(containers), ["clamd", CONTAINER])
+        clamd = containers["clamd"]
+        self.assertTrue(clamd["essential"])
+        self.assertEqual(clamd["image"], self.stack.parameters["ClamdImageUri"])
+        self.assertEqual(clamd["logConfiguration"]["options"]["awslogs-stream-prefix"], "clamd")
+        configuration = effective_configuration(self.stack.container_environment())
+        self.assertEqual(configuration["scan"]["clamd_address"], "127.0.0.1:3310")
+
+    def test_the_service_starts_once_clamd_has_loaded_its_signatures(self):
+        clamd = next(c for c in self.stack.task_definition()["containerDefinitions"] if c["name"] == "clamd")
+        self.assertEqual(clamd["healthCheck"]["command"], ["CMD", "clamdcheck.sh"])
+        self.assertEqual(
+            self.stack.container()["dependsOn"], [{"containerName": "clamd", "condition": "HEALTHY"}]
+        )
 
 
 class AnUpdate(StackTest):

@@ -46,6 +46,14 @@
 //!    of the last day, with their objects, that their post does not list (a crash
 //!    between the two writes of a publish).
 //!    A process killed at any point therefore leaves nothing behind once the reaper ran.
+//!
+//! # Events and quotas
+//! With events on (`events`), every write that changes a post or an attachment also
+//! pushes its event into the post's `outbox`, so an event exists exactly when its change
+//! does; a deleted post's document stays until its outbox is empty. With a quota
+//! (`quota`), an upload's bytes are reserved in its user's `usage` document before they
+//! move, counted when it is listed and given back when it is deleted, released or expired;
+//! the reaper reconciles counts with the ready records.
 
 mod attachments;
 mod content;

@@ -10,7 +10,7 @@
 //!   bytes arrive (`QuotaMeter`). Concurrent uploads that together cross the quota are
 //!   decided by that write: exactly those that fit get in.
 //! - A published upload **commits**: its reservations go and its stored size is counted,
-//!   in one write. A failed or abandoned one releases them; the reaper drops those that
+//!   in one write found by the reservations. A failed or abandoned one releases them; the reaper drops those that
 //!   expired (a killed process).
 //! - A deleted attachment is **uncounted**.
 //! - The reaper **reconciles** each user without uploads in flight with the ready records
@@ -207,28 +207,27 @@ impl Storage {
         Ok(())
     }
 
-    /// Counts the published `uploads` (id and stored size) of `user`, dropping their
-    /// reservations, in one write.
+    /// Counts the published `uploads` (id and stored size) against the user whose
+    /// reservations they hold, dropping those, in one write. An upload whose reservation
+    /// is gone (expired, or listed again by the reaper) is counted by the reconciliation.
     pub(crate) async fn commit_quota(
         &self,
-        user: Option<&str>,
         uploads: &[(ObjectId, u64)],
     ) -> Result<(), StorageError> {
-        let (Some(_), Some(user)) = (self.quota(), user) else {
+        if self.quota().is_none() || uploads.is_empty() {
             return Ok(());
-        };
+        }
         let ids: Vec<ObjectId> = uploads.iter().map(|(id, _)| *id).collect();
         let bytes: u64 = uploads.iter().map(|(_, size)| size).sum();
         self.database
             .collection::<Document>(USAGE)
             .update_one(
-                doc! { "_id": user },
+                doc! { "reservations.upload": { "$in": &ids } },
                 doc! {
-                    "$pull": { "reservations": { "upload": { "$in": ids } } },
+                    "$pull": { "reservations": { "upload": { "$in": &ids } } },
                     "$inc": { "used_bytes": to_i64(bytes), "attachments": to_i64(uploads.len() as u64) },
                 },
             )
-            .upsert(true)
             .await?;
         Ok(())
     }

@@ -35,7 +35,7 @@ use crate::error::{Entity, StorageError};
 use crate::events::{EventKind, attachment_data};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{
-    AttachmentDocument, AttachmentStatus, AttachmentSummary, POSTS, PostStatus, now,
+    AttachmentDocument, AttachmentStatus, AttachmentSummary, PostStatus, now,
 };
 use crate::processing::Processed;
 use crate::quota::QuotaHold;
@@ -387,24 +387,16 @@ impl Storage {
                 .map(|attachment| (EventKind::AttachmentReady, attachment_data(attachment))),
         );
         Self::push_to_outbox(&mut update, ready, at);
-        let listed = self
-            .database
-            .collection::<Document>(POSTS)
-            .find_one_and_update(filter, update)
-            .projection(doc! { "author": 1 })
-            .await?;
-        let Some(post) = listed else {
+        let listed = self.posts().update_one(filter, update).await?;
+        if listed.matched_count == 0 {
             return Err(StorageError::NotFound(Entity::Post));
-        };
+        }
         self.events_written();
         let stored: Vec<(ObjectId, u64)> = attachments
             .iter()
             .map(|attachment| (attachment.id.0, attachment.size))
             .collect();
-        if let Err(error) = self
-            .commit_quota(post.get_str("author").ok(), &stored)
-            .await
-        {
+        if let Err(error) = self.commit_quota(&stored).await {
             tracing::warn!(%error, "could not count published attachments against the quota; the reaper will");
         }
         Ok(())

@@ -96,11 +96,13 @@ impl Storage {
         post_id: PostId,
         upload_id: AttachmentId,
     ) -> Result<Attachment, StorageError> {
-        let document = self
+        let found = self
             .attachments()
             .find_one(doc! { "_id": upload_id.0, "post_id": post_id.0 })
-            .await?
-            .ok_or(StorageError::NotFound(Entity::Upload))?;
+            .await?;
+        let Some(document) = found else {
+            return Err(self.missing_upload(post_id.0, upload_id.0).await);
+        };
         let declared = match (&document.status, &document.direct_upload) {
             (AttachmentStatus::Ready, Some(_)) => return Ok(document.into()),
             (AttachmentStatus::Pending, Some(declared))
@@ -226,11 +228,21 @@ impl Storage {
         };
         let processed = match processed {
             Ok(processed) => processed,
+            // Malware ends the upload: asked again, its id answers with the signature.
+            Err(refusal @ StorageError::Infected { .. }) => {
+                self.objects.delete(&staging).await?;
+                self.end_pending_upload(
+                    PostId(document.post_id),
+                    AttachmentId(document.id),
+                    doc! { COMPLETION_CLAIM: claim },
+                )
+                .await?;
+                return Err(refusal);
+            }
             Err(
                 refusal @ (StorageError::UploadMismatch(_)
                 | StorageError::UnsupportedType { .. }
-                | StorageError::ImageRefused(_)
-                | StorageError::Infected { .. }),
+                | StorageError::ImageRefused(_)),
             ) => {
                 self.objects.delete(&key).await?;
                 self.objects.delete(&staging).await?;

@@ -40,8 +40,9 @@ pub(crate) struct Processed {
 }
 
 impl Storage {
-    /// Records `attachment.rejected` for an upload the scanner refused. The upload is
-    /// removed whatever happens here, so a failure to record is only logged.
+    /// Records that the scanner refused an upload (`rejections`, where its id then answers
+    /// with the signature) and sends `attachment.rejected`. The upload is removed whatever
+    /// happens here, so a failure to record is only logged.
     async fn record_rejection(
         &self,
         upload: Upload<'_>,
@@ -59,11 +60,18 @@ impl Storage {
             "reason": "malware",
             "signature": signature,
         };
-        if let Err(error) = self
-            .record_event(upload.post_id, EventKind::AttachmentRejected, data)
+        let recorded = match self
+            .remember_rejection(upload.post_id, upload.id, signature)
             .await
         {
-            tracing::warn!(attachment_id = %upload.id, %error, "could not record attachment.rejected");
+            Ok(()) => {
+                self.record_event(upload.post_id, EventKind::AttachmentRejected, data)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recorded {
+            tracing::warn!(attachment_id = %upload.id, %error, "could not record the rejection");
         }
     }
 

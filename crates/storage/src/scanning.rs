@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use clamav_client::tokio::Tcp;
 use futures::StreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Document, doc};
 
-use crate::error::StorageError;
+use crate::error::{Entity, StorageError};
+use crate::mongo::documents::now;
 use crate::settings::ScanSettings;
 use crate::store::Storage;
 
@@ -31,7 +34,54 @@ enum ScanFailure {
     Scanner(String),
 }
 
+/// Uploads the scanner refused, by id, for a day (a TTL index removes them): asked for
+/// again, a resumable or direct upload answers with the signature rather than "not found".
+pub(crate) const REJECTIONS: &str = "rejections";
+
 impl Storage {
+    /// Remembers that upload `id` of `post_id` was refused as infected with `signature`.
+    pub(crate) async fn remember_rejection(
+        &self,
+        post_id: ObjectId,
+        id: ObjectId,
+        signature: &str,
+    ) -> Result<(), StorageError> {
+        self.database
+            .collection::<Document>(REJECTIONS)
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": {
+                    "post_id": post_id,
+                    "reason": "malware",
+                    "signature": signature,
+                    "rejected_at": now(),
+                } },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Why upload `id` of `post_id` is not there: `Infected` with its signature if the
+    /// scanner refused it, else `NotFound`.
+    pub(crate) async fn missing_upload(&self, post_id: ObjectId, id: ObjectId) -> StorageError {
+        let rejection = self
+            .database
+            .collection::<Document>(REJECTIONS)
+            .find_one(doc! { "_id": id, "post_id": post_id })
+            .await;
+        match rejection {
+            Ok(Some(rejection)) => StorageError::Infected {
+                signature: rejection
+                    .get_str("signature")
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
+            Ok(None) => StorageError::NotFound(Entity::Upload),
+            Err(error) => error.into(),
+        }
+    }
+
     /// Scans the object at `key`, if scanning is configured.
     pub(crate) async fn scan(&self, key: &str) -> Result<(), StorageError> {
         let settings = &self.scan;

@@ -134,6 +134,82 @@ async fn the_eicar_file_sent_as_a_resumable_upload_is_refused_and_the_upload_end
 }
 
 #[tokio::test]
+async fn a_resumable_upload_refused_as_infected_answers_with_its_signature_when_asked_again() {
+    let clamd = Clamd::start().await;
+    let app = scanning_app(&clamd, "").await;
+    let post = app.create_post().await;
+    let created = app
+        .client
+        .post(app.url(&format!("/v1/posts/{post}/attachments/tus")))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", EICAR.len())
+        // `eicar.txt`, in base64.
+        .header("Upload-Metadata", "filename ZWljYXIudHh0")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(created.status(), 201);
+    let upload = created.headers()["location"]
+        .to_str()
+        .expect("a Location")
+        .to_owned();
+    let tus = |method: reqwest::Method| {
+        app.client
+            .request(method, app.url(&upload))
+            .header("Tus-Resumable", "1.0.0")
+    };
+    let refused = tus(reqwest::Method::PATCH)
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(EICAR)
+        .send()
+        .await
+        .expect("request");
+    assert_refused_as_infected(refused).await;
+
+    let asked_again = tus(reqwest::Method::PATCH)
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(EICAR)
+        .send()
+        .await
+        .expect("request");
+    let head = tus(reqwest::Method::HEAD).send().await.expect("request");
+
+    assert_refused_as_infected(asked_again).await;
+    assert_eq!(head.status(), 422);
+}
+
+#[tokio::test]
+async fn a_direct_upload_refused_as_infected_answers_with_its_signature_when_completed_again() {
+    let clamd = Clamd::start().await;
+    let app = scanning_app(&clamd, "").await;
+    let post = app.create_post().await;
+    let begun = app
+        .post_json(
+            &format!("/v1/posts/{post}/attachments/uploads"),
+            &json!({ "filename": "eicar.txt", "content_type": "text/plain", "size": EICAR.len() }),
+        )
+        .await;
+    let ticket: serde_json::Value = begun.json().await.expect("a ticket");
+    let put = app
+        .client
+        .put(ticket["url"].as_str().expect("url"))
+        .header("content-type", "text/plain")
+        .body(EICAR)
+        .send()
+        .await
+        .expect("S3 answers");
+    assert!(put.status().is_success());
+    let complete = ticket["complete_url"].as_str().expect("complete_url");
+    assert_refused_as_infected(app.post_json(complete, &json!({})).await).await;
+
+    let completed_again = app.post_json(complete, &json!({})).await;
+
+    assert_refused_as_infected(completed_again).await;
+}
+
+#[tokio::test]
 async fn an_infected_file_is_moved_to_the_quarantine_prefix() {
     let clamd = Clamd::start().await;
     let quarantine = format!("quarantine-{}", uuid::Uuid::new_v4().simple());

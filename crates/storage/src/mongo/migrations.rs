@@ -40,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_usage",
         include_str!("../../../../migrations/0007_usage.json"),
     ),
+    (
+        "0008_rejections",
+        include_str!("../../../../migrations/0008_rejections.json"),
+    ),
 ];
 
 const RECORDS: &str = "_migrations";

@@ -22,7 +22,7 @@ use mongodb::bson::{DateTime, doc};
 use mongodb::options::ReturnDocument;
 
 use crate::content::essence;
-use crate::error::{Entity, StorageError};
+use crate::error::StorageError;
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, ResumableState, now};
 use crate::store::Storage;
@@ -276,7 +276,7 @@ impl Storage {
         post_id: PostId,
         upload_id: AttachmentId,
     ) -> Result<AttachmentDocument, StorageError> {
-        let document = self
+        let found = self
             .attachments()
             .find_one(doc! {
                 "_id": upload_id.0,
@@ -284,8 +284,10 @@ impl Storage {
                 "resumable": { "$exists": true },
                 "status": { "$in": [AttachmentStatus::Pending.as_str(), AttachmentStatus::Ready.as_str()] },
             })
-            .await?
-            .ok_or(StorageError::NotFound(Entity::Upload))?;
+            .await?;
+        let Some(document) = found else {
+            return Err(self.missing_upload(post_id.0, upload_id.0).await);
+        };
         let expired = document.status == AttachmentStatus::Pending
             && document
                 .resumable

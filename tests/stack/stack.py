@@ -52,7 +52,7 @@ class Moto:
         self.endpoint = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(ROOT / "scripts" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

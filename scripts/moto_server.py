@@ -1,8 +1,9 @@
 """moto's server, with one fix to its CloudFormation: an item of a list that resolves to
 AWS::NoValue is removed from the list, as CloudFormation does (moto keeps it as null).
-The stack adds its optional clamd sidecar to the task's containers that way.
+The stack adds its optional clamd sidecar to the task's containers that way. The testbed
+(scripts/services) and the stack tests (tests/stack) run moto through this.
 
-    python tests/stack/moto_server.py -H 127.0.0.1 -p PORT
+    python scripts/moto_server.py -H 127.0.0.1 -p PORT
 """
 
 from typing import Any

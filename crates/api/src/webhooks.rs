@@ -36,14 +36,21 @@ pub struct Signed {
     pub signature: String,
 }
 
+/// The HMAC-SHA256 of the signing key, keyed once and cloned for each signature.
+pub type SigningKey = Hmac<Sha256>;
+
+/// The signing key of `key`'s bytes (any length).
+pub fn signing_key(key: &[u8]) -> Option<SigningKey> {
+    <SigningKey as KeyInit>::new_from_slice(key).ok()
+}
+
 /// Signs `body` for delivery as event `id` at `at`.
-pub fn sign(key: &[u8], id: &str, at: SystemTime, body: &[u8]) -> Signed {
+pub fn sign(key: &SigningKey, id: &str, at: SystemTime, body: &[u8]) -> Signed {
     let timestamp = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
         .to_string();
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
+    let mut mac = key.clone();
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.as_bytes());
@@ -83,7 +90,7 @@ impl Dispatcher {
         settings: &EventSettings,
         metrics: EventMetrics,
     ) -> Option<Self> {
-        let key = settings.signing_key().filter(|_| settings.is_on())?;
+        let key = signing_key(&settings.signing_key().filter(|_| settings.is_on())?)?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(settings.timeout_secs.get()))
             .redirect(reqwest::redirect::Policy::none())
@@ -117,7 +124,7 @@ struct Delivery {
     storage: Storage,
     client: reqwest::Client,
     url: String,
-    key: Vec<u8>,
+    key: SigningKey,
     settings: EventSettings,
     metrics: EventMetrics,
 }
@@ -227,6 +234,7 @@ mod tests {
         let key = base64::engine::general_purpose::STANDARD
             .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
             .expect("base64");
+        let key = signing_key(&key).expect("a key");
         let at = UNIX_EPOCH + Duration::from_secs(1_614_265_330);
         let signed = sign(
             &key,

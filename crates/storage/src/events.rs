@@ -205,15 +205,11 @@ impl Storage {
         if entries.is_empty() {
             return;
         }
-        let push = match update.get_document_mut("$push") {
-            Ok(push) => push,
-            Err(_) => {
-                update.insert("$push", Document::new());
-                match update.get_document_mut("$push") {
-                    Ok(push) => push,
-                    Err(_) => return,
-                }
-            }
+        if !update.contains_key("$push") {
+            update.insert("$push", Document::new());
+        }
+        let Ok(push) = update.get_document_mut("$push") else {
+            return;
         };
         push.insert("outbox", doc! { "$each": entries });
         update.insert("$max", doc! { "outbox_due_at": at });

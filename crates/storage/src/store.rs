@@ -3,7 +3,7 @@
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mongodb::{Collection, Database};
@@ -90,6 +90,9 @@ pub struct Storage {
     pub(crate) infected_refused: Arc<AtomicU64>,
     /// With events on (see `events`), wakes this instance's dispatcher.
     pub(crate) events: Option<Arc<Notify>>,
+    /// Whether the server takes a write to several collections as one command
+    /// (`bulkWrite`, MongoDB 8.0+); turned off at the first refusal.
+    pub(crate) bulk_writes: Arc<AtomicBool>,
 }
 
 impl Storage {
@@ -128,6 +131,7 @@ impl Storage {
             variants_rendered: Arc::default(),
             infected_refused: Arc::default(),
             events: None,
+            bulk_writes: Arc::new(AtomicBool::new(true)),
         }
     }
 

@@ -1,8 +1,9 @@
 //! One TCP proxy for every fault test: it can delay each new connection, stall traffic,
 //! break the connections open now (and take new ones), cut every connection (and refuse
 //! new ones), now or from the Nth new connection on, be restored, spread connections
-//! over several upstreams as a load balancer does, and put its upstream at a distance
-//! (a one-way latency and a bandwidth per connection, as a remote S3 has).
+//! over several upstreams as a load balancer does, put its upstream at a distance
+//! (a one-way latency and a bandwidth per connection, as a remote S3 has), and edit what
+//! the upstream answers (a server that says it is an older version).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ struct Link {
     /// Bytes a second each way of one connection; `None`: as fast as loopback.
     bytes_per_sec: Option<u64>,
 }
+
+/// Edits a chunk of what the upstream sends, in place.
+type ReplyEdit = Arc<dyn Fn(&mut [u8]) + Send + Sync>;
 
 /// A proxy on 127.0.0.1 in front of `upstream`. Dropping the handle leaves it forwarding
 /// until the test ends.
@@ -67,7 +71,24 @@ impl ChaosProxy {
     /// skipping those that refuse connections (a dead instance), as a load balancer's
     /// health checks would.
     pub async fn round_robin(upstreams: Vec<SocketAddr>) -> Arc<Self> {
-        Self::spawn_over(upstreams, Duration::ZERO, false, Link::default()).await
+        Self::spawn_over(upstreams, Duration::ZERO, false, Link::default(), None).await
+    }
+
+    /// A proxy that passes every chunk `upstream` sends through `edit` before the client
+    /// gets it (a pattern split across two chunks is not seen whole).
+    pub async fn editing_replies(
+        upstream: SocketAddr,
+        edit: impl Fn(&mut [u8]) + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        let edit: ReplyEdit = Arc::new(edit);
+        Self::spawn_over(
+            vec![upstream],
+            Duration::ZERO,
+            false,
+            Link::default(),
+            Some(edit),
+        )
+        .await
     }
 
     /// A proxy that puts `upstream` at a distance: every chunk arrives `one_way` late,
@@ -82,11 +103,11 @@ impl ChaosProxy {
             one_way,
             bytes_per_sec: Some(bytes_per_sec.max(1)),
         };
-        Self::spawn_over(vec![upstream], Duration::ZERO, false, link).await
+        Self::spawn_over(vec![upstream], Duration::ZERO, false, link, None).await
     }
 
     async fn spawn(upstream: SocketAddr, delay: Duration, first_only: bool) -> Arc<Self> {
-        Self::spawn_over(vec![upstream], delay, first_only, Link::default()).await
+        Self::spawn_over(vec![upstream], delay, first_only, Link::default(), None).await
     }
 
     async fn spawn_over(
@@ -94,6 +115,7 @@ impl ChaosProxy {
         delay: Duration,
         first_only: bool,
         link: Link,
+        edit: Option<ReplyEdit>,
     ) -> Arc<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let address = listener.local_addr().expect("proxy address");
@@ -124,7 +146,7 @@ impl ChaosProxy {
                 tokio::spawn(relay(
                     client,
                     order,
-                    (delay, link),
+                    (delay, link, edit.clone()),
                     watcher.clone(),
                     severing.clone(),
                 ));
@@ -181,7 +203,7 @@ impl ChaosProxy {
 async fn relay(
     client: TcpStream,
     upstreams: Vec<SocketAddr>,
-    (delay, link): (Duration, Link),
+    (delay, link, edit): (Duration, Link, Option<ReplyEdit>),
     mode: watch::Receiver<Mode>,
     severed: Arc<Notify>,
 ) {
@@ -201,8 +223,8 @@ async fn relay(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     tokio::select! {
-        () = pump(client_read, server_write, mode.clone(), link) => {}
-        () = pump(server_read, client_write, mode.clone(), link) => {}
+        () = pump(client_read, server_write, mode.clone(), link, None) => {}
+        () = pump(server_read, client_write, mode.clone(), link, edit) => {}
         () = cut(mode) => {}
         () = severed.notified() => {}
     }
@@ -214,19 +236,21 @@ async fn pump(
     to: tokio::net::tcp::OwnedWriteHalf,
     mode: watch::Receiver<Mode>,
     link: Link,
+    edit: Option<ReplyEdit>,
 ) {
     if link.one_way.is_zero() && link.bytes_per_sec.is_none() {
-        copy(from, to, mode).await;
+        copy(from, to, mode, edit).await;
     } else {
         carry(from, to, mode, link).await;
     }
 }
 
-/// Copies one direction as it arrives.
+/// Copies one direction as it arrives, through `edit` if there is one.
 async fn copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<Mode>,
+    edit: Option<ReplyEdit>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 64 * 1024];
@@ -241,6 +265,9 @@ async fn copy(
             Err(_) => return,
             Ok(read) => read,
         };
+        if let Some(edit) = &edit {
+            edit(&mut buffer[..read]);
+        }
         // A dropped handle leaves the proxy as it was: it keeps forwarding.
         let _ = mode.wait_for(|mode| *mode == Mode::Up).await;
         if to.write_all(&buffer[..read]).await.is_err() {

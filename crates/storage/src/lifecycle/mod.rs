@@ -15,8 +15,9 @@
 //! - **Stored**: the bytes are at the attachment's key, which no client can write.
 //! - **Ready and listed**: the record is inserted `ready` with its size, SHA-256 and type
 //!   (or the pending record turned `ready`), then one write on the post lists it and drops
-//!   its reservation, only while the reservation stands. A small upload is therefore three
-//!   round trips, none of which grows with the post.
+//!   its reservation, only while the reservation stands. The insert and the listing go as
+//!   one ordered `bulkWrite` (MongoDB 8.0+), so a small upload is two round trips, none of
+//!   which grows with the post.
 //! - **Discarded**: the [`Reservation`] guard removes the record and the object, then the
 //!   reservation, when a way in fails or its future is dropped; the reaper does the same
 //!   for reservations that expired (a killed process), taking the reservation first so
@@ -26,10 +27,13 @@
 mod removal;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, DateTime, Document, doc};
+use mongodb::error::ErrorKind;
+use mongodb::options::{UpdateOneModel, WriteModel};
 
 use crate::error::{Entity, StorageError};
 use crate::events::{EventKind, attachment_data};
@@ -270,11 +274,7 @@ impl Storage {
             .collect();
         let attachments: Vec<Attachment> =
             staged.iter().map(|file| file.attachment.clone()).collect();
-        let listed = match self.attachments().insert_many(&records).await {
-            Ok(_) => self.list(post_id, &attachments, true).await,
-            Err(error) => Err(error.into()),
-        };
-        if let Err(error) = listed {
+        if let Err(error) = self.insert_and_list(&records, post_id, &attachments).await {
             for file in staged {
                 file.discard().await;
             }
@@ -346,6 +346,59 @@ impl Storage {
         Ok(attachment)
     }
 
+    /// Inserts the ready `records` of `attachments` and lists them, dropping their
+    /// reservations: one command where the server writes to several collections at once
+    /// (MongoDB 8.0+; ordered, so the listing runs only once the records are in), two
+    /// otherwise. `NotFound(Post)` if the post is no longer active or a reservation went.
+    async fn insert_and_list(
+        &self,
+        records: &[AttachmentDocument],
+        post_id: PostId,
+        attachments: &[Attachment],
+    ) -> Result<(), StorageError> {
+        if self.bulk_writes.load(Ordering::Relaxed) {
+            let (filter, update) = self.listing(post_id, attachments, true)?;
+            let mut writes = records
+                .iter()
+                .map(|record| {
+                    self.attachments()
+                        .insert_one_model(record)
+                        .map(WriteModel::from)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            writes.push(
+                UpdateOneModel::builder()
+                    .namespace(self.posts().namespace())
+                    .filter(filter)
+                    .update(update)
+                    .build()
+                    .into(),
+            );
+            match self
+                .database
+                .client()
+                .bulk_write(writes)
+                .ordered(true)
+                .await
+            {
+                Ok(result) if result.matched_count == 0 => {
+                    return Err(StorageError::NotFound(Entity::Post));
+                }
+                Ok(_) => {
+                    self.listed(attachments).await;
+                    return Ok(());
+                }
+                Err(error) if matches!(*error.kind, ErrorKind::IncompatibleServer { .. }) => {
+                    tracing::info!("MongoDB before 8.0: an upload is published in two writes");
+                    self.bulk_writes.store(false, Ordering::Relaxed);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.attachments().insert_many(records).await?;
+        self.list(post_id, attachments, true).await
+    }
+
     /// Lists ready attachments in their active post, in creation order among the others,
     /// and drops their reservations, in one write that bumps the post's version; with
     /// `reserved`, only while every reservation stands. `NotFound(Post)` otherwise.
@@ -355,21 +408,37 @@ impl Storage {
         attachments: &[Attachment],
         reserved: bool,
     ) -> Result<(), StorageError> {
+        let (filter, update) = self.listing(post_id, attachments, reserved)?;
+        let listed = self.posts().update_one(filter, update).await?;
+        if listed.matched_count == 0 {
+            return Err(StorageError::NotFound(Entity::Post));
+        }
+        self.listed(attachments).await;
+        Ok(())
+    }
+
+    /// The filter and update of the write that lists `attachments` (see [`Storage::list`]).
+    fn listing(
+        &self,
+        post_id: PostId,
+        attachments: &[Attachment],
+        reserved: bool,
+    ) -> Result<(Document, Document), StorageError> {
         let summaries: Vec<AttachmentSummary> =
             attachments.iter().map(AttachmentSummary::of).collect();
         let ids: Vec<ObjectId> = summaries.iter().map(|summary| summary.id).collect();
         let summaries = bson::to_bson(&summaries).map_err(mongodb::error::Error::from)?;
-        let mut filter = doc! {
-            "_id": post_id.0,
-            "status": PostStatus::Active.as_str(),
-            "attachments._id": { "$nin": &ids },
-        };
+        let mut filter = doc! { "_id": post_id.0, "status": PostStatus::Active.as_str() };
         if reserved {
+            // The reservations go in the same write, so an attachment listed once can
+            // never match again.
             let each: Vec<Document> = ids
                 .iter()
                 .map(|id| doc! { "$elemMatch": { "_id": id } })
                 .collect();
             filter.insert("pending", doc! { "$all": each });
+        } else {
+            filter.insert("attachments._id", doc! { "$nin": &ids });
         }
         let mut update = doc! {
             "$push": { "attachments": {
@@ -387,10 +456,12 @@ impl Storage {
                 .map(|attachment| (EventKind::AttachmentReady, attachment_data(attachment))),
         );
         Self::push_to_outbox(&mut update, ready, at);
-        let listed = self.posts().update_one(filter, update).await?;
-        if listed.matched_count == 0 {
-            return Err(StorageError::NotFound(Entity::Post));
-        }
+        Ok((filter, update))
+    }
+
+    /// What follows a listing: the dispatcher woken for its events, the stored bytes
+    /// counted against the quota.
+    async fn listed(&self, attachments: &[Attachment]) {
         self.events_written();
         let stored: Vec<(ObjectId, u64)> = attachments
             .iter()
@@ -399,7 +470,6 @@ impl Storage {
         if let Err(error) = self.commit_quota(&stored).await {
             tracing::warn!(%error, "could not count published attachments against the quota; the reaper will");
         }
-        Ok(())
     }
 }
 

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_rejections",
         include_str!("../../../../migrations/0008_rejections.json"),
     ),
+    (
+        "0009_drop_posts_created_at_index",
+        include_str!("../../../../migrations/0009_drop_posts_created_at_index.json"),
+    ),
 ];
 
 const RECORDS: &str = "_migrations";

@@ -202,3 +202,46 @@ pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
         _ => false,
     }
 }
+
+/// Whether `error` says the server has no client `bulkWrite`, before anything was written:
+/// the driver's refusal for a server older than 8.0, or the server's own `CommandNotFound`.
+pub(crate) fn bulk_write_unsupported(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    const COMMAND_NOT_FOUND: i32 = 59;
+    match error.kind.as_ref() {
+        ErrorKind::IncompatibleServer { .. } => true,
+        ErrorKind::Command(command) => command.code == COMMAND_NOT_FOUND,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{self, doc};
+    use mongodb::error::{CommandError, Error, ErrorKind};
+
+    use super::bulk_write_unsupported;
+
+    fn command_error(code: i32, code_name: &str) -> Error {
+        let command: CommandError =
+            bson::from_document(doc! { "code": code, "codeName": code_name, "errmsg": "" })
+                .expect("a command error");
+        Error::from(ErrorKind::Command(command))
+    }
+
+    #[test]
+    fn a_server_that_does_not_know_the_command_means_no_bulk_write() {
+        assert!(bulk_write_unsupported(&command_error(
+            59,
+            "CommandNotFound"
+        )));
+    }
+
+    #[test]
+    fn a_bulk_write_that_failed_on_its_own_is_not_taken_for_a_missing_command() {
+        assert!(!bulk_write_unsupported(&command_error(
+            121,
+            "DocumentValidationFailure"
+        )));
+    }
+}

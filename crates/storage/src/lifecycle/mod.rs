@@ -32,10 +32,9 @@ use std::time::{Duration, SystemTime};
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, DateTime, Document, doc};
-use mongodb::error::ErrorKind;
 use mongodb::options::{UpdateOneModel, WriteModel};
 
-use crate::error::{Entity, StorageError};
+use crate::error::{Entity, StorageError, bulk_write_unsupported};
 use crate::events::{EventKind, attachment_data};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{
@@ -388,9 +387,10 @@ impl Storage {
                     self.listed(attachments).await;
                     return Ok(());
                 }
-                Err(error) if matches!(*error.kind, ErrorKind::IncompatibleServer { .. }) => {
-                    tracing::info!("MongoDB before 8.0: an upload is published in two writes");
-                    self.bulk_writes.store(false, Ordering::Relaxed);
+                Err(error) if bulk_write_unsupported(&error) => {
+                    if self.bulk_writes.swap(false, Ordering::Relaxed) {
+                        tracing::info!(%error, "the server has no bulkWrite (MongoDB before 8.0): uploads are published in two writes");
+                    }
                 }
                 Err(error) => return Err(error.into()),
             }

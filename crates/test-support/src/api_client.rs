@@ -214,6 +214,22 @@ impl ApiClient {
         bytes: Bytes,
         extra: Value,
     ) -> reqwest::Response {
+        let ticket = self
+            .stage_direct(post_id, filename, content_type, bytes, extra)
+            .await;
+        self.complete_direct(&ticket).await
+    }
+
+    /// A direct upload as [`Self::upload_direct`] makes it, begun and PUT but not yet
+    /// completed: its ticket.
+    pub async fn stage_direct(
+        &self,
+        post_id: &str,
+        filename: &str,
+        content_type: &str,
+        bytes: Bytes,
+        extra: Value,
+    ) -> Value {
         let mut declaration =
             json!({ "filename": filename, "content_type": content_type, "size": bytes.len() });
         if let (Some(declared), Some(extra)) = (declaration.as_object_mut(), extra.as_object()) {
@@ -233,6 +249,11 @@ impl ApiClient {
         }
         let stored = put.body(bytes).send().await.expect("S3 answers");
         assert!(stored.status().is_success(), "PUT: {}", stored.status());
+        ticket
+    }
+
+    /// Completes the direct upload of `ticket` (from [`Self::stage_direct`]).
+    pub async fn complete_direct(&self, ticket: &Value) -> reqwest::Response {
         self.post_json(
             ticket["complete_url"].as_str().expect("complete_url"),
             &json!({}),

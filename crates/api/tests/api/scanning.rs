@@ -185,26 +185,18 @@ async fn a_direct_upload_refused_as_infected_answers_with_its_signature_when_com
     let clamd = Clamd::start().await;
     let app = scanning_app(&clamd, "").await;
     let post = app.create_post().await;
-    let begun = app
-        .post_json(
-            &format!("/v1/posts/{post}/attachments/uploads"),
-            &json!({ "filename": "eicar.txt", "content_type": "text/plain", "size": EICAR.len() }),
+    let ticket = app
+        .stage_direct(
+            &post,
+            "eicar.txt",
+            "text/plain",
+            Bytes::from_static(EICAR),
+            json!({}),
         )
         .await;
-    let ticket: serde_json::Value = begun.json().await.expect("a ticket");
-    let put = app
-        .client
-        .put(ticket["url"].as_str().expect("url"))
-        .header("content-type", "text/plain")
-        .body(EICAR)
-        .send()
-        .await
-        .expect("S3 answers");
-    assert!(put.status().is_success());
-    let complete = ticket["complete_url"].as_str().expect("complete_url");
-    assert_refused_as_infected(app.post_json(complete, &json!({})).await).await;
+    assert_refused_as_infected(app.complete_direct(&ticket).await).await;
 
-    let completed_again = app.post_json(complete, &json!({})).await;
+    let completed_again = app.complete_direct(&ticket).await;
 
     assert_refused_as_infected(completed_again).await;
 }

@@ -10,11 +10,12 @@
 //!   bytes arrive (`QuotaMeter`). Concurrent uploads that together cross the quota are
 //!   decided by that write: exactly those that fit get in.
 //! - A published upload **commits**: its reservations go and its stored size is counted,
-//!   in one write found by the reservations. A failed or abandoned one releases them; the reaper drops those that
-//!   expired (a killed process).
+//!   in one write found by the reservations. A failed or abandoned one releases them; the
+//!   reaper drops those that expired (a killed process).
 //! - A deleted attachment is **uncounted**.
 //! - The reaper **reconciles** each user without uploads in flight with the ready records
-//!   of their posts, so a crash between a change and its count costs nothing for long.
+//!   of their posts (a page of users a pass), so a crash between a change and its count
+//!   costs nothing for long.
 
 use std::fmt::{self, Display};
 use std::sync::{Arc, Mutex};
@@ -267,18 +268,30 @@ impl Storage {
             .modified_count)
     }
 
-    /// Sets the usage of each user without uploads in flight to what the ready records of
-    /// their posts say, where it differs; returns how many were corrected.
-    pub(crate) async fn reconcile_usage(&self) -> Result<u64, StorageError> {
-        if self.quota().is_none() {
-            return Ok(0);
-        }
+    /// Sets the usage of the next `limit` users after `after` (by id) without uploads in
+    /// flight to what the ready records of their posts say, where it differs; returns how
+    /// many were corrected, and the last user looked at if there may be more.
+    pub(crate) async fn reconcile_usage(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(u64, Option<String>), StorageError> {
         let usage = self.database.collection::<Document>(USAGE);
+        let mut filter = doc! { "reservations.0": { "$exists": false } };
+        if let Some(after) = after {
+            filter.insert("_id", doc! { "$gt": after });
+        }
         let idle: Vec<Document> = usage
-            .find(doc! { "reservations.0": { "$exists": false } })
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
             .await?
             .try_collect()
             .await?;
+        let next = idle
+            .last()
+            .filter(|_| idle.len() as i64 >= limit)
+            .and_then(|last| last.get_str("_id").ok().map(str::to_owned));
         let mut corrected = 0;
         for document in idle {
             let Ok(user) = document.get_str("_id") else {
@@ -306,7 +319,7 @@ impl Storage {
                 .await?;
             corrected += fixed.modified_count;
         }
-        Ok(corrected)
+        Ok((corrected, next))
     }
 
     /// The bytes and count of the ready attachments of `user`'s posts.

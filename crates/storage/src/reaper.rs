@@ -47,6 +47,10 @@ pub struct ReapReport {
 const PROGRESS: &str = "_reaper";
 /// Its document for the reconciliation.
 const RECONCILE: &str = "reconcile";
+/// Its document for the reconciliation of quota usage.
+const RECONCILE_USAGE: &str = "usage";
+/// Users whose quota usage one pass reconciles; the next pass goes on from there.
+const USAGE_PER_PASS: i64 = 200;
 
 /// Staged objects one pass deletes at most; the next pass takes the rest.
 const STAGING_SWEEP_LIMIT: usize = 1000;
@@ -84,7 +88,8 @@ impl Storage {
     /// 7. ready attachments published in about the last day, older than the pending TTL,
     ///    that their active post does not list are listed again;
     /// 8. with a quota, expired quota reservations are dropped (step 1) and the usage of
-    ///    each user without uploads in flight is set to what their ready attachments hold.
+    ///    the next users without uploads in flight (a page a pass, going on from where the
+    ///    last pass stopped) is set to what their ready attachments hold.
     pub async fn reap(&self) -> Result<ReapReport, StorageError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.pending_ttl)
@@ -135,7 +140,14 @@ impl Storage {
 
         self.reconcile(cutoff, &mut report).await?;
         report.restored_attachments = self.restore_missing_summaries(cutoff).await?;
-        report.corrected_usage = self.reconcile_usage().await?;
+        if self.quota().is_some() {
+            let after = self.progress(RECONCILE_USAGE).await?;
+            let (corrected, next) = self
+                .reconcile_usage(after.as_deref(), USAGE_PER_PASS)
+                .await?;
+            report.corrected_usage = corrected;
+            self.record_progress(RECONCILE_USAGE, next).await?;
+        }
         Ok(report)
     }
 
@@ -225,11 +237,7 @@ impl Storage {
         cutoff: SystemTime,
         report: &mut ReapReport,
     ) -> Result<(), StorageError> {
-        let progress = self.database.collection::<Document>(PROGRESS);
-        let after = progress
-            .find_one(doc! { "_id": RECONCILE })
-            .await?
-            .and_then(|state| state.get_str("after").ok().map(str::to_owned));
+        let after = self.progress(RECONCILE).await?;
         let staging = self.objects.staging_prefix();
         let resumable = self.objects.resumable_prefix();
         // Only records ready before the listing began are judged by it: a resumable
@@ -309,12 +317,25 @@ impl Storage {
                 report.records_missing_objects += 1;
             }
         }
-        let next = if more { last } else { None };
-        progress
-            .update_one(
-                doc! { "_id": RECONCILE },
-                doc! { "$set": { "after": next } },
-            )
+        self.record_progress(RECONCILE, if more { last } else { None })
+            .await
+    }
+
+    /// Where the reconciliation `of` goes on from (`None`: the start).
+    async fn progress(&self, of: &str) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .database
+            .collection::<Document>(PROGRESS)
+            .find_one(doc! { "_id": of })
+            .await?
+            .and_then(|state| state.get_str("after").ok().map(str::to_owned)))
+    }
+
+    /// Records where the reconciliation `of` goes on from next pass.
+    async fn record_progress(&self, of: &str, next: Option<String>) -> Result<(), StorageError> {
+        self.database
+            .collection::<Document>(PROGRESS)
+            .update_one(doc! { "_id": of }, doc! { "$set": { "after": next } })
             .upsert(true)
             .await?;
         Ok(())

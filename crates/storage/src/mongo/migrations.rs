@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_drop_posts_created_at_index",
         include_str!("../../../../migrations/0009_drop_posts_created_at_index.json"),
     ),
+    (
+        "0010_posts_author_index",
+        include_str!("../../../../migrations/0010_posts_author_index.json"),
+    ),
 ];
 
 const RECORDS: &str = "_migrations";

@@ -91,11 +91,17 @@ impl Dispatcher {
         metrics: EventMetrics,
     ) -> Option<Self> {
         let key = signing_key(&settings.signing_key().filter(|_| settings.is_on())?)?;
-        let client = reqwest::Client::builder()
+        let client = match reqwest::Client::builder()
             .timeout(Duration::from_secs(settings.timeout_secs.get()))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .ok()?;
+        {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "no HTTP client for webhooks: events are recorded, not delivered");
+                return None;
+            }
+        };
         let delivery = Arc::new(Delivery {
             storage,
             client,

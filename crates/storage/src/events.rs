@@ -312,13 +312,12 @@ impl Storage {
 
     /// Moves an event out of attempts to `failed_events`, and the post on to its next.
     pub async fn give_up_event(&self, event: &DueEvent, error: &str) -> Result<(), StorageError> {
-        let body: Value = serde_json::from_slice(&event.body).unwrap_or(Value::Null);
         let failed = doc! {
             "post_id": event.post_id.0,
             "attempts": i64::from(event.attempts) + 1,
             "last_error": error,
             "failed_at": now(),
-            "body": serde_json::to_string(&body).unwrap_or_default(),
+            "body": String::from_utf8_lossy(&event.body).into_owned(),
         };
         self.database
             .collection::<Document>(FAILED_EVENTS)

@@ -60,17 +60,13 @@ impl Storage {
             "reason": "malware",
             "signature": signature,
         };
-        let recorded = match self
-            .remember_rejection(upload.post_id, upload.id, signature)
-            .await
-        {
-            Ok(()) => {
-                self.record_event(upload.post_id, EventKind::AttachmentRejected, data)
-                    .await
-            }
-            Err(error) => Err(error),
+        let recorded = async {
+            self.remember_rejection(upload.post_id, upload.id, signature)
+                .await?;
+            self.record_event(upload.post_id, EventKind::AttachmentRejected, data)
+                .await
         };
-        if let Err(error) = recorded {
+        if let Err(error) = recorded.await {
             tracing::warn!(attachment_id = %upload.id, %error, "could not record the rejection");
         }
     }

@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 
 use crate::content::{SNIFF_BYTES, sniff};
 use crate::error::{Entity, StorageError};
-use crate::lifecycle::StagedAttachment;
+use crate::lifecycle::{SMALL_FILE_BYTES, StagedAttachment};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::processing::Upload;
 use crate::quota::QuotaMeter;
@@ -43,9 +43,11 @@ impl Storage {
     /// request.
     ///
     /// The first bytes are sniffed and checked against the allow-list, then the post is
-    /// reserved (active, written by `author`, with room), before anything is stored. On
-    /// any failure, and if the returned [`StagedAttachment`] is dropped unpublished
-    /// (including this future being dropped), the object and the reservation are removed.
+    /// reserved (active, written by `author`, with room), before anything is stored; a
+    /// file that arrived whole within a mebibyte is stored first instead, and the write
+    /// that publishes it checks the post. On any failure, and if the returned
+    /// [`StagedAttachment`] is dropped unpublished (including this future being dropped),
+    /// the object and the reservation are removed.
     pub async fn stage_attachment<S, E>(
         &self,
         post_id: PostId,
@@ -103,18 +105,39 @@ impl Storage {
     {
         // Fused: the stream is read again after the sniffing window, possibly at its end.
         let mut stream = stream.fuse();
-        let (head, ended) = read_head(&mut stream, self.max_file_bytes).await?;
+        let (head, ended) = read_head(
+            &mut stream,
+            BytesMut::new(),
+            SNIFF_BYTES,
+            self.max_file_bytes,
+        )
+        .await?;
         let content_type = sniff(&head, declared_type, ended);
         if !self.policy.allows(&content_type) {
             return Err(StorageError::UnsupportedType { content_type });
         }
-        let reservation = self
-            .reserve(post_id, author, self.pending_ttl, size)
-            .await?;
+        let (head, whole) = if ended {
+            (head, true)
+        } else {
+            read_head(&mut stream, head, SMALL_FILE_BYTES + 1, self.max_file_bytes).await?
+        };
+        let read = head.len() as u64;
+        let reservation = if whole {
+            self.defer(post_id, author, read).await?
+        } else {
+            self.reserve(post_id, author, self.pending_ttl, size)
+                .await?
+        };
         let key = self.objects.key_for(post_id, reservation.id);
         let bytes = futures::stream::iter([Ok(head.freeze())]).chain(stream);
         let meter = QuotaMeter::new(self, reservation.quota.as_ref()).filter(|_| size.is_none());
         let put = match (size, meter) {
+            // All of it is here: a stream of another declared length fails.
+            _ if whole => {
+                self.objects
+                    .put_sized_stream(&key, &content_type, bytes, size.unwrap_or(read))
+                    .await
+            }
             (Some(size), _) if size <= MAX_SINGLE_PUT_BYTES => {
                 self.objects
                     .put_sized_stream(&key, &content_type, bytes, size)
@@ -214,14 +237,19 @@ impl Storage {
     }
 }
 
-/// Reads up to `SNIFF_BYTES` (and at least one chunk) from the stream; whether it ended.
-async fn read_head<S, E>(stream: &mut S, max_bytes: u64) -> Result<(BytesMut, bool), StorageError>
+/// Reads from the stream onto `head` until it holds `up_to` bytes (at least one chunk
+/// more) or the stream ends; whether it ended.
+async fn read_head<S, E>(
+    stream: &mut S,
+    mut head: BytesMut,
+    up_to: usize,
+    max_bytes: u64,
+) -> Result<(BytesMut, bool), StorageError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Display,
 {
-    let mut head = BytesMut::new();
-    while head.len() < SNIFF_BYTES {
+    while head.len() < up_to {
         match stream.next().await {
             Some(Ok(chunk)) => {
                 head.extend_from_slice(&chunk);

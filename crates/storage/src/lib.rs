@@ -19,7 +19,7 @@
 //! Object keys are `{s3.key_prefix}/{post_id}/{attachment_id}`, and below it
 //! `/{variant}` for an image's rendered sizes (names from the configuration): ids only,
 //! never user input. The protocol guarantees that every object is covered by a
-//! reservation or a record, so nothing is orphaned:
+//! reservation or a record, or is younger than the pending TTL, so nothing is orphaned:
 //! 1. **Upload** (see `lifecycle`): before any byte moves, one conditional write on the
 //!    post reserves a place for the attachment (the post is active, the caller wrote it,
 //!    it has room) and records the reservation's id and expiry in the post; an upload that
@@ -28,7 +28,10 @@
 //!    the object is complete is the record inserted (or turned) `ready`, with size,
 //!    SHA-256 and the sniffed type, and then listed in its post in the same write that
 //!    drops the reservation, only while the reservation and the post stand: readers only
-//!    ever see `ready` attachments. On any failure — a too-large or disallowed file, the
+//!    ever see `ready` attachments. A file of at most a mebibyte that arrived whole skips
+//!    the reservation: it is stored first, and the write that lists it makes the checks
+//!    (within half the pending TTL of its arrival, so before the reaper could take its
+//!    object for an orphan). On any failure — a too-large or disallowed file, the
 //!    client going away, S3 or MongoDB failing, the request future being dropped — the
 //!    multipart upload is aborted, the record and the object are removed, then the
 //!    reservation. A resumable upload (`resumable.rs`) holds its reservation and stays
@@ -42,9 +45,11 @@
 //!    expired (`uploads.pending_ttl_secs`, resumable ones at their expiry) and removes what
 //!    they covered, removes `pending` records an older version left as old, finishes
 //!    interrupted deletions, aborts multipart uploads under the key prefix older than
-//!    that TTL that no pending resumable upload names, and lists again ready attachments
-//!    of the last day, with their objects, that their post does not list (a crash
-//!    between the two writes of a publish).
+//!    that TTL that no pending resumable upload names, deletes objects that old that no
+//!    record names, and lists again ready attachments of the last day, with their
+//!    objects, that their post does not list (a crash between the two writes of a
+//!    publish) if the post admits them as their publish would have, removing them
+//!    otherwise.
 //!    A process killed at any point therefore leaves nothing behind once the reaper ran.
 //!
 //! # Events and quotas

@@ -86,7 +86,8 @@ impl Storage {
     ///    missing among those keys are marked and reported, and recorded variants whose
     ///    object is missing are forgotten, to render again;
     /// 7. ready attachments published in about the last day, older than the pending TTL,
-    ///    that their active post does not list are listed again;
+    ///    that their active post does not list are listed again, but for those whose
+    ///    listing write refused them, which are removed;
     /// 8. with a quota, expired quota reservations are dropped (step 1) and the usage of
     ///    the next users without uploads in flight (a page a pass, going on from where the
     ///    last pass stopped) is set to what their ready attachments hold.
@@ -139,7 +140,9 @@ impl Storage {
         report.removed_staged_objects += self.sweep_resumable_tails(cutoff).await?;
 
         self.reconcile(cutoff, &mut report).await?;
-        report.restored_attachments = self.restore_missing_summaries(cutoff).await?;
+        let (restored, refused) = self.restore_missing_summaries(cutoff).await?;
+        report.restored_attachments = restored;
+        report.removed_attachments += refused;
         if self.quota().is_some() {
             let after = self.progress(RECONCILE_USAGE).await?;
             let (corrected, next) = self

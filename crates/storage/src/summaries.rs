@@ -6,9 +6,11 @@
 //! is deleted: a reader never sees an attachment without its bytes. Both bump the post's
 //! `version`, the post's entity tag. A ready record whose summary is missing (a crash
 //! between the two writes, or an older instance during a rolling deploy) is restored by
-//! the reaper if its object is there.
+//! the reaper if its object is there and its post admits it as its publish would have;
+//! one the post does not admit (a refused upload the process died before removing) is
+//! removed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
@@ -16,8 +18,9 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
 
 use crate::error::StorageError;
+use crate::lifecycle::{Admission, Listed};
 use crate::model::{Attachment, PostId};
-use crate::mongo::documents::{AttachmentStatus, PostStatus, now};
+use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, PostStatus, now};
 use crate::s3::ObjectStoreError;
 use crate::store::Storage;
 
@@ -57,11 +60,13 @@ impl Storage {
     }
 
     /// Shows again the ready attachments created in the [`RESTORE_WINDOW`] before `cutoff`
-    /// whose active post does not list them; returns how many.
+    /// whose active post does not list them, if it admits them as their publish would
+    /// have; removes those marked `reserved` that it does not admit (their publish was
+    /// refused, and the process died before removing them). Returns how many of each.
     pub(crate) async fn restore_missing_summaries(
         &self,
         cutoff: SystemTime,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<(usize, usize), StorageError> {
         let since = cutoff
             .checked_sub(RESTORE_WINDOW)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -75,82 +80,101 @@ impl Storage {
                 },
             })
             .await?
-            .map_ok(Attachment::from)
             .try_chunks(RESTORE_BATCH);
-        let mut restored = 0;
+        let (mut restored, mut removed) = (0, 0);
         while let Some(batch) = batches.try_next().await.map_err(|failed| failed.1)? {
-            restored += self.restore_batch(batch).await?;
+            let (listed, refused) = self.restore_batch(batch).await?;
+            restored += listed;
+            removed += refused;
         }
-        Ok(restored)
+        Ok((restored, removed))
     }
 
-    async fn restore_batch(&self, attachments: Vec<Attachment>) -> Result<usize, StorageError> {
-        let post_ids: HashSet<ObjectId> = attachments.iter().map(|a| a.post_id.0).collect();
+    async fn restore_batch(
+        &self,
+        records: Vec<AttachmentDocument>,
+    ) -> Result<(usize, usize), StorageError> {
+        let post_ids: HashSet<ObjectId> = records.iter().map(|record| record.post_id).collect();
         let post_ids: Vec<ObjectId> = post_ids.into_iter().collect();
-        let listed: HashSet<ObjectId> = self
+        let posts: Vec<Document> = self
             .posts()
             .clone_with_type::<Document>()
             .find(doc! { "_id": { "$in": post_ids }, "status": PostStatus::Active.as_str() })
-            .projection(doc! { "attachments._id": 1 })
+            .projection(doc! { "attachments._id": 1, "pending._id": 1 })
             .await?
-            .try_collect::<Vec<Document>>()
-            .await?
+            .try_collect()
+            .await?;
+        let active: HashSet<ObjectId> = posts
             .iter()
-            .filter_map(|post| post.get_array("attachments").ok())
-            .flatten()
-            .filter_map(|summary| summary.as_document()?.get_object_id("_id").ok())
+            .filter_map(|post| post.get_object_id("_id").ok())
             .collect();
-        let mut missing: HashMap<PostId, Vec<Attachment>> = HashMap::new();
-        for attachment in attachments {
-            if !listed.contains(&attachment.id.0) {
-                missing
-                    .entry(attachment.post_id)
-                    .or_default()
-                    .push(attachment);
-            }
-        }
-        let mut restored = 0;
-        for (post_id, attachments) in missing {
-            let mut present = Vec::with_capacity(attachments.len());
-            for attachment in attachments {
-                // Never list what has no bytes (the reconciliation reports those).
-                let key = self.objects.key_for(post_id, attachment.id);
-                match self.objects.head(&key).await {
-                    Ok(_) => present.push(attachment),
-                    Err(ObjectStoreError::NotFound) => {}
-                    Err(error) => return Err(error.into()),
-                }
-            }
-            if present.is_empty() {
+        let listed = ids_in(&posts, "attachments");
+        let held = ids_in(&posts, "pending");
+        let (mut restored, mut removed) = (0, 0);
+        for record in records {
+            if !active.contains(&record.post_id) || listed.contains(&record.id) {
                 continue;
             }
-            match self.list(post_id, &present, false).await {
-                Ok(()) => {}
-                Err(StorageError::NotFound(_)) => continue,
-                Err(error) => return Err(error),
+            // Never list what has no bytes (the reconciliation reports those).
+            let key = self.objects.key_for(record.post_id, record.id);
+            match self.objects.head(&key).await {
+                Ok(_) => {}
+                Err(ObjectStoreError::NotFound) => continue,
+                Err(error) => return Err(error.into()),
             }
-            // A delete may have marked one of them meanwhile and hidden it before it was
-            // listed again: hide those once more, so no summary outlives its record.
-            let ids: Vec<ObjectId> = present.iter().map(|attachment| attachment.id.0).collect();
-            let still_ready: HashSet<ObjectId> = self
-                .attachments()
-                .find(doc! { "_id": { "$in": &ids }, "status": AttachmentStatus::Ready.as_str() })
+            // Listed as the write that should have listed it would have: through its
+            // reservation, through the checks of a deferred upload if its reservation is
+            // gone, or (an older instance's record) as it is.
+            let uploader = record.uploader.clone();
+            let admission = if held.contains(&record.id) {
+                Admission::held(vec![record.id])
+            } else if record.reserved {
+                Admission {
+                    deferred: 1,
+                    author: uploader.as_deref(),
+                    ..Admission::default()
+                }
+            } else {
+                Admission::default()
+            };
+            let (post_id, id) = (PostId(record.post_id), record.id);
+            match self
+                .list(post_id, &[Attachment::from(record)], &admission)
                 .await?
-                .map_ok(|document| document.id)
-                .try_collect()
-                .await?;
-            let gone: Vec<ObjectId> = ids
-                .iter()
-                .copied()
-                .filter(|id| !still_ready.contains(id))
-                .collect();
-            if !gone.is_empty() {
-                self.hide_attachments(post_id.0, &gone, Vec::new()).await?;
+            {
+                Listed::Yes => {}
+                Listed::NoRoom | Listed::NoPost if admission.deferred > 0 => {
+                    tracing::warn!(attachment_id = %id, "removing an upload its post does not admit");
+                    self.remove_unpublished(post_id.0, id).await?;
+                    removed += 1;
+                    continue;
+                }
+                Listed::NoRoom | Listed::NoPost => continue,
             }
-            let listed = ids.len() - gone.len();
-            tracing::warn!(%post_id, count = listed, "restored attachments missing from their post");
-            restored += listed;
+            // A delete may have marked it meanwhile and hidden it before it was listed
+            // again: hide it once more, so no summary outlives its record.
+            let still_ready = self
+                .attachments()
+                .find_one(doc! { "_id": id, "status": AttachmentStatus::Ready.as_str() })
+                .await?
+                .is_some();
+            if still_ready {
+                tracing::warn!(%post_id, attachment_id = %id, "restored an attachment missing from its post");
+                restored += 1;
+            } else {
+                self.hide_attachments(post_id.0, &[id], Vec::new()).await?;
+            }
         }
-        Ok(restored)
+        Ok((restored, removed))
     }
+}
+
+/// The ids of the entries of array `field` in `posts`.
+fn ids_in(posts: &[Document], field: &str) -> HashSet<ObjectId> {
+    posts
+        .iter()
+        .filter_map(|post| post.get_array(field).ok())
+        .flatten()
+        .filter_map(|entry| entry.as_document()?.get_object_id("_id").ok())
+        .collect()
 }

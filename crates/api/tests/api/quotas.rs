@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use mongodb::bson::{DateTime, doc, oid::ObjectId};
 use serde_json::{Value, json};
-use test_support::{ApiClient, expect_problem, id_of};
+use test_support::{ApiClient, MIB, expect_problem, id_of};
 
 use crate::auth::{AUDIENCE, ISSUER, SECRET, app_with_users, create_post_as, token_for};
 use crate::helpers::{ServiceCommand, TestApp};
@@ -224,7 +224,7 @@ async fn what_an_upload_killed_with_its_process_reserved_comes_back() {
             .env("APP__AUTH__JWT_HS256_SECRET", SECRET)
             .env("APP__AUTH__ISSUER", ISSUER)
             .env("APP__AUTH__AUDIENCE", AUDIENCE)
-            .env("APP__UPLOADS__QUOTA_BYTES_PER_USER", QUOTA.to_string())
+            .env("APP__UPLOADS__QUOTA_BYTES_PER_USER", (10 * MIB).to_string())
             .env("APP__UPLOADS__PENDING_TTL_SECS", "3")
             .env("APP__S3__PRESIGN_TTL_SECS", "1")
             .env("APP__UPLOADS__REAPER_INTERVAL_SECS", "1")
@@ -238,7 +238,8 @@ async fn what_an_upload_killed_with_its_process_reserved_comes_back() {
     let ann = ApiClient::with_bearer(format!("http://127.0.0.1:{}", doomed.port), &token);
     let post = ann.create_post().await;
     ann.upload_one(&post, "kept.txt", &text(10_000)).await;
-    // A raw upload that declares 50,000 bytes, sends 20,000 and never the rest.
+    // A raw upload that declares 5 MiB, sends 1.5 MiB (more than a file stored before its
+    // post is checked, so its bytes are reserved first) and never the rest.
     let (sender, body) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let stalled = ann
         .client
@@ -246,16 +247,16 @@ async fn what_an_upload_killed_with_its_process_reserved_comes_back() {
             "/v1/posts/{post}/attachments/raw?filename=cut.txt"
         )))
         .header("content-type", "text/plain")
-        .header("content-length", 50_000)
+        .header("content-length", 5 * MIB)
         .body(reqwest::Body::wrap_stream(body))
         .send();
     let stalled = tokio::spawn(stalled);
     let mut sender = sender;
-    futures::SinkExt::send(&mut sender, Ok(text(20_000)))
+    futures::SinkExt::send(&mut sender, Ok(text(3 * MIB / 2)))
         .await
         .expect("body open");
     let started = Instant::now();
-    while usage(&ann).await["bytes_reserved"] != 50_000 {
+    while usage(&ann).await["bytes_reserved"] != 5 * MIB {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "never reserved"

@@ -11,38 +11,46 @@
 //!   leave room for one more, and records the reservation (the attachment's id and its
 //!   expiry) in the post's `pending` list. The checks that need no database come first:
 //!   the declared size, then the type. A way in that spans requests (direct, resumable)
-//!   also inserts a `pending` record holding its state.
+//!   also inserts a `pending` record holding its state. A small file that arrived whole
+//!   ([`SMALL_FILE_BYTES`]) is *deferred* instead ([`Storage::defer`]): nothing is written
+//!   to the post before its bytes are stored, and the write that lists it makes the same
+//!   checks.
 //! - **Stored**: the bytes are at the attachment's key, which no client can write.
 //! - **Ready and listed**: the record is inserted `ready` with its size, SHA-256 and type
 //!   (or the pending record turned `ready`), then one write on the post lists it and drops
-//!   its reservation, only while the reservation stands. The insert and the listing go as
-//!   one ordered `bulkWrite` (MongoDB 8.0+), so a small upload is two round trips, none of
-//!   which grows with the post.
+//!   its reservation, only while the reservation stands (or, deferred, only if the post
+//!   admits it). The insert and the listing go as one ordered `bulkWrite` (MongoDB 8.0+),
+//!   so a small file is one round trip and a larger one two, none of which grows with the
+//!   post. The record is marked `reserved` with its uploader: if it is found unlisted
+//!   without a reservation (the post refused it and the process died before removing it),
+//!   the reaper lists it only through the same checks, and removes it if they refuse.
 //! - **Discarded**: the [`Reservation`] guard removes the record and the object, then the
 //!   reservation, when a way in fails or its future is dropped; the reaper does the same
 //!   for reservations that expired (a killed process), taking the reservation first so
 //!   that a late publish fails instead of listing what is being removed.
 //! - **Deleting** and **removed**: see `removal.rs`.
 
+mod listing;
 mod removal;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, DateTime, Document, doc};
-use mongodb::options::{UpdateOneModel, WriteModel};
 
-use crate::error::{Entity, StorageError, bulk_write_unsupported};
-use crate::events::{EventKind, attachment_data};
+use crate::error::{Entity, StorageError};
 use crate::model::{Attachment, AttachmentId, PostId};
-use crate::mongo::documents::{
-    AttachmentDocument, AttachmentStatus, AttachmentSummary, PostStatus, now,
-};
+use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, PostStatus, now};
 use crate::processing::Processed;
 use crate::quota::QuotaHold;
 use crate::store::Storage;
+
+pub(crate) use listing::{Admission, Listed};
+
+/// The largest file that is stored before its post is checked, when it arrived whole: its
+/// place is taken by the write that lists it, one database round trip in all.
+pub(crate) const SMALL_FILE_BYTES: usize = 1024 * 1024;
 
 /// A place for one more attachment on a post (and its bytes against its user's quota),
 /// held while its bytes move. Dropped without [`Reservation::keep`] or a publish, its
@@ -55,6 +63,25 @@ pub(crate) struct Reservation {
     pub(crate) created_at: DateTime,
     /// The bytes reserved against the user's quota, when there is one.
     pub(crate) quota: Option<QuotaHold>,
+    /// The author the post must have, when given.
+    pub(crate) author: Option<String>,
+    /// Where the place on the post is.
+    pub(crate) place: Place,
+}
+
+/// Where a reservation's place on its post is.
+#[derive(Debug)]
+pub(crate) enum Place {
+    /// In the post's `pending` list, taken before any byte was stored.
+    Held,
+    /// Not taken yet: the write that lists the attachment checks the post (active, written
+    /// by the author, with room) and takes it, if it comes before `deadline`. Until then
+    /// the object has no record; the reaper removes such objects only once they are older
+    /// than the pending TTL, twice the time to the deadline.
+    Deferred {
+        /// When the bytes may no longer be listed.
+        deadline: Instant,
+    },
 }
 
 impl Reservation {
@@ -190,6 +217,8 @@ impl Storage {
                 id,
                 created_at,
                 quota,
+                author: author.map(str::to_owned),
+                place: Place::Held,
             });
         }
         if quota.is_some()
@@ -197,14 +226,48 @@ impl Storage {
         {
             tracing::warn!(%error, "could not release a refused upload's quota; the reaper will");
         }
-        // Refused: one read to say why.
-        let post = self.active_post(post_id).await?;
-        if author.is_some_and(|author| post.author.as_deref() != Some(author)) {
-            return Err(StorageError::NotAuthor);
-        }
-        Err(StorageError::TooManyAttachments {
-            limit: self.max_attachments_per_post,
+        Err(self
+            .refusal(post_id, author)
+            .await
+            .unwrap_or(StorageError::TooManyAttachments {
+                limit: self.max_attachments_per_post,
+            }))
+    }
+
+    /// A reservation whose place on `post_id` the listing write takes (see
+    /// [`Place::Deferred`]); only the quota, if any, is reserved now.
+    pub(crate) async fn defer(
+        &self,
+        post_id: PostId,
+        author: Option<&str>,
+        bytes: u64,
+    ) -> Result<Reservation, StorageError> {
+        let id = ObjectId::new();
+        let expires_at = DateTime::from_system_time(SystemTime::now() + self.pending_ttl);
+        let quota = self.reserve_quota(author, id, bytes, expires_at).await?;
+        Ok(Reservation {
+            storage: Some(self.clone()),
+            post_id,
+            id,
+            created_at: now(),
+            quota,
+            author: author.map(str::to_owned),
+            place: Place::Deferred {
+                deadline: Instant::now() + self.pending_ttl / 2,
+            },
         })
+    }
+
+    /// Whether `post_id` refuses attachments of `author` for what one read shows: it is
+    /// gone or no longer active, or `author` did not write it; `None` if neither.
+    async fn refusal(&self, post_id: PostId, author: Option<&str>) -> Option<StorageError> {
+        let post = match self.active_post(post_id).await {
+            Ok(post) => post,
+            Err(error) => return Some(error),
+        };
+        author
+            .is_some_and(|author| post.author.as_deref() != Some(author))
+            .then_some(StorageError::NotAuthor)
     }
 
     /// Records the state of an upload that spans requests (direct, resumable) as a
@@ -243,6 +306,7 @@ impl Storage {
             created_at: reservation.created_at,
             updated_at: reservation.created_at,
             reserved: true,
+            uploader: reservation.author.clone(),
             direct_upload: None,
             resumable: None,
             image: None,
@@ -251,9 +315,10 @@ impl Storage {
     }
 
     /// Makes staged attachments of one post ready together: their records are inserted
-    /// `ready`, then one write lists them all and drops their reservations. Readers see all
-    /// of them or none; if the post is no longer active or a reservation was reaped, none
-    /// is published and all are removed.
+    /// `ready`, then one write lists them all, dropping their reservations and admitting
+    /// the deferred ones. Readers see all of them or none; if the post is no longer
+    /// active, a reservation was reaped or the post does not admit the deferred ones,
+    /// none is published and all are removed.
     pub async fn publish(
         &self,
         staged: Vec<StagedAttachment>,
@@ -267,13 +332,44 @@ impl Storage {
                 "the files of one publish belong to one post".into(),
             ));
         }
+        let mut admission = Admission::default();
+        let mut late = false;
+        for file in &staged {
+            match &file.reservation.place {
+                Place::Held => admission.held.push(file.reservation.id),
+                Place::Deferred { deadline } => {
+                    admission.deferred += 1;
+                    admission.author = file.reservation.author.as_deref();
+                    late |= Instant::now() >= *deadline;
+                }
+            }
+        }
         let records: Vec<AttachmentDocument> = staged
             .iter()
-            .map(|file| ready_document(&file.attachment))
+            .map(|file| ready_document(&file.attachment, file.reservation.author.clone()))
             .collect();
         let attachments: Vec<Attachment> =
             staged.iter().map(|file| file.attachment.clone()).collect();
-        if let Err(error) = self.insert_and_list(&records, post_id, &attachments).await {
+        let listed = if late {
+            Err(StorageError::TimedOut(self.pending_ttl / 2))
+        } else {
+            self.insert_and_list(&records, post_id, &attachments, &admission)
+                .await
+        };
+        let refused = match listed {
+            Ok(Listed::Yes) => None,
+            Ok(Listed::NoRoom) => Some(StorageError::TooManyAttachments {
+                limit: self.max_attachments_per_post,
+            }),
+            // Otherwise a reservation went (the reaper took it).
+            Ok(Listed::NoPost) => Some(
+                self.refusal(post_id, admission.author)
+                    .await
+                    .unwrap_or(StorageError::NotFound(Entity::Post)),
+            ),
+            Err(error) => Some(error),
+        };
+        if let Some(error) = refused {
             for file in staged {
                 file.discard().await;
             }
@@ -335,146 +431,26 @@ impl Storage {
         };
         // A record from before reservations (an older instance) lists without one. A post
         // no longer active is being deleted, which removes this record too.
+        let admission = if document.reserved {
+            Admission::held(vec![document.id])
+        } else {
+            Admission::default()
+        };
         self.list(
             attachment.post_id,
             std::slice::from_ref(&attachment),
-            document.reserved,
+            &admission,
         )
-        .await?;
+        .await?
+        .or_not_found()?;
         self.render_eagerly(std::slice::from_ref(&attachment));
         Ok(attachment)
     }
-
-    /// Inserts the ready `records` of `attachments` and lists them, dropping their
-    /// reservations: one command where the server writes to several collections at once
-    /// (MongoDB 8.0+; ordered, so the listing runs only once the records are in), two
-    /// otherwise. `NotFound(Post)` if the post is no longer active or a reservation went.
-    async fn insert_and_list(
-        &self,
-        records: &[AttachmentDocument],
-        post_id: PostId,
-        attachments: &[Attachment],
-    ) -> Result<(), StorageError> {
-        if self.bulk_writes.load(Ordering::Relaxed) {
-            let (filter, update) = self.listing(post_id, attachments, true)?;
-            let mut writes = records
-                .iter()
-                .map(|record| {
-                    self.attachments()
-                        .insert_one_model(record)
-                        .map(WriteModel::from)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            writes.push(
-                UpdateOneModel::builder()
-                    .namespace(self.posts().namespace())
-                    .filter(filter)
-                    .update(update)
-                    .build()
-                    .into(),
-            );
-            match self
-                .database
-                .client()
-                .bulk_write(writes)
-                .ordered(true)
-                .await
-            {
-                Ok(result) if result.matched_count == 0 => {
-                    return Err(StorageError::NotFound(Entity::Post));
-                }
-                Ok(_) => {
-                    self.listed(attachments).await;
-                    return Ok(());
-                }
-                Err(error) if bulk_write_unsupported(&error) => {
-                    if self.bulk_writes.swap(false, Ordering::Relaxed) {
-                        tracing::info!(%error, "the server has no bulkWrite (MongoDB before 8.0): uploads are published in two writes");
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        self.attachments().insert_many(records).await?;
-        self.list(post_id, attachments, true).await
-    }
-
-    /// Lists ready attachments in their active post, in creation order among the others,
-    /// and drops their reservations, in one write that bumps the post's version; with
-    /// `reserved`, only while every reservation stands. `NotFound(Post)` otherwise.
-    pub(crate) async fn list(
-        &self,
-        post_id: PostId,
-        attachments: &[Attachment],
-        reserved: bool,
-    ) -> Result<(), StorageError> {
-        let (filter, update) = self.listing(post_id, attachments, reserved)?;
-        let listed = self.posts().update_one(filter, update).await?;
-        if listed.matched_count == 0 {
-            return Err(StorageError::NotFound(Entity::Post));
-        }
-        self.listed(attachments).await;
-        Ok(())
-    }
-
-    /// The filter and update of the write that lists `attachments` (see [`Storage::list`]).
-    fn listing(
-        &self,
-        post_id: PostId,
-        attachments: &[Attachment],
-        reserved: bool,
-    ) -> Result<(Document, Document), StorageError> {
-        let summaries: Vec<AttachmentSummary> =
-            attachments.iter().map(AttachmentSummary::of).collect();
-        let ids: Vec<ObjectId> = summaries.iter().map(|summary| summary.id).collect();
-        let summaries = bson::to_bson(&summaries).map_err(mongodb::error::Error::from)?;
-        let mut filter = doc! { "_id": post_id.0, "status": PostStatus::Active.as_str() };
-        if reserved {
-            // The reservations go in the same write, so an attachment listed once can
-            // never match again.
-            let each: Vec<Document> = ids
-                .iter()
-                .map(|id| doc! { "$elemMatch": { "_id": id } })
-                .collect();
-            filter.insert("pending", doc! { "$all": each });
-        } else {
-            filter.insert("attachments._id", doc! { "$nin": &ids });
-        }
-        let mut update = doc! {
-            "$push": { "attachments": {
-                "$each": summaries,
-                "$sort": { "created_at": 1, "_id": 1 },
-            } },
-            "$pull": { "pending": { "_id": { "$in": &ids } } },
-            "$inc": { "version": 1 },
-        };
-        let at = now();
-        let ready = self.outbox_entries(
-            at,
-            attachments
-                .iter()
-                .map(|attachment| (EventKind::AttachmentReady, attachment_data(attachment))),
-        );
-        Self::push_to_outbox(&mut update, ready, at);
-        Ok((filter, update))
-    }
-
-    /// What follows a listing: the dispatcher woken for its events, the stored bytes
-    /// counted against the quota.
-    async fn listed(&self, attachments: &[Attachment]) {
-        self.events_written();
-        let stored: Vec<(ObjectId, u64)> = attachments
-            .iter()
-            .map(|attachment| (attachment.id.0, attachment.size))
-            .collect();
-        if let Err(error) = self.commit_quota(&stored).await {
-            tracing::warn!(%error, "could not count published attachments against the quota; the reaper will");
-        }
-    }
 }
 
-/// The `ready` record of a stored attachment.
-fn ready_document(attachment: &Attachment) -> AttachmentDocument {
+/// The `ready` record of a stored attachment by `uploader`, marked `reserved`: only a
+/// write that admits it lists it.
+fn ready_document(attachment: &Attachment, uploader: Option<String>) -> AttachmentDocument {
     let created_at = DateTime::from_system_time(attachment.created_at);
     AttachmentDocument {
         id: attachment.id.0,
@@ -486,7 +462,8 @@ fn ready_document(attachment: &Attachment) -> AttachmentDocument {
         status: AttachmentStatus::Ready,
         created_at,
         updated_at: now(),
-        reserved: false,
+        reserved: true,
+        uploader,
         direct_upload: None,
         resumable: None,
         image: attachment.image.clone(),

@@ -236,7 +236,7 @@ impl Storage {
 
     /// Hides an attachment, marks its record (if any) `deleting` and removes it with its
     /// object; without a record, removes the object.
-    async fn remove_unpublished(
+    pub(crate) async fn remove_unpublished(
         &self,
         post_id: ObjectId,
         id: ObjectId,

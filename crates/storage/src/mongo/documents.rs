@@ -154,10 +154,14 @@ pub(crate) struct AttachmentDocument {
     pub(crate) status: AttachmentStatus,
     pub(crate) created_at: DateTime,
     pub(crate) updated_at: DateTime,
-    /// Whether a reservation on the post stands for this pending record (records of an
-    /// older instance have none).
+    /// Whether only a write that admits it (a reservation on the post, or the checks of a
+    /// deferred upload) lists this record; records of an older instance have none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) reserved: bool,
+    /// Who uploaded it, where a post's author is checked: the reaper checks it again before
+    /// listing a `reserved` record whose reservation is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) uploader: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) direct_upload: Option<DirectUpload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -496,7 +496,7 @@ async fn post_documents(h: &crate::support::Harness) -> u64 {
 async fn a_post_deleted_during_an_upload_is_removed_once_the_upload_gives_up() {
     let h = harness().await;
     let post = h.post().await;
-    let staged = h.stage(post, "late.txt", b"late").await;
+    let staged = h.stage_reserved(post, "late.txt").await;
 
     h.storage.delete_post(post).await.expect("delete");
     let kept_for_the_upload = post_documents(&h).await;
@@ -517,6 +517,53 @@ async fn a_post_deleted_during_an_upload_is_removed_once_the_upload_gives_up() {
         Err(StorageError::NotFound(_))
     ));
     assert_eq!(post_documents(&h).await, 0);
+}
+
+#[tokio::test]
+async fn a_small_upload_to_a_post_deleted_meanwhile_is_refused_and_removed() {
+    let h = harness().await;
+    let post = h.post().await;
+    let staged = h.stage(post, "late.txt", b"late").await;
+
+    h.storage.delete_post(post).await.expect("delete");
+    let published = h.storage.publish(vec![staged]).await;
+    h.storage.reap().await.expect("reap");
+
+    assert!(
+        matches!(published, Err(StorageError::NotFound(_))),
+        "{published:?}"
+    );
+    h.stored.assert_nothing_stored().await;
+    assert_eq!(post_documents(&h).await, 0);
+}
+
+#[tokio::test]
+async fn a_small_file_not_listed_within_half_the_pending_ttl_is_refused_and_removed() {
+    // Past that, the reaper may already have taken its object, which has no record yet,
+    // for an orphan.
+    let h = harness_with(Options {
+        pending_ttl_secs: 0,
+        ..Options::default()
+    })
+    .await;
+    let post = h.post().await;
+    let staged = h.stage(post, "slow.txt", b"too late").await;
+
+    let published = h.storage.publish(vec![staged]).await;
+
+    assert!(
+        matches!(published, Err(StorageError::TimedOut(_))),
+        "{published:?}"
+    );
+    h.stored.assert_nothing_stored().await;
+    assert!(
+        h.storage
+            .post(post)
+            .await
+            .expect("read")
+            .attachments
+            .is_empty()
+    );
 }
 
 #[tokio::test]

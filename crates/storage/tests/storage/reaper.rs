@@ -228,6 +228,58 @@ async fn a_ready_attachment_its_post_does_not_list_is_listed_again() {
 }
 
 #[tokio::test]
+async fn an_upload_its_post_refused_left_by_a_dead_process_is_removed_not_listed() {
+    let h = harness_with(Options {
+        pending_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let post = h
+        .storage
+        .create_post(storage::NewPost {
+            title: "ann's".into(),
+            body: String::new(),
+            author: Some("ann".into()),
+        })
+        .await
+        .expect("create")
+        .id;
+    h.storage
+        .upload_attachment(
+            post,
+            Some("ann"),
+            "refused.txt",
+            None,
+            stream_of(vec![Bytes::from_static(b"not ann's")]),
+        )
+        .await
+        .expect("upload");
+    // Mallory's upload: the write that would list it refused it, and the process died
+    // before removing its record and object.
+    h.stored
+        .update_every("posts", doc! { "$set": { "attachments": [] } })
+        .await;
+    h.stored
+        .update_every("attachments", doc! { "$set": { "uploader": "mallory" } })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let report = h.storage.reap().await.expect("reap");
+
+    assert_eq!(report.restored_attachments, 0);
+    assert_eq!(report.removed_attachments, 1);
+    assert!(
+        h.storage
+            .post(post)
+            .await
+            .expect("read")
+            .attachments
+            .is_empty()
+    );
+    h.stored.assert_nothing_stored().await;
+}
+
+#[tokio::test]
 async fn only_attachments_published_in_the_last_day_are_checked_for_a_listing() {
     let h = harness_with(Options {
         pending_ttl_secs: 1,

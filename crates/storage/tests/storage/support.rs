@@ -216,6 +216,20 @@ impl Harness {
             .expect("stage")
     }
 
+    /// Stores a file of two mebibytes as `name` of `post`, staged: too large to be stored
+    /// before its post is checked, so its place on the post is reserved first.
+    pub async fn stage_reserved(
+        &self,
+        post: storage::PostId,
+        name: &str,
+    ) -> storage::StagedAttachment {
+        let chunks = vec![Bytes::from(vec![b'x'; 1024 * 1024]); 2];
+        self.storage
+            .stage_attachment(post, None, name, None, stream_of(chunks))
+            .await
+            .expect("stage")
+    }
+
     pub async fn post(&self) -> storage::PostId {
         self.storage
             .create_post(storage::NewPost {

@@ -440,16 +440,7 @@ async fn concurrent_uploads_fill_a_post_exactly_to_its_cap() {
 #[tokio::test]
 async fn only_the_author_of_a_post_may_add_to_it_and_a_refusal_stores_nothing() {
     let h = harness().await;
-    let post = h
-        .storage
-        .create_post(storage::NewPost {
-            title: "ann's".into(),
-            body: String::new(),
-            author: Some("ann".into()),
-        })
-        .await
-        .expect("create post")
-        .id;
+    let post = h.post_by("ann").await;
 
     let by_bob = h
         .storage

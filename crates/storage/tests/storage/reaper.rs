@@ -234,16 +234,7 @@ async fn an_upload_its_post_refused_left_by_a_dead_process_is_removed_not_listed
         ..Options::default()
     })
     .await;
-    let post = h
-        .storage
-        .create_post(storage::NewPost {
-            title: "ann's".into(),
-            body: String::new(),
-            author: Some("ann".into()),
-        })
-        .await
-        .expect("create")
-        .id;
+    let post = h.post_by("ann").await;
     h.storage
         .upload_attachment(
             post,

@@ -231,11 +231,20 @@ impl Harness {
     }
 
     pub async fn post(&self) -> storage::PostId {
+        self.post_of(None).await
+    }
+
+    /// A new post written by `author`.
+    pub async fn post_by(&self, author: &str) -> storage::PostId {
+        self.post_of(Some(author.to_owned())).await
+    }
+
+    async fn post_of(&self, author: Option<String>) -> storage::PostId {
         self.storage
             .create_post(storage::NewPost {
                 title: "a post".into(),
                 body: String::new(),
-                author: None,
+                author,
             })
             .await
             .expect("create post")

@@ -138,23 +138,11 @@ impl Storage {
         } else if admission.deferred == 0 {
             filter.insert("attachments._id", doc! { "$nin": &ids });
         }
-        // The room is checked inside the update, on the one document the filter found by
-        // `_id` (a top-level `$expr` makes some planners scan the collection): a post
-        // without room is matched and left unchanged.
         let room = if admission.deferred > 0 {
             if let Some(author) = admission.author {
                 filter.insert("author", author);
             }
-            let limit = i64::try_from(self.max_attachments_per_post).unwrap_or(i64::MAX);
-            let deferred = i64::try_from(admission.deferred).unwrap_or(i64::MAX);
-            Some(doc! { "$lte": [
-                { "$add": [
-                    { "$size": { "$ifNull": ["$attachments", []] } },
-                    { "$size": { "$ifNull": ["$pending", []] } },
-                    deferred,
-                ] },
-                limit,
-            ] })
+            Some(self.room_for(admission.deferred))
         } else {
             None
         };
@@ -206,6 +194,24 @@ impl Storage {
             None => changes,
         };
         Ok((filter, vec![doc! { "$set": changes }]))
+    }
+
+    /// Whether a post has room for `count` more attachments beside those listed and
+    /// reserved: an expression for an update pipeline. The room is checked inside the
+    /// update, on the one document the filter found by `_id` (a top-level `$expr` makes
+    /// some planners scan the collection): a post without room is matched and left
+    /// unchanged.
+    pub(super) fn room_for(&self, count: usize) -> Document {
+        let limit = i64::try_from(self.max_attachments_per_post).unwrap_or(i64::MAX);
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        doc! { "$lte": [
+            { "$add": [
+                { "$size": { "$ifNull": ["$attachments", []] } },
+                { "$size": { "$ifNull": ["$pending", []] } },
+                count,
+            ] },
+            limit,
+        ] }
     }
 
     /// What follows a listing write that `matched` and `modified` so many posts: for a

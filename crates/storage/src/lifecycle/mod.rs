@@ -187,21 +187,13 @@ impl Storage {
         if let Some(author) = author {
             filter.insert("author", author);
         }
-        // The room is checked inside the update, on the one document the filter found
-        // by `_id` (a top-level `$expr` would make some planners scan the collection): a
-        // post without room is matched and left unchanged.
-        let listed_and_reserved = doc! { "$add": [
-            { "$size": { "$ifNull": ["$attachments", []] } },
-            { "$size": { "$ifNull": ["$pending", []] } },
-        ] };
-        let limit = i64::try_from(self.max_attachments_per_post).unwrap_or(i64::MAX);
         let reservation = doc! { "_id": id, "expires_at": expires_at };
         let reserved = self
             .posts()
             .update_one(
                 filter,
                 vec![doc! { "$set": { "pending": { "$cond": [
-                    { "$lt": [listed_and_reserved, limit] },
+                    self.room_for(1),
                     { "$concatArrays": [
                         { "$ifNull": ["$pending", []] },
                         [{ "$literal": reservation }],

@@ -353,12 +353,14 @@ impl Storage {
             Ok(Listed::NoRoom) => Some(StorageError::TooManyAttachments {
                 limit: self.max_attachments_per_post,
             }),
-            // Otherwise a reservation went (the reaper took it).
-            Ok(Listed::NoPost) => Some(
+            // Deferred files say why with one read; otherwise a reservation went (the
+            // reaper took it) or the post.
+            Ok(Listed::NoPost) if admission.deferred > 0 => Some(
                 self.refusal(post_id, admission.author)
                     .await
                     .unwrap_or(StorageError::NotFound(Entity::Post)),
             ),
+            Ok(Listed::NoPost) => Some(StorageError::NotFound(Entity::Post)),
             Err(error) => Some(error),
         };
         if let Some(error) = refused {

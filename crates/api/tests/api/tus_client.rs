@@ -1,8 +1,7 @@
 //! A stock tus client, tuspy (`tests/tus/upload.py`), against two instances of the
 //! service: a 1 GiB upload cut off midway, then resumed on the other instance.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,14 +19,20 @@ use crate::helpers::{ServiceCommand, ServiceProcess};
 
 const GIB: u64 = 1024 * MIB;
 
-/// tuspy uploading `file` to `endpoint`, or resuming the upload at `resume`.
-fn tuspy(endpoint: &str, file: &Path, resume: Option<&str>) -> Child {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tus/upload.py");
+/// The tuspy script, run by the testbed's Python that has tuspy.
+fn upload_script() -> Command {
     let mut command = Command::new(testbed_tool("TESTBED_TUS_PYTHON", "tus"));
+    command.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tus/upload.py"));
     command
-        .arg(script)
+}
+
+/// tuspy uploading the script's generated file of `length` bytes to `endpoint`, or
+/// resuming the upload at `resume`.
+fn tuspy(endpoint: &str, length: u64, resume: Option<&str>) -> Child {
+    let mut command = upload_script();
+    command
         .arg(endpoint)
-        .arg(file)
+        .arg(length.to_string())
         .args(["--chunk-size", &(256 * MIB).to_string(), "--retries", "5"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -78,28 +83,17 @@ fn sample_peak_rss(pid: u32) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
     (peak, stop)
 }
 
-/// A file of pseudo-random bytes under the test's scratch directory, removed when dropped
-/// (also when the test fails).
-struct ScratchFile(PathBuf);
-
-impl ScratchFile {
-    /// `len` bytes, and their SHA-256.
-    fn new(len: u64) -> (Self, String) {
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("tus-{}.bin", uuid::Uuid::new_v4().simple()));
-        let (chunks, sha256) = pseudo_random(len);
-        let mut file = std::fs::File::create(&path).expect("scratch file");
-        for chunk in chunks {
-            file.write_all(&chunk).expect("write scratch file");
-        }
-        (Self(path), sha256)
-    }
-}
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// The SHA-256 of the script's generated file of `length` bytes, worked out beside the
+/// upload.
+async fn generated_sha256(length: u64) -> String {
+    let output = upload_script()
+        .arg("--sha256")
+        .arg(length.to_string())
+        .output()
+        .await
+        .expect("the script runs");
+    assert!(output.status.success(), "the script hashes its file");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// Two instances of the service on one database and key prefix, started and ready.
@@ -159,7 +153,7 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
         prefix,
     } = two_instances().await;
     let post = on_first.create_post().await;
-    let (file, sha256) = ScratchFile::new(GIB);
+    let sha256 = tokio::spawn(generated_sha256(GIB));
     let proxy = ChaosProxy::start(socket_address_of(&on_first.address)).await;
 
     // First instance, through a proxy that will cut the connection midway.
@@ -167,7 +161,7 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
     let (peak_first, stop_first) = sample_peak_rss(first.pid());
     let started = Instant::now();
     let endpoint = proxy.url("http", &format!("/v1/posts/{post}/attachments/tus"));
-    let mut client = tuspy(&endpoint, &file.0, None);
+    let mut client = tuspy(&endpoint, GIB, None);
     let url = upload_url(&mut client).await;
     let path = url
         .split_once("/v1/")
@@ -189,7 +183,7 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
     let resumed_at = Instant::now();
     let mut resumed = tuspy(
         &on_second.url(&format!("/v1/posts/{post}/attachments/tus")),
-        &file.0,
+        GIB,
         Some(&on_second.url(&path)),
     );
     upload_url(&mut resumed).await;
@@ -207,6 +201,7 @@ async fn tuspy_resumes_a_1_gib_upload_cut_midway_on_another_instance() {
         .get_json(&format!("/v1/posts/{post}/attachments"))
         .await;
     let attachment = &attachments["items"][0];
+    let sha256 = sha256.await.expect("the hash is worked out");
     assert_eq!(attachment["size"], GIB);
     assert_eq!(attachment["sha256"], sha256.as_str());
     let mut download = on_second

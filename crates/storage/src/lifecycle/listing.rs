@@ -121,9 +121,11 @@ impl Storage {
         attachments: &[Attachment],
         admission: &Admission<'_>,
     ) -> Result<(Document, Vec<Document>), StorageError> {
-        let summaries: Vec<AttachmentSummary> =
+        let mut summaries: Vec<AttachmentSummary> =
             attachments.iter().map(AttachmentSummary::of).collect();
+        summaries.sort_by_key(|summary| (summary.created_at, summary.id));
         let ids: Vec<ObjectId> = summaries.iter().map(|summary| summary.id).collect();
+        let earliest = summaries.first().map(|summary| summary.created_at);
         let summaries = bson::to_bson(&summaries).map_err(mongodb::error::Error::from)?;
         let mut filter = doc! { "_id": post_id.0, "status": PostStatus::Active.as_str() };
         if !admission.held.is_empty() {
@@ -146,13 +148,18 @@ impl Storage {
         } else {
             None
         };
+        // Appended as they are when they are all newer than the last one listed, as
+        // almost every upload is; sorted in among the others otherwise.
+        let listed = doc! { "$ifNull": ["$attachments", []] };
+        let merged = doc! { "$concatArrays": [&listed, { "$literal": summaries }] };
         let mut changes = doc! {
-            "attachments": { "$sortArray": {
-                "input": { "$concatArrays": [
-                    { "$ifNull": ["$attachments", []] },
-                    { "$literal": summaries },
+            "attachments": { "$let": {
+                "vars": { "last": { "$arrayElemAt": [&listed, -1] } },
+                "in": { "$cond": [
+                    { "$lt": ["$$last.created_at", earliest] },
+                    &merged,
+                    { "$sortArray": { "input": &merged, "sortBy": { "created_at": 1, "_id": 1 } } },
                 ] },
-                "sortBy": { "created_at": 1, "_id": 1 },
             } },
             "version": { "$add": ["$version", 1] },
         };

@@ -239,6 +239,11 @@ impl Harness {
         self.post_of(Some(author.to_owned())).await
     }
 
+    /// The attachments `post` lists, as a reader sees them.
+    pub async fn listed(&self, post: storage::PostId) -> Vec<storage::Attachment> {
+        self.storage.post(post).await.expect("read").attachments
+    }
+
     async fn post_of(&self, author: Option<String>) -> storage::PostId {
         self.storage
             .create_post(storage::NewPost {

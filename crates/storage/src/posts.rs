@@ -142,6 +142,40 @@ impl Storage {
     /// too; then objects and records are removed. If that stops half-way, the reaper
     /// finishes it, so the delete has taken effect once this returns `Ok`.
     pub async fn delete_post(&self, id: PostId) -> Result<(), StorageError> {
+        // With a quota, the author's count is held before the post changes.
+        let author = match self.quota() {
+            Some(_) => self.active_post(id).await?.author,
+            None => None,
+        };
+        self.hold_quota(author.as_deref(), id.0).await?;
+        let marked = self.mark_post_deleting(id).await;
+        let (attachments, bytes) = match &marked {
+            Ok(Some(post)) => (
+                post.attachments.len() as u64,
+                post.attachments
+                    .iter()
+                    .map(|summary| u64::try_from(summary.size).unwrap_or(0))
+                    .sum(),
+            ),
+            _ => (0, 0),
+        };
+        if let Err(error) = self
+            .uncount_quota(author.as_deref(), id.0, attachments, bytes)
+            .await
+        {
+            tracing::warn!(post_id = %id, %error, "could not give a deleted post's bytes back to the quota; the reaper will");
+        }
+        if marked?.is_none() {
+            return Err(StorageError::NotFound(Entity::Post));
+        }
+        if let Err(error) = self.finish_post_deletion(id.0).await {
+            tracing::warn!(post_id = %id, %error, "post deletion interrupted; the reaper will finish it");
+        }
+        Ok(())
+    }
+
+    /// Marks an active post `deleting`, with its event; the post as it was, if it was.
+    async fn mark_post_deleting(&self, id: PostId) -> Result<Option<PostDocument>, StorageError> {
         let at = now();
         let mut update =
             doc! { "$set": { "status": PostStatus::Deleting.as_str(), "updated_at": at } };
@@ -154,29 +188,10 @@ impl Storage {
                 update,
             )
             .await?;
-        let Some(post) = marked else {
-            return Err(StorageError::NotFound(Entity::Post));
-        };
-        self.events_written();
-        let bytes = post
-            .attachments
-            .iter()
-            .map(|summary| summary.size)
-            .sum::<i64>();
-        if let Err(error) = self
-            .uncount_quota(
-                post.author.as_deref(),
-                post.attachments.len() as u64,
-                u64::try_from(bytes).unwrap_or(0),
-            )
-            .await
-        {
-            tracing::warn!(post_id = %id, %error, "could not give a deleted post's bytes back to the quota; the reaper will");
+        if marked.is_some() {
+            self.events_written();
         }
-        if let Err(error) = self.finish_post_deletion(id.0).await {
-            tracing::warn!(post_id = %id, %error, "post deletion interrupted; the reaper will finish it");
-        }
-        Ok(())
+        Ok(marked)
     }
 
     /// The post if it is active. Read by `_id` alone, the cheapest query there is, and its

@@ -12,7 +12,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use crate::IncompleteUpload;
 use crate::error::{Entity, StorageError};
 use crate::events::{EventKind, attachment_data};
-use crate::model::{AttachmentId, PostId};
+use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, PostStatus, now};
 use crate::store::Storage;
 
@@ -27,8 +27,8 @@ const DISCARD_RETRIES: [Duration; 3] = [
 ];
 
 impl Storage {
-    /// Deletes an attachment: its record is marked `deleting`, then it is hidden from
-    /// readers, then its object and its record are removed. Once this returns `Ok` no
+    /// Deletes an attachment: its user's count is held, its record is marked `deleting`,
+    /// it is hidden from readers and uncounted, then its object and its record are removed. Once this returns `Ok` no
     /// reader sees it; if the removal stops half-way the reaper finishes it. Asked again
     /// while a deletion is unfinished, it carries the deletion on.
     pub async fn delete_attachment(
@@ -40,11 +40,44 @@ impl Storage {
         let Some(attachment) = post.attachment(attachment_id.0) else {
             return Err(StorageError::NotFound(Entity::Attachment));
         };
+        let author = post.author.as_deref();
+        self.hold_quota(author, attachment_id.0).await?;
+        let hidden = self.mark_and_hide(post_id, &attachment).await;
+        let (attachments, bytes) = match hidden {
+            Ok((_, true)) => (1, attachment.size),
+            _ => (0, 0),
+        };
+        if let Err(error) = self
+            .uncount_quota(author, attachment_id.0, attachments, bytes)
+            .await
+        {
+            tracing::warn!(%attachment_id, %error, "could not give a deleted attachment's bytes back to the quota; the reaper will");
+        }
+        let (marked, _) = hidden?;
+        if !marked {
+            return Ok(());
+        }
+        if let Err(error) = self
+            .remove_deleting_attachments(doc! { "_id": attachment_id.0 })
+            .await
+        {
+            tracing::warn!(%attachment_id, %error, "attachment deletion interrupted; the reaper will finish it");
+        }
+        Ok(())
+    }
+
+    /// Marks the record of `attachment` `deleting` and hides it, with its event; whether
+    /// a record was marked, and whether this hid it (then its bytes are to be uncounted).
+    async fn mark_and_hide(
+        &self,
+        post_id: PostId,
+        attachment: &Attachment,
+    ) -> Result<(bool, bool), StorageError> {
         let marked = self
             .attachments()
             .update_one(
                 doc! {
-                    "_id": attachment_id.0,
+                    "_id": attachment.id.0,
                     "post_id": post_id.0,
                     "status": { "$in": [AttachmentStatus::Ready.as_str(), AttachmentStatus::Deleting.as_str()] },
                 },
@@ -55,28 +88,12 @@ impl Storage {
         // it is gone as asked.
         let deleted = self.outbox_entries(
             now(),
-            [(EventKind::AttachmentDeleted, attachment_data(&attachment))],
+            [(EventKind::AttachmentDeleted, attachment_data(attachment))],
         );
         let hidden = self
-            .hide_attachments(post_id.0, &[attachment_id.0], deleted)
+            .hide_attachments(post_id.0, &[attachment.id.0], deleted)
             .await?;
-        if hidden
-            && let Err(error) = self
-                .uncount_quota(post.author.as_deref(), 1, attachment.size)
-                .await
-        {
-            tracing::warn!(%attachment_id, %error, "could not give a deleted attachment's bytes back to the quota; the reaper will");
-        }
-        if marked.matched_count == 0 {
-            return Ok(());
-        }
-        if let Err(error) = self
-            .remove_deleting_attachments(doc! { "_id": attachment_id.0 })
-            .await
-        {
-            tracing::warn!(%attachment_id, %error, "attachment deletion interrupted; the reaper will finish it");
-        }
-        Ok(())
+        Ok((marked.matched_count > 0, hidden))
     }
 
     /// Ends an unfinished upload that spans requests (its record matching `condition`)

@@ -1,5 +1,6 @@
 //! The reaper: what a killed process leaves behind is gone after one pass.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,7 +9,9 @@ use mongodb::bson::doc;
 
 use test_support::{MIB, pseudo_random};
 
-use crate::support::{Chunk, Options, harness_with, stream_of};
+use storage::{Attachment, PostId};
+
+use crate::support::{Chunk, Harness, Options, harness_with, stream_of};
 
 #[tokio::test]
 async fn the_reaper_removes_a_pending_record_its_object_and_stale_multipart_uploads() {
@@ -343,4 +346,85 @@ async fn a_missing_object_beyond_one_pass_is_reported_by_a_later_pass() {
         "found once, when its part of the prefix was listed: {reported:?}"
     );
     assert_eq!(reported[0], 0, "not by a pass that saw only the first keys");
+}
+
+/// How many counts the reaper set right while it passed as often as it could until
+/// `deletions` were done; each of them counted by the request that made it, none needed.
+async fn corrections_during(h: &Harness, deletions: impl Future<Output = ()>) -> u64 {
+    let done = AtomicBool::new(false);
+    let deletions = async {
+        deletions.await;
+        done.store(true, Ordering::Relaxed);
+    };
+    let reconciliations = async {
+        let mut corrected = 0;
+        while !done.load(Ordering::Relaxed) {
+            corrected += h.storage.reap().await.expect("reap").corrected_usage;
+        }
+        corrected
+    };
+    tokio::join!(deletions, reconciliations).1
+}
+
+/// Stores `bytes` as an attachment that `ann` uploads to `post`.
+async fn upload_by_ann(h: &Harness, post: PostId, bytes: &'static [u8]) -> Attachment {
+    h.storage
+        .upload_attachment(
+            post,
+            Some("ann"),
+            "file.txt",
+            None,
+            stream_of(vec![Bytes::from_static(bytes)]),
+        )
+        .await
+        .expect("upload")
+}
+
+fn with_a_quota() -> Options {
+    Options {
+        quota_bytes_per_user: 100 * MIB,
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_leaves_the_count_of_a_user_whose_attachment_deletion_is_in_flight() {
+    let h = harness_with(with_a_quota()).await;
+    let post = h.post_by("ann").await;
+    upload_by_ann(&h, post, b"kept bytes").await;
+
+    let corrected = corrections_during(&h, async {
+        for _ in 0..40 {
+            let attachment = upload_by_ann(&h, post, b"soon gone").await;
+            h.storage
+                .delete_attachment(post, attachment.id)
+                .await
+                .expect("delete");
+        }
+    })
+    .await;
+
+    assert_eq!(corrected, 0, "the reaper rewrote a count that was exact");
+    let usage = h.storage.usage("ann").await.expect("usage");
+    assert_eq!((usage.bytes_used, usage.attachments), (10, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_leaves_the_count_of_a_user_whose_post_deletion_is_in_flight() {
+    let h = harness_with(with_a_quota()).await;
+    let kept = h.post_by("ann").await;
+    upload_by_ann(&h, kept, b"kept bytes").await;
+
+    let corrected = corrections_during(&h, async {
+        for _ in 0..40 {
+            let post = h.post_by("ann").await;
+            upload_by_ann(&h, post, b"soon gone").await;
+            h.storage.delete_post(post).await.expect("delete");
+        }
+    })
+    .await;
+
+    assert_eq!(corrected, 0, "the reaper rewrote a count that was exact");
+    let usage = h.storage.usage("ann").await.expect("usage");
+    assert_eq!((usage.bytes_used, usage.attachments), (10, 1));
 }

@@ -35,6 +35,8 @@ pub struct Options {
     /// The SDK's attempt timeout (the operation timeout is twice it); none by default.
     pub attempt_timeout: Option<Duration>,
     pub reconcile_keys_per_pass: u32,
+    /// Bytes each user may store; 0: no quota.
+    pub quota_bytes_per_user: u64,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             max_attachments_per_post: 1000,
             attempt_timeout: None,
             reconcile_keys_per_pass: 10_000,
+            quota_bytes_per_user: 0,
         }
     }
 }
@@ -136,7 +139,7 @@ pub async fn harness_with(options: Options) -> Harness {
             resumable_uploads_per_user: NonZero::new(10).expect("non-zero"),
             reconcile_keys_per_pass: NonZero::new(options.reconcile_keys_per_pass)
                 .expect("non-zero"),
-            quota_bytes_per_user: 0,
+            quota_bytes_per_user: options.quota_bytes_per_user,
         },
         &MediaSettings {
             strip_metadata: true,

@@ -12,24 +12,27 @@
 //! - A published upload **commits**: its reservations go and its stored size is counted,
 //!   in one write found by the reservations. A failed or abandoned one releases them; the
 //!   reaper drops those that expired (a killed process).
-//! - A deleted attachment is **uncounted**.
-//! - The reaper **reconciles** each user without uploads in flight with the ready records
+//! - A deletion **holds** its user's count first (a reservation of no bytes, found by the
+//!   id of the attachment or post), and **uncounts** what it hid in the write that drops
+//!   the hold: the reconciliation never reads a deletion between the two.
+//! - The reaper **reconciles** each user without uploads or deletions in flight with the ready records
 //!   of their posts (a page of users a pass), so a crash between a change and its count
 //!   costs nothing for long.
 
-use std::fmt::{self, Display};
-use std::sync::{Arc, Mutex};
+mod meter;
+
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
 use serde::Deserialize;
 
 use crate::error::StorageError;
-use crate::mongo::documents::{ATTACHMENTS, AttachmentStatus, POSTS};
+use crate::mongo::documents::{ATTACHMENTS, AttachmentStatus, POSTS, PostStatus};
 use crate::store::Storage;
+
+pub(crate) use meter::QuotaMeter;
 
 /// The collection of usage documents.
 pub(crate) const USAGE: &str = "usage";
@@ -233,10 +236,41 @@ impl Storage {
         Ok(())
     }
 
-    /// Uncounts deleted attachments of `user` (`bytes` in all).
+    /// Holds the count of `user` while the deletion `id` (of an attachment or a post)
+    /// changes what they store: a reservation of no bytes, so that the reconciliation,
+    /// which leaves users with reservations alone, never sees the change before its count.
+    /// [`Storage::uncount_quota`] drops it; left by a killed process, it expires.
+    pub(crate) async fn hold_quota(
+        &self,
+        user: Option<&str>,
+        id: ObjectId,
+    ) -> Result<(), StorageError> {
+        let (Some(_), Some(user)) = (self.quota(), user) else {
+            return Ok(());
+        };
+        let expires_at = DateTime::from_system_time(SystemTime::now() + self.pending_ttl);
+        self.database
+            .collection::<Document>(USAGE)
+            .update_one(
+                doc! { "_id": user },
+                doc! { "$push": { "reservations": {
+                    "_id": ObjectId::new(),
+                    "upload": id,
+                    "bytes": 0_i64,
+                    "expires_at": expires_at,
+                } } },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Uncounts deleted attachments of `user` (`bytes` in all) and drops the hold of the
+    /// deletion `id`, in one write.
     pub(crate) async fn uncount_quota(
         &self,
         user: Option<&str>,
+        id: ObjectId,
         attachments: u64,
         bytes: u64,
     ) -> Result<(), StorageError> {
@@ -247,7 +281,10 @@ impl Storage {
             .collection::<Document>(USAGE)
             .update_one(
                 doc! { "_id": user },
-                doc! { "$inc": { "used_bytes": -to_i64(bytes), "attachments": -to_i64(attachments) } },
+                doc! {
+                    "$inc": { "used_bytes": -to_i64(bytes), "attachments": -to_i64(attachments) },
+                    "$pull": { "reservations": { "upload": id } },
+                },
             )
             .await?;
         Ok(())
@@ -322,12 +359,13 @@ impl Storage {
         Ok((corrected, next))
     }
 
-    /// The bytes and count of the ready attachments of `user`'s posts.
+    /// The bytes and count of the ready attachments of `user`'s active posts (a deleting
+    /// post's were uncounted when it was marked).
     async fn stored_by(&self, user: &str) -> Result<(i64, i64), StorageError> {
         let posts: Vec<Document> = self
             .database
             .collection::<Document>(POSTS)
-            .find(doc! { "author": user })
+            .find(doc! { "author": user, "status": PostStatus::Active.as_str() })
             .projection(doc! { "_id": 1 })
             .await?
             .try_collect()
@@ -366,110 +404,5 @@ fn number(value: Option<&mongodb::bson::Bson>) -> i64 {
         Some(mongodb::bson::Bson::Int64(n)) => *n,
         Some(mongodb::bson::Bson::Double(n)) => *n as i64,
         _ => 0,
-    }
-}
-
-/// Reserves quota ahead of the bytes of an upload of unknown length, a step at a time.
-#[derive(Debug)]
-pub(crate) struct QuotaMeter {
-    storage: Storage,
-    hold: QuotaHold,
-    quota: u64,
-    seen: u64,
-    /// The refusal that stopped the stream, for the caller to answer with.
-    refusal: Arc<Mutex<Option<StorageError>>>,
-}
-
-/// A stream's error, or the quota's refusal of its next bytes.
-#[derive(Debug)]
-pub(crate) enum Metered<E> {
-    Source(E),
-    OverQuota,
-}
-
-impl<E: Display> Display for Metered<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Source(error) => error.fmt(f),
-            Self::OverQuota => f.write_str("the upload went over its user's quota"),
-        }
-    }
-}
-
-impl QuotaMeter {
-    /// A meter for `hold`, when there is a quota.
-    pub(crate) fn new(storage: &Storage, hold: Option<&QuotaHold>) -> Option<Self> {
-        Some(Self {
-            storage: storage.clone(),
-            hold: hold?.clone(),
-            quota: storage.quota()?,
-            seen: 0,
-            refusal: Arc::default(),
-        })
-    }
-
-    /// Where the refusal that stopped the stream (if any) will be.
-    pub(crate) fn refusal(&self) -> Arc<Mutex<Option<StorageError>>> {
-        self.refusal.clone()
-    }
-
-    /// Reserves what `bytes` more need, a [`QUOTA_STEP_BYTES`] step at a time (or
-    /// exactly what they need, near the quota).
-    async fn admit(&mut self, bytes: u64) -> Result<(), StorageError> {
-        self.seen += bytes;
-        if self.seen <= self.hold.reserved {
-            return Ok(());
-        }
-        let needed = self.seen - self.hold.reserved;
-        match self.grow(needed.max(QUOTA_STEP_BYTES)).await {
-            Err(StorageError::QuotaExceeded { .. }) if needed < QUOTA_STEP_BYTES => {
-                self.grow(needed).await
-            }
-            outcome => outcome,
-        }
-    }
-
-    /// Reserves `step` bytes more. Spawned: a MongoDB call must not be dropped half-way
-    /// if the upload is.
-    async fn grow(&mut self, step: u64) -> Result<(), StorageError> {
-        let (storage, mut hold, quota) = (self.storage.clone(), self.hold.clone(), self.quota);
-        let (hold, outcome) = tokio::spawn(async move {
-            let outcome = storage.grow_quota(&mut hold, step, quota).await;
-            (hold, outcome)
-        })
-        .await
-        .map_err(|_| StorageError::Client("the quota reservation was interrupted".into()))?;
-        self.hold = hold;
-        outcome
-    }
-
-    /// `stream`, each chunk admitted before it passes.
-    pub(crate) fn meter<S, E>(
-        self,
-        stream: S,
-    ) -> impl Stream<Item = Result<Bytes, Metered<E>>> + Unpin
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-    {
-        Box::pin(futures::stream::unfold(
-            (stream, self, false),
-            |(mut stream, mut meter, stopped)| async move {
-                if stopped {
-                    return None;
-                }
-                match stream.next().await? {
-                    Ok(bytes) => match meter.admit(bytes.len() as u64).await {
-                        Ok(()) => Some((Ok(bytes), (stream, meter, false))),
-                        Err(refusal) => {
-                            if let Ok(mut slot) = meter.refusal.lock() {
-                                *slot = Some(refusal);
-                            }
-                            Some((Err(Metered::OverQuota), (stream, meter, true)))
-                        }
-                    },
-                    Err(error) => Some((Err(Metered::Source(error)), (stream, meter, false))),
-                }
-            },
-        ))
     }
 }

@@ -28,9 +28,10 @@ const DISCARD_RETRIES: [Duration; 3] = [
 
 impl Storage {
     /// Deletes an attachment: its user's count is held, its record is marked `deleting`,
-    /// it is hidden from readers and uncounted, then its object and its record are removed. Once this returns `Ok` no
-    /// reader sees it; if the removal stops half-way the reaper finishes it. Asked again
-    /// while a deletion is unfinished, it carries the deletion on.
+    /// it is hidden from readers and uncounted, then its object and its record are
+    /// removed. Once this returns `Ok` no reader sees it; if the removal stops half-way the
+    /// reaper finishes it. Asked again while a deletion is unfinished, it carries the
+    /// deletion on.
     pub async fn delete_attachment(
         &self,
         post_id: PostId,

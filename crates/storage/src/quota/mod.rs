@@ -15,9 +15,9 @@
 //! - A deletion **holds** its user's count first (a reservation of no bytes, found by the
 //!   id of the attachment or post), and **uncounts** what it hid in the write that drops
 //!   the hold: the reconciliation never reads a deletion between the two.
-//! - The reaper **reconciles** each user without uploads or deletions in flight with the ready records
-//!   of their posts (a page of users a pass), so a crash between a change and its count
-//!   costs nothing for long.
+//! - The reaper **reconciles** each user without uploads or deletions in flight with the
+//!   ready records of their active posts (a page of users a pass), so a crash between a
+//!   change and its count costs nothing for long.
 
 mod meter;
 

@@ -144,7 +144,7 @@ impl Storage {
     pub async fn delete_post(&self, id: PostId) -> Result<(), StorageError> {
         // With a quota, the author's count is held before the post changes.
         let author = match self.quota() {
-            Some(_) => self.active_post(id).await?.author,
+            Some(_) => self.post_author(id).await?,
             None => None,
         };
         self.hold_quota(author.as_deref(), id.0).await?;

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
+use serde::Deserialize;
 
 use crate::error::StorageError;
 use crate::lifecycle::{Admission, Listed};
@@ -23,6 +24,22 @@ use crate::model::{Attachment, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, PostStatus, now};
 use crate::s3::ObjectStoreError;
 use crate::store::Storage;
+
+/// The post that attachments were hidden from, as it was before.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HiddenFrom {
+    #[serde(default)]
+    pub(crate) author: Option<String>,
+    pub(crate) status: PostStatus,
+}
+
+impl HiddenFrom {
+    /// Whether the attachments hidden still counted against their author's quota: a
+    /// deleting post's were uncounted when it was marked.
+    pub(crate) fn counted(&self) -> bool {
+        self.status == PostStatus::Active
+    }
+}
 
 /// Ready records one reaper pass checks against their posts' summaries at a time.
 const RESTORE_BATCH: usize = 500;
@@ -36,13 +53,14 @@ const RESTORE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl Storage {
     /// Hides attachments of a post from readers, recording `events` in the same write;
-    /// done before their objects are deleted. Whether this call hid any.
+    /// done before their objects are deleted. The post as this call found it, if this call
+    /// hid any.
     pub(crate) async fn hide_attachments(
         &self,
         post_id: ObjectId,
         ids: &[ObjectId],
         events: Vec<Document>,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<HiddenFrom>, StorageError> {
         let mut update = doc! {
             "$pull": { "attachments": { "_id": { "$in": ids } } },
             "$inc": { "version": 1 },
@@ -50,13 +68,15 @@ impl Storage {
         Self::push_to_outbox(&mut update, events, now());
         let hidden = self
             .posts()
-            .update_one(
+            .clone_with_type::<HiddenFrom>()
+            .find_one_and_update(
                 doc! { "_id": post_id, "attachments._id": { "$in": ids } },
                 update,
             )
+            .projection(doc! { "author": 1, "status": 1 })
             .await?;
         self.events_written();
-        Ok(hidden.modified_count > 0)
+        Ok(hidden)
     }
 
     /// Shows again the ready attachments created in the [`RESTORE_WINDOW`] before `cutoff`

@@ -15,6 +15,7 @@ use crate::events::{EventKind, attachment_data};
 use crate::model::{Attachment, AttachmentId, PostId};
 use crate::mongo::documents::{AttachmentDocument, AttachmentStatus, PostStatus, now};
 use crate::store::Storage;
+use crate::summaries::HiddenFrom;
 
 /// Posts with expired reservations one reaper pass reads at a time.
 const EXPIRY_BATCH: u32 = 500;
@@ -44,8 +45,8 @@ impl Storage {
         let author = post.author.as_deref();
         self.hold_quota(author, attachment_id.0).await?;
         let hidden = self.mark_and_hide(post_id, &attachment).await;
-        let (attachments, bytes) = match hidden {
-            Ok((_, true)) => (1, attachment.size),
+        let (attachments, bytes) = match &hidden {
+            Ok((_, Some(from))) if from.counted() => (1, attachment.size),
             _ => (0, 0),
         };
         if let Err(error) = self
@@ -68,12 +69,12 @@ impl Storage {
     }
 
     /// Marks the record of `attachment` `deleting` and hides it, with its event; whether
-    /// a record was marked, and whether this hid it (then its bytes are to be uncounted).
+    /// a record was marked, and the post as it was if this hid it.
     async fn mark_and_hide(
         &self,
         post_id: PostId,
         attachment: &Attachment,
-    ) -> Result<(bool, bool), StorageError> {
+    ) -> Result<(bool, Option<HiddenFrom>), StorageError> {
         let marked = self
             .attachments()
             .update_one(
@@ -169,8 +170,20 @@ impl Storage {
         let mut removed = Vec::new();
         let mut cursor = self.attachments().find(filter).await?;
         while let Some(document) = cursor.try_next().await? {
-            self.hide_attachments(document.post_id, &[document.id], Vec::new())
+            let hidden = self
+                .hide_attachments(document.post_id, &[document.id], Vec::new())
                 .await?;
+            // Hidden here, not by the delete that marked it (which died, or was overtaken):
+            // its bytes are given back here.
+            if let Some(from) = hidden.filter(HiddenFrom::counted) {
+                let size = u64::try_from(document.size).unwrap_or(0);
+                if let Err(error) = self
+                    .uncount_quota(from.author.as_deref(), document.id, 1, size)
+                    .await
+                {
+                    tracing::warn!(attachment_id = %document.id, %error, "could not give a removed attachment's bytes back to the quota; the reaper will");
+                }
+            }
             self.remove_leftovers(&document).await?;
             for name in document.variants.keys() {
                 let variant = self
